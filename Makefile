@@ -1,0 +1,51 @@
+# One entry point for the common tasks. Every target runs inside the uv workspace (.venv at the root).
+SHELL := /bin/bash
+UV ?= uv
+BUF_VERSION ?= 1.75.0
+
+.PHONY: help install test lint format typecheck proto proto-check proto-lint dev seed bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: ## install every package and tool from the lock file
+	$(UV) sync --frozen
+
+test: install ## run the whole test suite against the servers named in the environment
+	$(UV) run pytest
+
+lint: install proto-check ## ruff, formatting, mypy and the proto checks
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+format: install ## apply ruff fixes and formatting
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+proto: install ## regenerate proto-definitions/src from the .proto files
+	$(UV) run python proto-definitions/scripts/generate.py
+
+proto-check: proto proto-lint ## fail when the generated code differs from the protos
+	@git diff --quiet --exit-code -- proto-definitions/src && \
+	  test -z "$$(git status --porcelain -- proto-definitions/src)" || \
+	  { echo "generated code is out of date: run 'make proto' and commit proto-definitions/src"; git status --short -- proto-definitions/src; exit 1; }
+
+proto-lint: ## lint the protos with buf (skipped, with a note, when npx is missing)
+	@if command -v npx >/dev/null 2>&1; then \
+	  cd proto-definitions && npx --yes @bufbuild/buf@$(BUF_VERSION) lint && echo "buf lint: ok"; \
+	else echo "buf lint: skipped (npx not found)"; fi
+
+dev: install ## run every service locally (root Procfile, honcho) against the servers in .env / the environment
+	$(UV) run service-product seed
+	$(UV) run honcho start
+
+seed: install ## load the sample catalogue (idempotent)
+	$(UV) run service-product seed
+
+bench: install ## run the benchmarks (see bench/README.md)
+	$(UV) run python bench/run.py
+
+clean: ## remove caches
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf .pytest_cache .mypy_cache .ruff_cache
