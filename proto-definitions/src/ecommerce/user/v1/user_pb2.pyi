@@ -242,7 +242,7 @@ Global___GetUserResponse: _TypeAlias = GetUserResponse  # noqa: Y015
 
 @_typing.final
 class GetJwksRequest(_message.Message):
-    """Input of GetJwks (no parameters)."""
+    """Input of GetJwks (no parameters)"""
 
     DESCRIPTOR: _descriptor.Descriptor
 
