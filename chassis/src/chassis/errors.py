@@ -1,0 +1,101 @@
+"""Typed domain errors and their gRPC status, with the offending field carried as a
+google.rpc.BadRequest in the standard `grpc-status-details-bin` trailer."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class DomainError(Exception):
+    """A rule of the domain was broken; the subclass says which gRPC status the caller sees."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        """The rich status trailer; only an error naming a field carries one."""
+        if self.field is None:
+            return ()
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=self.field, description=self.message
+                )
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+        return ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(DomainError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unauthenticated(DomainError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(DomainError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(DomainError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def _status_details(error: Any) -> status_pb2.Status | None:
+    metadata = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in metadata or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status()
+            status.ParseFromString(value)
+            return status
+    return None
+
+
+def violations_of(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """Client side: every (field, description) named by the BadRequest details, in order."""
+    status = _status_details(error)
+    if status is None:
+        return []
+    violations: list[tuple[str, str]] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations.extend((v.field, v.description) for v in bad_request.field_violations)
+    return violations
+
+
+def field_of(error: grpc.RpcError) -> str | None:
+    """Client side: the field named by an INVALID_ARGUMENT, or None."""
+    violations = violations_of(error)
+    return violations[0][0] if violations else None

@@ -1,0 +1,97 @@
+"""Service configuration from environment variables: the base settings, store mixins, and the
+loader that turns a bad variable into one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+_CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+
+
+class ServiceSettings(BaseSettings):
+    """What every service process needs; subclasses redefine the ports with their own aliases."""
+
+    model_config = _CONFIG
+
+    service_name: ClassVar[str] = "service"
+
+    log_level: str = "INFO"
+    otel_exporter_otlp_endpoint: str | None = None
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    metrics_port: int = Field(0, ge=0, le=65535)
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
+    readiness_interval_seconds: float = Field(3.0, gt=0)
+    startup_retry_max_seconds: float = Field(5.0, gt=0)
+
+
+class PostgresSettings(BaseSettings):
+    """The Postgres server (no database: each service names its own database field)."""
+
+    model_config = _CONFIG
+
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
+    postgres_pool_max: int = Field(10, ge=1)
+
+
+class AmqpSettings(BaseSettings):
+    """The RabbitMQ broker and the names this deployment uses on it."""
+
+    model_config = _CONFIG
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    events_exchange: str = "ecommerce.events"
+    queue_prefix: str = ""
+    delivery_limit: int = Field(5, ge=1)
+
+
+class RedisSettings(BaseSettings):
+    """The Redis server and the key prefix (tests isolate with it)."""
+
+    model_config = _CONFIG
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = ""
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _variable_name(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> str:
+    if not loc:
+        return "settings"
+    head = str(loc[0])
+    field = cls.model_fields.get(head)
+    if field is not None and isinstance(field.validation_alias, str):
+        head = field.validation_alias
+    return head.upper()
+
+
+def _describe(cls: type[BaseSettings], error: Any) -> str:
+    name = _variable_name(cls, tuple(error.get("loc", ())))
+    if error.get("type") == "missing":
+        return f"{name} is required"
+    return f"{name}: {error.get('msg')} (got {error.get('input')!r})"
+
+
+def describe_validation_error(cls: type[BaseSettings], exc: ValidationError) -> str:
+    """One line naming every offending variable."""
+    return "; ".join(_describe(cls, error) for error in exc.errors())
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build the settings from the environment, or print one line to stderr and exit 2."""
+    service = getattr(cls, "service_name", cls.__name__)
+    try:
+        return cls()
+    except ValidationError as exc:
+        message = describe_validation_error(cls, exc)
+    except SettingsError as exc:
+        message = str(exc).replace("\n", " ")
+    sys.stderr.write(f"{service}: configuration error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
