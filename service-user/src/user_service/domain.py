@@ -1,0 +1,101 @@
+"""Account rules with no I/O: email normalisation, password and name policy, the User record."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from email_validator import EmailNotValidError, validate_email
+
+from chassis.errors import InvalidArgument
+
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+FULL_NAME_MAX_LENGTH = 200
+# RFC 5321 limits a forward path to 254 characters; longer input is never an address.
+EMAIL_MAX_LENGTH = 254
+
+
+class Role(enum.StrEnum):
+    """What an account may do; the value is stored and carried in the token's `role` claim."""
+
+    CUSTOMER = "customer"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A stored account. `password_hash` never leaves the service."""
+
+    id: uuid.UUID
+    email: str
+    full_name: str
+    role: Role
+    password_hash: str
+    created_at: datetime
+
+
+def normalise_email(raw: str) -> str:
+    """Trim and lower-case an address so that letter case never makes two accounts."""
+    return raw.strip().lower()
+
+
+def validate_new_email(raw: str) -> str:
+    """Return the normalised address to store, or raise InvalidArgument(field="email")."""
+    email = normalise_email(raw)
+    if not email:
+        raise InvalidArgument("email is required", field="email")
+    if len(email) > EMAIL_MAX_LENGTH:
+        raise InvalidArgument(f"email must be at most {EMAIL_MAX_LENGTH} characters", field="email")
+    try:
+        # No DNS lookups: registration must not depend on the network or leak timing about domains.
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise InvalidArgument(f"email is not a valid address: {error}", field="email") from error
+    return email
+
+
+def validate_new_password(password: str) -> str:
+    """Return the password when it satisfies the length policy, else raise on field "password"."""
+    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
+        raise InvalidArgument(
+            f"password must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters",
+            field="password",
+        )
+    return password
+
+
+def validate_full_name(raw: str) -> str:
+    """Return the trimmed display name (1..200 characters), else raise on field "full_name"."""
+    full_name = raw.strip()
+    if not 1 <= len(full_name) <= FULL_NAME_MAX_LENGTH:
+        raise InvalidArgument(
+            f"full_name must be 1 to {FULL_NAME_MAX_LENGTH} characters", field="full_name"
+        )
+    return full_name
+
+
+def validate_login_input(email: str, password: str) -> tuple[str, str]:
+    """Check only the shape of login input; whether the account exists is not revealed here."""
+    normalised = normalise_email(email)
+    if not normalised:
+        raise InvalidArgument("email is required", field="email")
+    if len(normalised) > EMAIL_MAX_LENGTH:
+        raise InvalidArgument(f"email must be at most {EMAIL_MAX_LENGTH} characters", field="email")
+    if not password:
+        raise InvalidArgument("password is required", field="password")
+    if len(password) > PASSWORD_MAX_LENGTH:
+        raise InvalidArgument(
+            f"password must be at most {PASSWORD_MAX_LENGTH} characters", field="password"
+        )
+    return normalised, password
+
+
+def parse_user_id(raw: str) -> uuid.UUID:
+    """Parse an account id, raising InvalidArgument(field="id") for anything but a UUID."""
+    try:
+        return uuid.UUID(raw.strip())
+    except ValueError as error:
+        raise InvalidArgument("id must be a UUID", field="id") from error

@@ -1,0 +1,68 @@
+"""The UserService gRPC servicer: translates protobuf messages to handler calls and back."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ecommerce.user.v1 import user_pb2, user_pb2_grpc
+from user_service import handlers
+from user_service.domain import Role, User
+from user_service.handlers import Accounts
+
+SERVICE_NAME = user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
+
+_ROLES = {Role.CUSTOMER: user_pb2.ROLE_CUSTOMER, Role.ADMIN: user_pb2.ROLE_ADMIN}
+
+
+def user_to_proto(user: User) -> user_pb2.User:
+    created_at = Timestamp()
+    created_at.FromDatetime(user.created_at)
+    return user_pb2.User(
+        id=str(user.id),
+        email=user.email,
+        full_name=user.full_name,
+        role=_ROLES[user.role],
+        created_at=created_at,
+    )
+
+
+class UserServicer(user_pb2_grpc.UserServiceServicer):
+    """Thin entry point; domain errors become gRPC statuses in the chassis interceptor."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self._accounts = accounts
+
+    async def Register(
+        self, request: user_pb2.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> user_pb2.RegisterResponse:
+        user = await handlers.register(
+            self._accounts,
+            email=request.email,
+            password=request.password,
+            full_name=request.full_name,
+        )
+        return user_pb2.RegisterResponse(user=user_to_proto(user))
+
+    async def Login(
+        self, request: user_pb2.LoginRequest, context: grpc.aio.ServicerContext
+    ) -> user_pb2.LoginResponse:
+        token = await handlers.login(self._accounts, email=request.email, password=request.password)
+        return user_pb2.LoginResponse(
+            access_token=token.access_token, token_type="bearer", expires_in=token.expires_in
+        )
+
+    async def GetUser(
+        self, request: user_pb2.GetUserRequest, context: grpc.aio.ServicerContext
+    ) -> user_pb2.GetUserResponse:
+        user = await handlers.get_user(self._accounts, user_id=request.id)
+        return user_pb2.GetUserResponse(user=user_to_proto(user))
+
+    async def GetJwks(
+        self, request: user_pb2.GetJwksRequest, context: grpc.aio.ServicerContext
+    ) -> user_pb2.GetJwksResponse:
+        keys = [
+            user_pb2.JsonWebKey(kid=k.kid, kty=k.kty, alg=k.alg, use=k.use, crv=k.crv, x=k.x)
+            for k in handlers.get_jwks(self._accounts)
+        ]
+        return user_pb2.GetJwksResponse(keys=keys)

@@ -1,0 +1,119 @@
+"""One function per use case: Register, Login, GetUser, GetJwks and the admin bootstrap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chassis.errors import NotFound, Unauthenticated
+from chassis.logging import get_logger
+from user_service.domain import (
+    Role,
+    User,
+    parse_user_id,
+    validate_full_name,
+    validate_login_input,
+    validate_new_email,
+    validate_new_password,
+)
+from user_service.passwords import PasswordHashing
+from user_service.store import UserStore
+from user_service.throttle import LoginThrottle
+from user_service.tokens import IssuedToken, PublicJwk, TokenIssuer
+
+log = get_logger(__name__)
+
+# One message for an unknown email and a wrong password, so neither reveals that an account exists.
+INVALID_CREDENTIALS = "invalid email or password"
+ADMIN_FULL_NAME = "Administrator"
+
+
+@dataclass(frozen=True, slots=True)
+class Accounts:
+    """The adapters the handlers work with, wired once in main."""
+
+    store: UserStore
+    passwords: PasswordHashing
+    throttle: LoginThrottle
+    tokens: TokenIssuer
+
+
+async def register(accounts: Accounts, *, email: str, password: str, full_name: str) -> User:
+    normalised = validate_new_email(email)
+    validate_new_password(password)
+    name = validate_full_name(full_name)
+    password_hash = await accounts.passwords.hash(password)
+    user = await accounts.store.create(
+        email=normalised, full_name=name, password_hash=password_hash, role=Role.CUSTOMER
+    )
+    log.info("account registered", user_id=str(user.id))
+    return user
+
+
+async def login(accounts: Accounts, *, email: str, password: str) -> IssuedToken:
+    normalised, password = validate_login_input(email, password)
+    await accounts.throttle.ensure_allowed(normalised)
+    user = await accounts.store.by_email(normalised)
+    if user is None:
+        await accounts.passwords.burn_verification(password)
+        raise await _failed_login(accounts, normalised)
+    verification = await accounts.passwords.verify(user.password_hash, password)
+    if not verification.matches:
+        raise await _failed_login(accounts, normalised)
+    if verification.needs_rehash:
+        await _rehash(accounts, user, password)
+    await accounts.throttle.reset(normalised)
+    log.info("login succeeded", user_id=str(user.id))
+    return accounts.tokens.issue(user)
+
+
+async def _failed_login(accounts: Accounts, email: str) -> Unauthenticated:
+    """Count the failure, then hand back the one error every failed login gets."""
+    await accounts.throttle.record_failure(email)
+    log.info("login failed")
+    return Unauthenticated(INVALID_CREDENTIALS)
+
+
+async def _rehash(accounts: Accounts, user: User, password: str) -> None:
+    new_hash = await accounts.passwords.hash(password)
+    replaced = await accounts.store.replace_password_hash(
+        user.id, old=user.password_hash, new=new_hash
+    )
+    if replaced:
+        log.info("password rehashed with current parameters", user_id=str(user.id))
+
+
+async def get_user(accounts: Accounts, *, user_id: str) -> User:
+    user = await accounts.store.by_id(parse_user_id(user_id))
+    if user is None:
+        raise NotFound("no account with this id", field="id")
+    return user
+
+
+def get_jwks(accounts: Accounts) -> list[PublicJwk]:
+    return accounts.tokens.jwks()
+
+
+async def bootstrap_admin(
+    store: UserStore, passwords: PasswordHashing, *, email: str, password: str
+) -> None:
+    """Create the admin account once; every later start (or a concurrent replica) changes nothing.
+
+    An existing account keeps its password and role: promoting whoever registered the address
+    first would hand admin rights to them.
+    """
+    normalised = validate_new_email(email)
+    validate_new_password(password)
+    created = await store.create_if_absent(
+        email=normalised,
+        full_name=ADMIN_FULL_NAME,
+        password_hash=await passwords.hash(password),
+        role=Role.ADMIN,
+    )
+    if created is not None:
+        log.info("admin account created", user_id=str(created.id))
+        return
+    existing = await store.by_email(normalised)
+    if existing is not None and existing.role is not Role.ADMIN:
+        log.error("ADMIN_EMAIL belongs to a non-admin account; it was not promoted")
+    else:
+        log.info("admin account already exists")

@@ -1,0 +1,50 @@
+"""Configuration of service-user from environment variables: ports, stores, keys, cost, throttle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from argon2.profiles import RFC_9106_LOW_MEMORY
+from pydantic import Field, SecretStr, model_validator
+
+from chassis.settings import PostgresSettings, RedisSettings, ServiceSettings
+
+
+class UserSettings(ServiceSettings, PostgresSettings, RedisSettings):
+    service_name: ClassVar[str] = "service-user"
+
+    grpc_port: int = Field(50051, ge=0, le=65535, validation_alias="USER_GRPC_PORT")
+    metrics_port: int = Field(9101, ge=0, le=65535, validation_alias="USER_METRICS_PORT")
+    db_name: str = Field("users", min_length=1, validation_alias="USER_DB_NAME")
+
+    jwt_private_key: SecretStr | None = Field(None, validation_alias="JWT_PRIVATE_KEY")
+    jwt_private_key_file: Path | None = Field(None, validation_alias="JWT_PRIVATE_KEY_FILE")
+    jwt_issuer: str = Field("ecommerce-user-service", min_length=1, validation_alias="JWT_ISSUER")
+    jwt_audience: str = Field("ecommerce-api", min_length=1, validation_alias="JWT_AUDIENCE")
+    jwt_ttl_seconds: int = Field(3600, ge=60, le=86400, validation_alias="JWT_TTL_SECONDS")
+
+    argon2_time_cost: int = Field(
+        RFC_9106_LOW_MEMORY.time_cost, ge=1, validation_alias="ARGON2_TIME_COST"
+    )
+    argon2_memory_cost_kib: int = Field(
+        RFC_9106_LOW_MEMORY.memory_cost, ge=8, validation_alias="ARGON2_MEMORY_COST_KIB"
+    )
+    argon2_parallelism: int = Field(
+        RFC_9106_LOW_MEMORY.parallelism, ge=1, validation_alias="ARGON2_PARALLELISM"
+    )
+
+    login_max_failures: int = Field(5, ge=1, validation_alias="LOGIN_MAX_FAILURES")
+    login_window_seconds: int = Field(900, ge=1, validation_alias="LOGIN_WINDOW_SECONDS")
+    redis_timeout_seconds: float = Field(1.0, gt=0, validation_alias="REDIS_TIMEOUT_SECONDS")
+    postgres_timeout_seconds: float = Field(5.0, gt=0, validation_alias="POSTGRES_TIMEOUT_SECONDS")
+
+    admin_email: str | None = Field(None, validation_alias="ADMIN_EMAIL")
+    admin_password: SecretStr | None = Field(None, validation_alias="ADMIN_PASSWORD")
+
+    @model_validator(mode="after")
+    def _argon2_memory_covers_lanes(self) -> UserSettings:
+        # argon2 needs at least 8 KiB per lane; catching it here gives a clear start-up message.
+        if self.argon2_memory_cost_kib < 8 * self.argon2_parallelism:
+            raise ValueError("ARGON2_MEMORY_COST_KIB must be at least 8 * ARGON2_PARALLELISM")
+        return self

@@ -1,0 +1,91 @@
+"""Login throttling: failed attempts per email counted in Redis, with a deadline on every call.
+
+When Redis cannot answer in time the throttle fails closed (UNAVAILABLE): a login is never
+allowed without the check that could have refused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from chassis.errors import ResourceExhausted, Unavailable
+from chassis.logging import get_logger
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+
+class LoginThrottle:
+    """Refuses logins for an email after `max_failures` failures within `window_seconds`.
+
+    The counter starts with the first failure and expires `window_seconds` later; the failure
+    that reaches the limit restarts the expiry, so a throttled email stays refused for a full
+    window. Refused attempts do not count, so they cannot extend the lock forever.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        key_prefix: str,
+        max_failures: int,
+        window_seconds: int,
+        timeout_seconds: float,
+    ) -> None:
+        self._redis = redis
+        self._prefix = key_prefix
+        self._max_failures = max_failures
+        self._window = window_seconds
+        self._timeout = timeout_seconds
+
+    def _key(self, email: str) -> str:
+        # Hashed so that addresses do not sit in Redis in clear text.
+        digest = hashlib.sha256(email.encode("utf-8")).hexdigest()
+        return f"{self._prefix}user:login-failures:{digest}"
+
+    async def ensure_allowed(self, email: str) -> None:
+        """Raise ResourceExhausted while the email is throttled."""
+        raw = await self._call(self._redis.get(self._key(email)))
+        if raw is not None and int(raw) >= self._max_failures:
+            raise ResourceExhausted("too many failed logins for this email, try again later")
+
+    async def record_failure(self, email: str) -> None:
+        key = self._key(email)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self._window, nx=True)
+            failures, _ = await self._call(pipe.execute())
+        if int(failures) >= self._max_failures:
+            await self._call(self._redis.expire(key, self._window))
+            log.warning("login throttled after repeated failures", failures=int(failures))
+
+    async def reset(self, email: str) -> None:
+        await self._call(self._redis.delete(self._key(email)))
+
+    async def check(self) -> None:
+        """Readiness: Redis answers a PING within the deadline."""
+        await self._call(self._redis.ping())
+
+    async def _call(self, pending: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await pending
+        except (TimeoutError, RedisError, OSError) as error:
+            log.error("redis unavailable for login throttling", error=repr(error))
+            raise Unavailable("login is temporarily unavailable, try again shortly") from error
+
+
+def create_redis(url: str, *, timeout_seconds: float) -> Redis:
+    """A Redis client whose connects and reads give up after the deadline."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_seconds,
+        "socket_connect_timeout": timeout_seconds,
+        "health_check_interval": 30,
+    }
+    return Redis.from_url(url, **options)
