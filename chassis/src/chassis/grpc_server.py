@@ -1,0 +1,194 @@
+"""The gRPC service runtime: server with tracing/observing interceptors, health and reflection,
+startup hooks retried with backoff, readiness polling, and a graceful drain on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import uvloop
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+
+from chassis.logging import configure_logging, get_logger
+from chassis.metrics import start_metrics_server
+from chassis.rpc_observer import RpcObserver
+from chassis.settings import ServiceSettings
+from chassis.telemetry import configure_tracing, grpc_server_interceptor, shutdown_tracing
+
+Hook = Callable[[], Awaitable[None]]
+_log = get_logger("chassis.runtime")
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _log_retry(name: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        _log.warning(
+            "startup_hook_failed",
+            hook=name,
+            attempt=state.attempt_number,
+            retry_in_s=round(state.upcoming_sleep, 2),
+            error=repr(error),
+        )
+
+    return before_sleep
+
+
+class ServiceRuntime:
+    """One gRPC service process: register servicers and hooks, then `await run()`."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.service_name = type(settings).service_name
+        configure_logging(self.service_name, settings.log_level)
+        configure_tracing(self.service_name, settings.otel_exporter_otlp_endpoint)
+        self.server: grpc.aio.Server = grpc.aio.server(
+            interceptors=[grpc_server_interceptor(), RpcObserver(self.service_name)]
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.bound_port = 0
+        self._services: list[str] = []
+        self._startup: list[tuple[str, Hook]] = []
+        self._readiness: list[tuple[str, Hook]] = []
+        self._shutdown: list[tuple[str, Hook]] = []
+        self._background: list[tuple[str, Hook]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self.started = asyncio.Event()  # set once startup hooks are done
+
+    def add_servicer(
+        self,
+        add_to_server: Callable[[Any, grpc.aio.Server], None],
+        servicer: Any,
+        service_full_name: str,
+    ) -> None:
+        add_to_server(servicer, self.server)
+        self._services.append(service_full_name)
+
+    def on_startup(self, name: str, fn: Hook) -> None:
+        self._startup.append((name, fn))
+
+    def readiness_check(self, name: str, fn: Hook) -> None:
+        self._readiness.append((name, fn))
+
+    def on_shutdown(self, name: str, fn: Hook) -> None:
+        self._shutdown.append((name, fn))
+
+    def background(self, name: str, fn: Hook) -> None:
+        self._background.append((name, fn))
+
+    def stop(self) -> None:
+        """Begin the graceful shutdown (what SIGTERM does)."""
+        self._stop.set()
+
+    async def _set_health(self, status: Any) -> None:
+        for name in ("", *self._services):
+            await self.health.set(name, status)
+
+    async def _run_startup(self) -> None:
+        cap = self.settings.startup_retry_max_seconds
+        for name, fn in self._startup:
+            async for attempt in AsyncRetrying(
+                wait=wait_exponential(multiplier=0.1, max=cap),
+                retry=retry_if_exception_type(Exception),
+                before_sleep=_log_retry(name),
+            ):
+                with attempt:
+                    await fn()
+            _log.info("startup_hook_done", hook=name)
+        for name, fn in self._background:
+            self._tasks.append(asyncio.create_task(self._supervise(name, fn), name=name))
+        self.started.set()
+        await self._poll_readiness()
+
+    async def _supervise(self, name: str, fn: Hook) -> None:
+        """Keep a background task alive: a crash is logged and the task restarted with backoff."""
+        cap = self.settings.startup_retry_max_seconds
+        delay = 0.1
+        while True:
+            try:
+                await fn()
+                _log.warning("background_task_returned", task=name)
+            except Exception:
+                _log.exception("background_task_failed", task=name, restart_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cap)
+
+    async def _readiness_failure(self) -> str | None:
+        timeout = self.settings.readiness_interval_seconds
+        for name, fn in self._readiness:
+            try:
+                await asyncio.wait_for(fn(), timeout)
+            except Exception as error:
+                return f"{name}: {error!r}"
+        return None
+
+    async def _poll_readiness(self) -> None:
+        serving: bool | None = None
+        while True:
+            failure = await self._readiness_failure()
+            if (failure is None) is not serving:
+                serving = failure is None
+                await self._set_health(_SERVING if serving else _NOT_SERVING)
+                if serving:
+                    _log.info("serving", port=self.bound_port)
+                else:
+                    _log.warning("not_serving", reason=failure)
+            await asyncio.sleep(self.settings.readiness_interval_seconds)
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Only the main thread may own signals; in-process tests call stop() instead.
+            with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+                loop.add_signal_handler(sig, self._stop.set)
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (or stop()), then drain and run the shutdown hooks."""
+        settings = self.settings
+        start_metrics_server(settings.metrics_port)
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        self.bound_port = self.server.add_insecure_port(address)
+        reflection.enable_server_reflection(
+            (*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        await self._set_health(_NOT_SERVING)
+        await self.server.start()
+        _log.info("started", host=settings.grpc_host, port=self.bound_port)
+        self._install_signal_handlers()
+        lifecycle = asyncio.create_task(self._run_startup(), name="startup")
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({lifecycle, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if lifecycle.done() and lifecycle.exception() is not None:
+            _log.error("lifecycle_failed", exc_info=lifecycle.exception())
+        await self._drain(lifecycle, stop)
+
+    async def _drain(self, lifecycle: asyncio.Task[None], stop: asyncio.Task[bool]) -> None:
+        _log.info("stopping", grace_s=self.settings.shutdown_grace_seconds)
+        await self.health.enter_graceful_shutdown()
+        for task in (lifecycle, stop):
+            task.cancel()
+        await self.server.stop(self.settings.shutdown_grace_seconds)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(lifecycle, stop, *self._tasks, return_exceptions=True)
+        for name, fn in reversed(self._shutdown):
+            try:
+                await asyncio.wait_for(fn(), self.settings.shutdown_grace_seconds or None)
+            except Exception:
+                _log.exception("shutdown_hook_failed", hook=name)
+        shutdown_tracing()
+        _log.info("stopped")
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    """Run a service's async main under uvloop; returns (exit 0) after a graceful stop."""
+    uvloop.run(main())  # type: ignore[arg-type]

@@ -1,0 +1,51 @@
+"""OpenTelemetry tracing for a service: tracer provider, OTLP exporter (only when an endpoint is
+configured), asyncpg and redis instrumentation, gRPC client and server interceptors."""
+
+from __future__ import annotations
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+_provider: TracerProvider | None = None
+
+
+def configure_tracing(service: str, endpoint: str | None) -> None:
+    """Install the SDK tracer provider once per process. Spans are exported over OTLP gRPC only
+    when `endpoint` is set; otherwise they still exist (log lines get trace ids) but go nowhere."""
+    global _provider
+    if _provider is not None:
+        return
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    if endpoint:
+        # Imported here: the exporter pulls in its own gRPC channel machinery, useless when off.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    RedisInstrumentor().instrument(tracer_provider=provider)
+
+
+def shutdown_tracing() -> None:
+    """Flush pending spans (bounded by the processor's own export timeout)."""
+    if _provider is not None:
+        _provider.shutdown()
+
+
+def grpc_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors for outbound grpc.aio channels: a client span and W3C context propagation."""
+    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors()  # type: ignore[no-untyped-call]
+    return interceptors
+
+
+def grpc_server_interceptor() -> grpc.aio.ServerInterceptor:
+    """The server span around each inbound RPC, continuing the caller's trace."""
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor()  # type: ignore[no-untyped-call]
+    return interceptor
