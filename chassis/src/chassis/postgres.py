@@ -1,0 +1,82 @@
+"""PostgreSQL plumbing shared by services: database URLs, race-safe database creation, Alembic
+migrations under an advisory lock, the asyncpg pool and its readiness check; every call bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from chassis.logging import get_logger
+
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 30.0
+MIGRATE_TIMEOUT_S = 300.0
+_log = get_logger("chassis.postgres")
+
+
+def database_url(server_url: str, database: str) -> str:
+    """The URL of `database` on the server named by `server_url` (whose own path is ignored)."""
+    parts = urlsplit(server_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def ensure_database(server_url: str, database: str) -> None:
+    """CREATE DATABASE `database` unless it exists; several replicas starting at once are fine."""
+    conn = await asyncpg.connect(database_url(server_url, "postgres"), timeout=CONNECT_TIMEOUT_S)
+    try:
+        exists = await conn.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = $1", database, timeout=COMMAND_TIMEOUT_S
+        )
+        if exists:
+            return
+        try:
+            await conn.execute(
+                f"CREATE DATABASE {_quote_identifier(database)}", timeout=COMMAND_TIMEOUT_S
+            )
+            _log.info("database_created", database=database)
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            # Another replica won the race between our SELECT and CREATE.
+            _log.info("database_created_concurrently", database=database)
+    finally:
+        await conn.close(timeout=CONNECT_TIMEOUT_S)
+
+
+async def migrate(url: str, migrations_dir: Path, *, timeout_s: float = MIGRATE_TIMEOUT_S) -> None:
+    """Alembic `upgrade head` for the database at `url`, serialised with concurrent migrators."""
+    # Imported here: Alembic and SQLAlchemy are only needed by the process that migrates.
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.attributes["url"] = url
+    await asyncio.wait_for(asyncio.to_thread(command.upgrade, config, "head"), timeout_s)
+    _log.info("migrations_applied", migrations=str(migrations_dir))
+
+
+async def create_pool(
+    url: str, *, max_size: int = 10, command_timeout: float = COMMAND_TIMEOUT_S
+) -> asyncpg.Pool:
+    """An asyncpg pool that opens connections on demand (min_size 0), so creating it never blocks
+    on an unreachable server; each query is bounded by `command_timeout`."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url,
+        min_size=0,
+        max_size=max_size,
+        timeout=CONNECT_TIMEOUT_S,
+        command_timeout=command_timeout,
+    )
+    return pool
+
+
+async def check(pool: asyncpg.Pool, *, timeout_s: float = 2.0) -> None:
+    """Readiness: a connection can be had and answers SELECT 1 within `timeout_s` seconds."""
+    async with asyncio.timeout(timeout_s), pool.acquire(timeout=timeout_s) as conn:
+        await conn.fetchval("SELECT 1", timeout=timeout_s)
