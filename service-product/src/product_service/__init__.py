@@ -1,0 +1,1 @@
+"""service-product: the catalogue and its stock, served over gRPC with a Redis read cache."""

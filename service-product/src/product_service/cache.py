@@ -1,0 +1,170 @@
+"""ProductCache: Redis cache-aside in front of ProductStore reads, with in-process single-flight.
+
+Values are serialized `ecommerce.product.v1.Product` messages under `<prefix>product:<id>`.
+Redis is an optimisation only: any Redis failure is counted and the read goes to Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
+
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from chassis.logging import get_logger
+from product_service.domain import Product
+from product_service.proto_mapping import decode_product, encode_product
+from product_service.store import ProductStore
+
+CACHE_REQUESTS = Counter(
+    "product_cache_requests", "Product cache lookups by result (hit or miss)", ["result"]
+)
+CACHE_ERRORS = Counter(
+    "product_cache_errors",
+    "Redis calls that failed or timed out; the read fell back to Postgres",
+    ["operation"],
+)
+
+# A real serialized Product starts with field 1's tag (0x0A), so this can never be one.
+TOMBSTONE = b"tombstone"
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+
+def connect_redis(url: str, *, timeout_seconds: float) -> Redis:
+    """A client that fails fast: short socket timeouts and no retries (we fall back instead)."""
+    client: Redis = Redis.from_url(
+        url,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return client
+
+
+class ProductCache:
+    """Cache-aside reads; `invalidate` after every commit that changes a product.
+
+    The stale-set race: a reader misses, reads the OLD row, the writer commits and invalidates,
+    then the reader would write the old row back for a whole TTL. We prevent it with a
+    short-lived tombstone instead of a plain DEL: invalidation overwrites the key with TOMBSTONE
+    for `tombstone_seconds`, readers treat a tombstone as a miss, and readers fill with SET NX,
+    which a tombstone blocks. A reader only fills when its own database read started less than
+    half a tombstone lifetime ago, so any commit after that read began left a tombstone that is
+    still alive when the fill arrives. Comparing updated_at would need a Lua script and a
+    versioned value format; this keeps the values plain protobuf bytes readable with MGET.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        store: ProductStore,
+        *,
+        key_prefix: str,
+        ttl_seconds: int,
+        tombstone_seconds: float = 5.0,
+        timeout_seconds: float = 0.25,
+    ) -> None:
+        self._redis = redis
+        self._store = store
+        self._prefix = key_prefix
+        self._ttl = ttl_seconds
+        self._tombstone_ms = int(tombstone_seconds * 1000)
+        self._timeout = timeout_seconds
+        self._inflight: dict[uuid.UUID, asyncio.Task[dict[uuid.UUID, Product]]] = {}
+
+    def key(self, product_id: uuid.UUID) -> str:
+        return f"{self._prefix}product:{product_id}"
+
+    async def get(self, product_id: uuid.UUID) -> Product | None:
+        return (await self.get_many([product_id])).get(product_id)
+
+    async def get_many(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
+        """The products found among `product_ids` (unknown ids are simply absent).
+
+        Single-flight: an id already being fetched by another call in this process is joined,
+        not fetched again, so a burst of misses for one id costs one Redis and one SQL read.
+        The fetch runs in its own task so that a caller giving up (deadline, cancel) does not
+        cancel it for the others waiting on it.
+        """
+        to_fetch = [i for i in dict.fromkeys(product_ids) if i not in self._inflight]
+        if to_fetch:
+            task = asyncio.create_task(self._fetch(to_fetch))
+            for product_id in to_fetch:
+                self._inflight[product_id] = task
+            task.add_done_callback(lambda done, ids=tuple(to_fetch): self._forget(ids, done))
+        wanted = set(product_ids)
+        found: dict[uuid.UUID, Product] = {}
+        for task in {self._inflight[i] for i in wanted}:
+            loaded = await asyncio.shield(task)
+            found.update({i: p for i, p in loaded.items() if i in wanted})
+        return found
+
+    async def invalidate(self, product_ids: Iterable[uuid.UUID]) -> None:
+        """Call after the commit that changed these products (see the class docstring)."""
+        product_ids = list(product_ids)
+        # A fetch in flight may have read the row before the commit: later readers must not join it.
+        for product_id in product_ids:
+            self._inflight.pop(product_id, None)
+
+        async def write_tombstones() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for product_id in product_ids:
+                    pipe.set(self.key(product_id), TOMBSTONE, px=self._tombstone_ms)
+                await pipe.execute()
+
+        await self._redis_call("invalidate", write_tombstones)
+
+    def _forget(self, product_ids: tuple[uuid.UUID, ...], task: asyncio.Task[object]) -> None:
+        for product_id in product_ids:
+            if self._inflight.get(product_id) is task:
+                del self._inflight[product_id]
+        if not task.cancelled():
+            task.exception()  # retrieved here so an unawaited failure is not reported twice
+
+    async def _fetch(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, Product]:
+        found: dict[uuid.UUID, Product] = {}
+        cached = await self._redis_call(
+            "mget", lambda: self._redis.mget([self.key(i) for i in product_ids])
+        )
+        misses: list[uuid.UUID] = []
+        for product_id, value in zip(product_ids, cached or [None] * len(product_ids), strict=True):
+            if value is None or value == TOMBSTONE:
+                misses.append(product_id)
+            else:
+                found[product_id] = decode_product(value)
+        CACHE_REQUESTS.labels(result="hit").inc(len(found))
+        CACHE_REQUESTS.labels(result="miss").inc(len(misses))
+        if misses:
+            started = time.monotonic()
+            loaded = await self._store.get_many(misses)
+            if loaded and (time.monotonic() - started) * 1000 < self._tombstone_ms / 2:
+                await self._fill(loaded.values())
+            found.update(loaded)
+        return found
+
+    async def _fill(self, products: Iterable[Product]) -> None:
+        async def set_missing() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for product in products:
+                    pipe.set(self.key(product.id), encode_product(product), ex=self._ttl, nx=True)
+                await pipe.execute()
+
+        await self._redis_call("fill", set_missing)
+
+    async def _redis_call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await call()
+        except (RedisError, OSError, TimeoutError) as error:
+            CACHE_ERRORS.labels(operation=operation).inc()
+            log.warning("product cache unavailable", operation=operation, error=repr(error))
+            return None

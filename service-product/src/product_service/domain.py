@@ -1,0 +1,212 @@
+"""Catalogue rules: what a valid product, patch, id and page request are, and the page token format.
+
+Pure: no I/O. Every rule raises `InvalidArgument` naming the offending field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from chassis.errors import InvalidArgument
+
+SKU_MAX = 64
+NAME_MAX = 200
+DESCRIPTION_MAX = 5000
+PAGE_SIZE_DEFAULT = 20
+PAGE_SIZE_MAX = 100
+BATCH_MAX = 100
+DEFAULT_CURRENCY = "USD"
+PAGE_TOKEN_VERSION = 1
+INT32_MAX = 2**31 - 1
+
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: uuid.UUID
+    sku: str
+    name: str
+    description: str
+    price_cents: int
+    currency: str
+    stock: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewProduct:
+    sku: str
+    name: str
+    description: str
+    price_cents: int
+    currency: str
+    stock: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProductPatch:
+    """Only the fields that are not None change."""
+
+    name: str | None = None
+    description: str | None = None
+    price_cents: int | None = None
+    stock: int | None = None
+
+    def is_empty(self) -> bool:
+        return all(v is None for v in (self.name, self.description, self.price_cents, self.stock))
+
+
+@dataclass(frozen=True, slots=True)
+class PageCursor:
+    """Where the next page starts: after (lower(name), id) of the last row, for one query."""
+
+    last_name_key: str
+    last_id: uuid.UUID
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    size: int
+    query: str
+    after: PageCursor | None
+
+
+def parse_id(raw: str, *, field: str = "id") -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidArgument(f"{field} must be a UUID, got {raw!r}", field=field) from None
+
+
+def parse_ids(raw_ids: list[str]) -> list[uuid.UUID]:
+    """Validate a batch: at most BATCH_MAX ids, duplicates dropped, first-asked order kept."""
+    if len(raw_ids) > BATCH_MAX:
+        raise InvalidArgument(f"ids: at most {BATCH_MAX} ids per call", field="ids")
+    ids = [parse_id(raw, field="ids") for raw in raw_ids]
+    return list(dict.fromkeys(ids))
+
+
+def _check_sku(sku: str) -> str:
+    if not 1 <= len(sku) <= SKU_MAX:
+        raise InvalidArgument(f"sku must be 1 to {SKU_MAX} characters", field="sku")
+    return sku
+
+
+def _check_name(name: str) -> str:
+    if not name.strip() or len(name) > NAME_MAX:
+        raise InvalidArgument(f"name must be 1 to {NAME_MAX} characters", field="name")
+    return name
+
+
+def _check_description(description: str) -> str:
+    if len(description) > DESCRIPTION_MAX:
+        raise InvalidArgument(
+            f"description must be at most {DESCRIPTION_MAX} characters", field="description"
+        )
+    return description
+
+
+def _check_price(price_cents: int) -> int:
+    if price_cents <= 0:
+        raise InvalidArgument("price_cents must be positive", field="price_cents")
+    return price_cents
+
+
+def _check_stock(stock: int) -> int:
+    if not 0 <= stock <= INT32_MAX:
+        raise InvalidArgument("stock must be zero or more", field="stock")
+    return stock
+
+
+def _check_currency(currency: str) -> str:
+    if not currency:
+        return DEFAULT_CURRENCY
+    if not _CURRENCY.fullmatch(currency):
+        raise InvalidArgument(
+            "currency must be an ISO 4217 code of three upper-case letters", field="currency"
+        )
+    return currency
+
+
+def new_product(
+    *, sku: str, name: str, description: str, price_cents: int, currency: str, stock: int
+) -> NewProduct:
+    return NewProduct(
+        sku=_check_sku(sku),
+        name=_check_name(name),
+        description=_check_description(description),
+        price_cents=_check_price(price_cents),
+        currency=_check_currency(currency),
+        stock=_check_stock(stock),
+    )
+
+
+def product_patch(
+    *,
+    name: str | None,
+    description: str | None,
+    price_cents: int | None,
+    stock: int | None,
+) -> ProductPatch:
+    return ProductPatch(
+        name=None if name is None else _check_name(name),
+        description=None if description is None else _check_description(description),
+        price_cents=None if price_cents is None else _check_price(price_cents),
+        stock=None if stock is None else _check_stock(stock),
+    )
+
+
+def encode_page_token(cursor: PageCursor) -> str:
+    payload = {
+        "v": PAGE_TOKEN_VERSION,
+        "n": cursor.last_name_key,
+        "i": str(cursor.last_id),
+        "q": cursor.query,
+    }
+    raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, *, query: str) -> PageCursor:
+    """The cursor inside `token`; InvalidArgument(page_token) for garbage or another query's."""
+    bad = InvalidArgument("page_token is not a token this service issued", field="page_token")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        payload = json.loads(raw)
+        if not isinstance(payload, dict) or payload.get("v") != PAGE_TOKEN_VERSION:
+            raise bad
+        name_key, last_id, token_query = payload["n"], payload["i"], payload["q"]
+        if not isinstance(name_key, str) or not isinstance(token_query, str):
+            raise bad
+        cursor = PageCursor(last_name_key=name_key, last_id=uuid.UUID(last_id), query=token_query)
+    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
+        raise bad from None
+    if cursor.query != query:
+        raise InvalidArgument("page_token belongs to a different query", field="page_token")
+    return cursor
+
+
+def page_request(*, page_size: int, page_token: str, query: str) -> PageRequest:
+    if page_size == 0:
+        page_size = PAGE_SIZE_DEFAULT
+    if not 1 <= page_size <= PAGE_SIZE_MAX:
+        raise InvalidArgument(f"page_size must be 1 to {PAGE_SIZE_MAX}", field="page_size")
+    if len(query) > NAME_MAX:
+        raise InvalidArgument(f"query must be at most {NAME_MAX} characters", field="query")
+    after = decode_page_token(page_token, query=query) if page_token else None
+    return PageRequest(size=page_size, query=query, after=after)
+
+
+def like_pattern(query: str) -> str:
+    """A LIKE pattern (escape character backslash) matching `query` as a literal substring."""
+    escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

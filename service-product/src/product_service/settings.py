@@ -1,0 +1,29 @@
+"""ProductSettings: every environment variable service-product reads, with its default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+
+from chassis.settings import PostgresSettings, RedisSettings, ServiceSettings
+
+# src/product_service/settings.py -> service-product/migrations in a source checkout.
+_SOURCE_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+class ProductSettings(ServiceSettings, PostgresSettings, RedisSettings):
+    service_name: ClassVar[str] = "service-product"
+
+    grpc_port: int = Field(50052, ge=0, le=65535, validation_alias="PRODUCT_GRPC_PORT")
+    metrics_port: int = Field(9102, ge=0, le=65535, validation_alias="PRODUCT_METRICS_PORT")
+    db_name: str = Field("products", min_length=1, validation_alias="PRODUCT_DB_NAME")
+    cache_ttl_seconds: int = Field(300, ge=1, validation_alias="PRODUCT_CACHE_TTL_SECONDS")
+    cache_tombstone_seconds: float = Field(
+        5.0, gt=0, validation_alias="PRODUCT_CACHE_TOMBSTONE_SECONDS"
+    )
+    redis_timeout_seconds: float = Field(
+        0.25, gt=0, validation_alias="PRODUCT_REDIS_TIMEOUT_SECONDS"
+    )
+    migrations_dir: Path = Field(_SOURCE_MIGRATIONS, validation_alias="PRODUCT_MIGRATIONS_DIR")

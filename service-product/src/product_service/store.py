@@ -1,0 +1,146 @@
+"""ProductStore: the only code that reads or writes the `products` table (asyncpg)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from chassis.errors import AlreadyExists
+from product_service.domain import (
+    NewProduct,
+    PageCursor,
+    PageRequest,
+    Product,
+    ProductPatch,
+    like_pattern,
+)
+
+_COLUMNS = "id, sku, name, description, price_cents, currency, stock, created_at, updated_at"
+QUERY_TIMEOUT_SECONDS = 5.0
+
+
+def _product(row: asyncpg.Record) -> Product:
+    return Product(
+        id=row["id"],
+        sku=row["sku"],
+        name=row["name"],
+        description=row["description"],
+        price_cents=row["price_cents"],
+        currency=row["currency"],
+        stock=row["stock"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class ProductStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def get(self, product_id: uuid.UUID) -> Product | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM products WHERE id = $1",  # noqa: S608 - constant columns
+            product_id,
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        return None if row is None else _product(row)
+
+    async def get_many(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM products WHERE id = ANY($1::uuid[])",  # noqa: S608
+            list(product_ids),
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        return {row["id"]: _product(row) for row in rows}
+
+    async def list_page(self, page: PageRequest) -> tuple[list[Product], PageCursor | None]:
+        """One page in (lower(name), id) order after the cursor, and the cursor of the next page
+        (None on the last page). The sort key comes from SQL's lower(), never Python's.
+
+        Keyset, not OFFSET: rows inserted while a client walks the pages can never shift a row
+        it has already seen into the next page.
+        """
+        conditions: list[str] = []
+        args: list[object] = []
+        if page.query:
+            args.append(like_pattern(page.query))
+            conditions.append(f"lower(name) LIKE ${len(args)} ESCAPE '\\'")
+        if page.after is not None:
+            args += [page.after.last_name_key, page.after.last_id]
+            conditions.append(f"(lower(name), id) > (${len(args) - 1}, ${len(args)})")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        args.append(page.size + 1)
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS}, lower(name) AS name_key FROM products {where} "  # noqa: S608
+            f"ORDER BY lower(name), id LIMIT ${len(args)}",
+            *args,
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        page_rows = rows[: page.size]
+        products = [_product(row) for row in page_rows]
+        if len(rows) <= page.size:
+            return products, None
+        last = page_rows[-1]
+        return products, PageCursor(
+            last_name_key=last["name_key"], last_id=last["id"], query=page.query
+        )
+
+    async def create(self, new: NewProduct) -> Product:
+        try:
+            row = await self._pool.fetchrow(
+                "INSERT INTO products (sku, name, description, price_cents, currency, stock) "  # noqa: S608
+                f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
+                new.sku,
+                new.name,
+                new.description,
+                new.price_cents,
+                new.currency,
+                new.stock,
+                timeout=QUERY_TIMEOUT_SECONDS,
+            )
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists(f"sku {new.sku!r} is already taken", field="sku") from None
+        assert row is not None
+        return _product(row)
+
+    async def update(self, product_id: uuid.UUID, patch: ProductPatch) -> Product | None:
+        """Apply the patch in one statement; None when no such product. Commits on return."""
+        if patch.is_empty():
+            return await self.get(product_id)
+        row = await self._pool.fetchrow(
+            "UPDATE products SET name = COALESCE($2, name), "  # noqa: S608 - constant columns
+            "description = COALESCE($3, description), "
+            "price_cents = COALESCE($4, price_cents), stock = COALESCE($5, stock), "
+            f"updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",
+            product_id,
+            patch.name,
+            patch.description,
+            patch.price_cents,
+            patch.stock,
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        return None if row is None else _product(row)
+
+    async def insert_missing(self, products: Sequence[NewProduct]) -> int:
+        """Insert the products whose sku is not taken yet; the number actually inserted."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "INSERT INTO products (sku, name, description, price_cents, currency, stock) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], "
+                "$5::text[], $6::int[]) "
+                "ON CONFLICT (sku) DO NOTHING RETURNING id",
+                [p.sku for p in products],
+                [p.name for p in products],
+                [p.description for p in products],
+                [p.price_cents for p in products],
+                [p.currency for p in products],
+                [p.stock for p in products],
+                timeout=60,
+            )
+        return len(rows)
+
+    async def count(self) -> int:
+        value = await self._pool.fetchval("SELECT count(*) FROM products")
+        return int(value)
