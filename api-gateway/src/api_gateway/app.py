@@ -1,0 +1,80 @@
+"""The composition root of the gateway: `create_app(settings)` wires settings, upstream
+channels, token verifier, micro-cache, middleware, error handlers, routers and tracing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+from api_gateway.auth import TokenVerifier
+from api_gateway.config import GatewaySettings
+from api_gateway.errors import install_error_handlers
+from api_gateway.middleware import GatewayMiddleware
+from api_gateway.product_cache import ProductMicroCache
+from api_gateway.routes import auth, cart, health, products, users
+from api_gateway.upstreams import Upstreams
+from chassis.logging import configure_logging, get_logger
+from chassis.settings import load_settings
+from chassis.telemetry import configure_tracing, shutdown_tracing
+from ecommerce.user.v1 import user_pb2
+
+log = get_logger(__name__)
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    configure_logging(GatewaySettings.service_name, settings.log_level)
+    configure_tracing(GatewaySettings.service_name, settings.otel_exporter_otlp_endpoint)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        upstreams = Upstreams.from_settings(settings)
+
+        async def fetch_jwks() -> list[user_pb2.JsonWebKey]:
+            reply = await upstreams.users.GetJwks(
+                user_pb2.GetJwksRequest(), timeout=upstreams.timeout
+            )
+            return list(reply.keys)
+
+        app.state.upstreams = upstreams
+        app.state.token_verifier = TokenVerifier(
+            fetch_jwks,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            min_refetch_seconds=settings.jwks_min_refetch_seconds,
+            max_age_seconds=settings.jwks_max_age_seconds,
+        )
+        app.state.product_cache = ProductMicroCache(
+            settings.product_cache_ttl_seconds, settings.product_cache_max_entries
+        )
+        log.info("gateway_started", upstreams=sorted(upstreams.channels))
+        try:
+            yield
+        finally:
+            await upstreams.close()
+            shutdown_tracing()
+
+    app = FastAPI(
+        title="E-commerce API",
+        version="1.0.0",
+        description="The public REST entry of the platform. Errors are application/problem+json "
+        "(RFC 9457); validation problems list each invalid field in `errors`.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (health, auth, users, products, cart):
+        app.include_router(module.router)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+    # The server span wraps the whole request; receive/send sub-spans would double its cost.
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
+    )
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` and for each worker process."""
+    return create_app(load_settings(GatewaySettings))

@@ -1,0 +1,53 @@
+"""Gateway settings: every knob of the public entry, read once from the environment."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """Environment variables of the api-gateway (12-factor, validated at start)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    service_name: ClassVar[str] = "api-gateway"
+
+    host: str = Field("0.0.0.0", validation_alias="GATEWAY_HOST")
+    port: int = Field(8080, ge=0, le=65535, validation_alias="GATEWAY_PORT")
+    workers: int = Field(1, ge=1, le=64, validation_alias="GATEWAY_WORKERS")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+
+    # An empty address disables that upstream (its routes answer 503, /readyz skips it).
+    user_service_addr: str = Field("127.0.0.1:50051", validation_alias="USER_SERVICE_ADDR")
+    product_service_addr: str = Field("127.0.0.1:50052", validation_alias="PRODUCT_SERVICE_ADDR")
+    cart_service_addr: str = Field("127.0.0.1:50053", validation_alias="CART_SERVICE_ADDR")
+
+    rpc_timeout_seconds: float = Field(3.0, gt=0, validation_alias="GATEWAY_RPC_TIMEOUT_SECONDS")
+    readiness_timeout_seconds: float = Field(
+        1.0, gt=0, validation_alias="GATEWAY_READINESS_TIMEOUT_SECONDS"
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1, validation_alias="GATEWAY_MAX_BODY_BYTES")
+
+    jwt_issuer: str = Field("ecommerce-user-service", validation_alias="GATEWAY_JWT_ISSUER")
+    jwt_audience: str = Field("ecommerce-api", validation_alias="GATEWAY_JWT_AUDIENCE")
+    # Unknown `kid`s trigger a JWKS refetch at most this often, so forged kids cannot hammer
+    # service-user; known keys are refreshed on this period too (key rotation).
+    jwks_min_refetch_seconds: float = Field(
+        10.0, ge=0, validation_alias="GATEWAY_JWKS_MIN_REFETCH_SECONDS"
+    )
+    jwks_max_age_seconds: float = Field(
+        300.0, gt=0, validation_alias="GATEWAY_JWKS_MAX_AGE_SECONDS"
+    )
+
+    product_cache_ttl_seconds: float = Field(
+        1.0, ge=0, validation_alias="GATEWAY_PRODUCT_CACHE_TTL_SECONDS"
+    )
+    product_cache_max_entries: int = Field(
+        10_000, ge=1, validation_alias="GATEWAY_PRODUCT_CACHE_MAX_ENTRIES"
+    )

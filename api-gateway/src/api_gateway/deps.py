@@ -1,0 +1,57 @@
+"""Annotated dependencies the routes declare: the caller (CurrentUser, AdminUser) and the
+shared per-process objects (upstream stubs, token verifier, product micro-cache)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api_gateway.auth import InvalidToken, Principal, SigningKeysUnavailable, TokenVerifier
+from api_gateway.product_cache import ProductMicroCache
+from api_gateway.upstreams import Upstreams
+
+_BEARER = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/login")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def get_upstreams(request: Request) -> Upstreams:
+    upstreams: Upstreams = request.app.state.upstreams
+    return upstreams
+
+
+def get_product_cache(request: Request) -> ProductMicroCache:
+    cache: ProductMicroCache = request.app.state.product_cache
+    return cache
+
+
+UpstreamsDep = Annotated[Upstreams, Depends(get_upstreams)]
+ProductCacheDep = Annotated[ProductMicroCache, Depends(get_product_cache)]
+
+
+async def current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> Principal:
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token", headers=_CHALLENGE)
+    verifier: TokenVerifier = request.app.state.token_verifier
+    try:
+        return await verifier.verify(credentials.credentials)
+    except InvalidToken as exc:
+        raise HTTPException(401, str(exc), headers=_CHALLENGE) from exc
+    except SigningKeysUnavailable as exc:
+        raise HTTPException(503, "token verification keys are unavailable, retry later") from exc
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+async def admin_user(user: CurrentUser) -> Principal:
+    if not user.is_admin:
+        raise HTTPException(403, "this action needs the admin role")
+    return user
+
+
+AdminUser = Annotated[Principal, Depends(admin_user)]

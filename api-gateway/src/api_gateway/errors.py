@@ -1,0 +1,181 @@
+"""The one place where failures become RFC 9457 problem+json responses.
+
+gRPC status codes, request validation errors and HTTP exceptions all end here; nothing
+internal (stack traces, upstream addresses, exception text) ever reaches a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import grpc
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from api_gateway.upstreams import UpstreamNotConfigured
+from chassis.errors import field_of
+from chassis.logging import get_logger
+
+log = get_logger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+HTTP_STATUS_BY_GRPC_CODE: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 422,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+# Upstream messages for these codes are written for end users; for the others (transport
+# failures, INTERNAL, UNKNOWN) the text may name hosts or internals, so a fixed one is sent.
+_TRUSTED_DETAIL_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+_FIXED_DETAIL = {
+    503: "an upstream service is unavailable, retry later",
+    504: "an upstream service did not answer in time",
+    500: "internal error",
+}
+_LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+class FieldProblem(BaseModel):
+    """One invalid input field."""
+
+    field: str = Field(examples=["email"])
+    message: str = Field(examples=["value is not a valid email address"])
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, served as application/problem+json."""
+
+    type: str = Field("about:blank", examples=["about:blank"])
+    title: str = Field(examples=["Unprocessable Content"])
+    status: int = Field(examples=[422])
+    detail: str = Field(examples=["request validation failed"])
+    errors: list[FieldProblem] | None = Field(
+        None, description="Present on validation problems: one entry per invalid field."
+    )
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def unauthorized(detail: str) -> Response:
+    return problem_response(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Response:
+    code = error.code()
+    status = HTTP_STATUS_BY_GRPC_CODE.get(code, 500)
+    if code not in _TRUSTED_DETAIL_CODES:
+        log.warning("upstream_call_failed", grpc_code=code.name, http_status=status)
+        return problem_response(status, _FIXED_DETAIL.get(status, "internal error"))
+    detail = error.details() or HTTPStatus(status).phrase
+    if status == 422:
+        field = field_of(error) or "body"
+        return problem_response(status, detail, errors=[{"field": field, "message": detail}])
+    if status == 401:
+        return unauthorized(detail)
+    return problem_response(status, detail)
+
+
+def _field_name(location: tuple[int | str, ...]) -> str:
+    parts = [str(part) for part in location]
+    if len(parts) > 1 and parts[0] in _LOCATIONS:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_problem(exc: RequestValidationError) -> Response:
+    errors = []
+    for error in exc.errors():
+        location = tuple(error.get("loc", ()))
+        field = "body" if error.get("type") == "json_invalid" else _field_name(location)
+        errors.append({"field": field, "message": str(error.get("msg", "invalid value"))})
+    return problem_response(422, "request validation failed", errors=errors)
+
+
+async def _on_rpc_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, grpc.aio.AioRpcError)
+    return problem_from_rpc_error(exc)
+
+
+async def _on_validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return validation_problem(exc)
+
+
+async def _on_http_exception(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 204 or exc.status_code == 304:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return problem_response(exc.status_code, detail, headers=exc.headers)
+
+
+async def _on_upstream_not_configured(_request: Request, exc: Exception) -> Response:
+    return problem_response(503, f"{exc} is not configured on this gateway")
+
+
+async def _on_unexpected_error(_request: Request, exc: Exception) -> Response:
+    log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+    return problem_response(500, "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(grpc.aio.AioRpcError, _on_rpc_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(UpstreamNotConfigured, _on_upstream_not_configured)
+    app.add_exception_handler(Exception, _on_unexpected_error)
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting the problem answers of a route."""
+    ref = {"$ref": "#/components/schemas/Problem"}
+    return {
+        status: {
+            "model": Problem,
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": ref}},
+        }
+        for status in statuses
+    }

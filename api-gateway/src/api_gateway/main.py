@@ -1,0 +1,29 @@
+"""`api-gateway` entry point: uvicorn with uvloop and httptools, settings from the environment."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from api_gateway.config import GatewaySettings
+from chassis.settings import load_settings
+
+
+def main() -> None:
+    settings = load_settings(GatewaySettings)
+    uvicorn.run(
+        "api_gateway.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        # The gateway writes its own structured access line per request.
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Pure ASGI middleware on every request: request id, body size limit, RED metrics per
+route template and one access-log line. Pure ASGI (not BaseHTTPMiddleware) keeps the hot
+path cheap: no extra task, no body re-buffering.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from fastapi import HTTPException
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api_gateway.errors import problem_response
+from chassis.logging import get_logger
+
+log = get_logger("api_gateway.access")
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests handled by the gateway, by method, route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by method and route template.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+# Paths that match no route share one label value, so scanners cannot blow up cardinality.
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            if _VALID_REQUEST_ID.fullmatch(value):
+                return bytes(value).decode("ascii")
+            break
+    return uuid.uuid4().hex
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class GatewayMiddleware:
+    """Outermost application middleware (FastAPI's own error handling sits outside it)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    @property
+    def _too_large(self) -> str:
+        return f"request body exceeds {self.max_body_bytes} bytes"
+
+    def _capped(self, receive: Receive) -> Receive:
+        """Count body bytes as the route reads them: catches chunked and lying bodies."""
+        received = 0
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # FastAPI re-raises an HTTPException from body reading to the handlers.
+                    raise HTTPException(413, self._too_large)
+            return message
+
+        return capped_receive
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        request_id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        status = 500
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], request_id_header]
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            length = _content_length(scope)
+            if length is not None and length > self.max_body_bytes:
+                # Refused before reading a byte of it.
+                response = problem_response(413, self._too_large)
+                await response(scope, receive, send_with_request_id)
+            else:
+                await self.app(scope, self._capped(receive), send_with_request_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED_ROUTE
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            HTTP_LATENCY.labels(method, template).observe(elapsed)
+            log.info(
+                "http_request",
+                method=method,
+                route=template,
+                status=status,
+                duration_ms=round(elapsed * 1000, 3),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")

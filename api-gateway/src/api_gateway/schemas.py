@@ -1,0 +1,108 @@
+"""Request and response bodies of the public REST API (DESIGN.md section 4), with examples.
+
+Input rules mirror the services' own, so bad input is a 422 naming the field before any hop.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+MAX_INT64 = 2**63 - 1
+MAX_INT32 = 2**31 - 1
+
+Quantity = Annotated[int, Field(strict=True, ge=1, le=100, examples=[2])]
+QuantityOrZero = Annotated[int, Field(strict=True, ge=0, le=100, examples=[3])]
+PriceCents = Annotated[int, Field(strict=True, gt=0, le=MAX_INT64, examples=[1999])]
+Stock = Annotated[int, Field(strict=True, ge=0, le=MAX_INT32, examples=[25])]
+ProductName = Annotated[str, Field(min_length=1, max_length=200, examples=["Walnut desk lamp"])]
+Description = Annotated[str, Field(max_length=5000, examples=["Warm light, solid walnut base."])]
+
+
+class _Input(BaseModel):
+    # Unknown fields are refused rather than ignored: a typo must not pass silently.
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterIn(_Input):
+    email: EmailStr = Field(max_length=320, examples=["ada@example.com"])
+    password: str = Field(min_length=8, max_length=128, examples=["correct horse battery"])
+    full_name: str = Field(min_length=1, max_length=200, examples=["Ada Lovelace"])
+
+
+class LoginIn(_Input):
+    email: str = Field(min_length=1, max_length=320, examples=["ada@example.com"])
+    password: str = Field(min_length=1, max_length=128, examples=["correct horse battery"])
+
+
+class TokenOut(BaseModel):
+    access_token: str = Field(examples=["eyJhbGciOiJFZERTQSIsImtpZCI6Ii4uLiJ9..."])
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(examples=[3600])
+
+
+class UserOut(BaseModel):
+    id: UUID
+    email: str = Field(examples=["ada@example.com"])
+    full_name: str = Field(examples=["Ada Lovelace"])
+    role: Literal["customer", "admin"]
+    created_at: datetime
+
+
+class ProductIn(_Input):
+    sku: str = Field(min_length=1, max_length=64, examples=["SKU-000042"])
+    name: ProductName
+    description: Description = ""
+    price_cents: PriceCents
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$", examples=["USD"])
+    stock: Stock
+
+
+class ProductPatch(_Input):
+    name: ProductName | None = None
+    description: Description | None = None
+    price_cents: PriceCents | None = None
+    stock: Stock | None = None
+
+
+class ProductOut(BaseModel):
+    id: UUID
+    sku: str = Field(examples=["SKU-000042"])
+    name: str = Field(examples=["Walnut desk lamp"])
+    description: str = Field(examples=["Warm light, solid walnut base."])
+    price_cents: int = Field(examples=[1999])
+    currency: str = Field(examples=["USD"])
+    stock: int = Field(examples=[25])
+
+
+class ProductPage(BaseModel):
+    items: list[ProductOut]
+    next_page_token: str | None = Field(
+        None, description="Pass as page_token for the next page; null on the last page."
+    )
+
+
+class CartItemIn(_Input):
+    product_id: UUID
+    quantity: Quantity
+
+
+class CartQuantityIn(_Input):
+    quantity: QuantityOrZero = Field(description="0 removes the line.")
+
+
+class CartLineOut(BaseModel):
+    product_id: UUID
+    name: str = Field(examples=["Walnut desk lamp"])
+    quantity: int = Field(examples=[2])
+    unit_price_cents: int = Field(examples=[1999])
+    line_total_cents: int = Field(examples=[3998])
+
+
+class CartOut(BaseModel):
+    items: list[CartLineOut]
+    total_cents: int = Field(examples=[3998])
+    currency: str = Field(examples=["USD"])

@@ -1,0 +1,104 @@
+"""gRPC channels to the upstream services: created once, shared by every request.
+
+Each channel has keepalive options and the chassis tracing interceptors; every call made
+through `Upstreams` carries the configured deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from api_gateway.config import GatewaySettings
+from chassis.telemetry import grpc_client_interceptors
+from ecommerce.cart.v1 import cart_pb2_grpc
+from ecommerce.product.v1 import product_pb2_grpc
+from ecommerce.user.v1 import user_pb2_grpc
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+]
+
+
+class UpstreamNotConfigured(Exception):
+    """The route needs an upstream whose address is empty in the settings (-> 503)."""
+
+
+@dataclass
+class Upstreams:
+    """Channels and stubs for service-user, service-product and service-cart."""
+
+    timeout: float
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    _users: user_pb2_grpc.UserServiceStub | None = None
+    _products: product_pb2_grpc.ProductServiceStub | None = None
+    _carts: cart_pb2_grpc.CartServiceStub | None = None
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> Upstreams:
+        upstreams = cls(timeout=settings.rpc_timeout_seconds)
+        addresses = {
+            "service-user": settings.user_service_addr,
+            "service-product": settings.product_service_addr,
+            "service-cart": settings.cart_service_addr,
+        }
+        for name, address in addresses.items():
+            if address.strip():
+                upstreams.channels[name] = grpc.aio.insecure_channel(
+                    address.strip(),
+                    options=CHANNEL_OPTIONS,
+                    interceptors=grpc_client_interceptors(),
+                )
+        if channel := upstreams.channels.get("service-user"):
+            upstreams._users = user_pb2_grpc.UserServiceStub(channel)
+        if channel := upstreams.channels.get("service-product"):
+            upstreams._products = product_pb2_grpc.ProductServiceStub(channel)
+        if channel := upstreams.channels.get("service-cart"):
+            upstreams._carts = cart_pb2_grpc.CartServiceStub(channel)
+        return upstreams
+
+    @property
+    def users(self) -> user_pb2_grpc.UserServiceStub:
+        if self._users is None:
+            raise UpstreamNotConfigured("service-user")
+        return self._users
+
+    @property
+    def products(self) -> product_pb2_grpc.ProductServiceStub:
+        if self._products is None:
+            raise UpstreamNotConfigured("service-product")
+        return self._products
+
+    @property
+    def carts(self) -> cart_pb2_grpc.CartServiceStub:
+        if self._carts is None:
+            raise UpstreamNotConfigured("service-cart")
+        return self._carts
+
+    async def not_serving(self, deadline_seconds: float) -> list[str]:
+        """Names of the configured upstreams whose gRPC health is not SERVING in time."""
+        names = list(self.channels)
+        results = await asyncio.gather(
+            *(self._serving(self.channels[name], deadline_seconds) for name in names)
+        )
+        return [name for name, serving in zip(names, results, strict=True) if not serving]
+
+    @staticmethod
+    async def _serving(channel: grpc.aio.Channel, deadline_seconds: float) -> bool:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=deadline_seconds)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close(grace=1.0) for channel in self.channels.values()))
