@@ -8,7 +8,9 @@ from typing import ClassVar
 from argon2.profiles import RFC_9106_LOW_MEMORY
 from pydantic import Field, SecretStr, model_validator
 
+from chassis.errors import InvalidArgument
 from chassis.settings import PostgresSettings, RedisSettings, ServiceSettings
+from user_service.domain import validate_new_email, validate_new_password
 
 
 class UserSettings(ServiceSettings, PostgresSettings, RedisSettings):
@@ -47,4 +49,16 @@ class UserSettings(ServiceSettings, PostgresSettings, RedisSettings):
         # argon2 needs at least 8 KiB per lane; catching it here gives a clear start-up message.
         if self.argon2_memory_cost_kib < 8 * self.argon2_parallelism:
             raise ValueError("ARGON2_MEMORY_COST_KIB must be at least 8 * ARGON2_PARALLELISM")
+        return self
+
+    @model_validator(mode="after")
+    def _admin_account_is_valid(self) -> UserSettings:
+        # Checked here so a bad value stops the start with a message instead of a retried hook.
+        if self.admin_email and self.admin_password:
+            try:
+                validate_new_email(self.admin_email)
+                validate_new_password(self.admin_password.get_secret_value())
+            except InvalidArgument as error:
+                variable = "ADMIN_EMAIL" if error.field == "email" else "ADMIN_PASSWORD"
+                raise ValueError(f"{variable}: {error.message}") from error
         return self

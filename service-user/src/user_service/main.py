@@ -1,0 +1,103 @@
+"""Composition root of service-user: settings, adapters, the gRPC runtime with its hooks, serve."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from chassis import postgres
+from chassis.grpc_server import ServiceRuntime, run
+from chassis.settings import load_settings
+from ecommerce.user.v1 import user_pb2_grpc
+from user_service import handlers
+from user_service.grpc_api import SERVICE_NAME, UserServicer
+from user_service.passwords import PasswordHashing
+from user_service.settings import UserSettings
+from user_service.store import UserStore
+from user_service.throttle import LoginThrottle, create_redis
+from user_service.tokens import SigningKey, SigningKeyError, TokenIssuer, load_signing_key
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def signing_key_from(settings: UserSettings) -> SigningKey:
+    """The configured key; an unusable one stops the process with one clear line (exit 2)."""
+    pem = settings.jwt_private_key.get_secret_value() if settings.jwt_private_key else None
+    try:
+        return load_signing_key(pem, settings.jwt_private_key_file)
+    except (SigningKeyError, OSError) as error:
+        source = "JWT_PRIVATE_KEY" if pem else "JWT_PRIVATE_KEY_FILE"
+        sys.stderr.write(f"service-user: configuration error: {source}: {error}\n")
+        raise SystemExit(2) from error
+
+
+async def build_runtime(settings: UserSettings) -> ServiceRuntime:
+    """Wire the adapters and register the servicer, startup hooks, readiness checks and cleanup."""
+    runtime = ServiceRuntime(settings)
+    tokens = TokenIssuer(
+        signing_key_from(settings),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_seconds=settings.jwt_ttl_seconds,
+    )
+    passwords = PasswordHashing(
+        time_cost=settings.argon2_time_cost,
+        memory_cost_kib=settings.argon2_memory_cost_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    database_url = postgres.database_url(settings.postgres_url, settings.db_name)
+    # min_size 0: no connection is made before the startup hook has created the database.
+    pool = await postgres.create_pool(database_url, max_size=settings.postgres_pool_max)
+    store = UserStore(pool, timeout=settings.postgres_timeout_seconds)
+    redis = create_redis(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
+    throttle = LoginThrottle(
+        redis,
+        key_prefix=settings.redis_key_prefix,
+        max_failures=settings.login_max_failures,
+        window_seconds=settings.login_window_seconds,
+        timeout_seconds=settings.redis_timeout_seconds,
+    )
+    accounts = handlers.Accounts(store=store, passwords=passwords, throttle=throttle, tokens=tokens)
+    runtime.add_servicer(
+        user_pb2_grpc.add_UserServiceServicer_to_server, UserServicer(accounts), SERVICE_NAME
+    )
+
+    async def prepare_database() -> None:
+        await postgres.ensure_database(settings.postgres_url, settings.db_name)
+        await postgres.migrate(database_url, MIGRATIONS_DIR)
+
+    runtime.on_startup("database", prepare_database)
+    if settings.admin_email and settings.admin_password:
+        admin_email, admin_password = settings.admin_email, settings.admin_password
+
+        async def bootstrap_admin() -> None:
+            await handlers.bootstrap_admin(
+                store,
+                passwords,
+                email=admin_email,
+                password=admin_password.get_secret_value(),
+            )
+
+        runtime.on_startup("admin", bootstrap_admin)
+
+    async def check_postgres() -> None:
+        await postgres.check(pool)
+
+    async def close_stores() -> None:
+        await pool.close()
+        await redis.aclose()
+
+    runtime.readiness_check("postgres", check_postgres)
+    runtime.readiness_check("redis", throttle.check)
+    runtime.on_shutdown("stores", close_stores)
+    return runtime
+
+
+async def serve() -> None:
+    settings = load_settings(UserSettings)
+    runtime = await build_runtime(settings)
+    await runtime.run()
+
+
+def main() -> None:
+    run(serve)

@@ -1,0 +1,114 @@
+"""Register and GetUser over real gRPC: normalised unique emails, field-level validation errors."""
+
+import asyncio
+import uuid
+
+import asyncpg
+import grpc
+import pytest
+
+from chassis.errors import field_of
+from ecommerce.user.v1 import user_pb2, user_pb2_grpc
+
+
+async def test_registered_user_can_log_in_and_be_fetched(
+    stub: user_pb2_grpc.UserServiceStub, email: str, password: str
+) -> None:
+    registered = await stub.Register(
+        user_pb2.RegisterRequest(email=f"  {email.upper()} ", password=password, full_name="Ada"),
+        timeout=10,
+    )
+    user = registered.user
+    assert uuid.UUID(user.id)
+    assert user.email == email
+    assert user.full_name == "Ada"
+    assert user.role == user_pb2.ROLE_CUSTOMER
+    assert user.created_at.seconds > 0
+
+    login = await stub.Login(user_pb2.LoginRequest(email=email, password=password), timeout=10)
+    assert login.token_type == "bearer"
+    assert login.access_token.count(".") == 2
+
+    fetched = await stub.GetUser(user_pb2.GetUserRequest(id=user.id), timeout=10)
+    assert fetched.user == user
+
+
+async def test_duplicate_email_in_other_case_is_rejected(
+    stub: user_pb2_grpc.UserServiceStub, email: str, registered: user_pb2.User
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Register(
+            user_pb2.RegisterRequest(
+                email=email.upper(), password="another password", full_name="Imposter"
+            ),
+            timeout=10,
+        )
+    assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_concurrent_registrations_of_one_email_create_one_account(
+    stub: user_pb2_grpc.UserServiceStub, email: str, password: str, users_table: asyncpg.Connection
+) -> None:
+    attempts = [
+        stub.Register(
+            user_pb2.RegisterRequest(email=variant, password=password, full_name="Racer"),
+            timeout=10,
+        )
+        for variant in (email, email.upper(), email.title(), email, email.upper())
+    ]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    created = [r for r in results if isinstance(r, user_pb2.RegisterResponse)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(created) == 1
+    assert {error.code() for error in refused} == {grpc.StatusCode.ALREADY_EXISTS}
+    assert await users_table.fetchval("SELECT count(*) FROM users WHERE email = $1", email) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "request_fields"),
+    [
+        ("email", {"email": "not-an-email"}),
+        ("email", {"email": ""}),
+        ("password", {"password": "short"}),
+        ("password", {"password": "p" * 129}),
+        ("full_name", {"full_name": ""}),
+        ("full_name", {"full_name": "n" * 201}),
+    ],
+)
+async def test_each_invalid_field_is_rejected_naming_that_field(
+    stub: user_pb2_grpc.UserServiceStub, email: str, field: str, request_fields: dict[str, str]
+) -> None:
+    valid = {"email": email, "password": "long enough password", "full_name": "Ada"}
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Register(user_pb2.RegisterRequest(**{**valid, **request_fields}), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(raised.value) == field
+
+
+async def test_password_is_stored_only_as_an_argon2id_hash(
+    stub: user_pb2_grpc.UserServiceStub,
+    registered: user_pb2.User,
+    password: str,
+    users_table: asyncpg.Connection,
+) -> None:
+    stored = await users_table.fetchval(
+        "SELECT password_hash FROM users WHERE id = $1", uuid.UUID(registered.id)
+    )
+    assert stored.startswith("$argon2id$")
+    assert password not in stored
+
+
+async def test_unknown_user_id_is_not_found(stub: user_pb2_grpc.UserServiceStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetUser(user_pb2.GetUserRequest(id=str(uuid.uuid4())), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("bad_id", ["", "42", "not-a-uuid", "' OR 1=1 --"])
+async def test_malformed_user_id_is_an_invalid_argument_on_field_id(
+    stub: user_pb2_grpc.UserServiceStub, bad_id: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetUser(user_pb2.GetUserRequest(id=bad_id), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(raised.value) == "id"
