@@ -1,0 +1,206 @@
+"""Carts in Couchbase: one JSON document per cart keyed `cart::<user_id>`, changed with CAS.
+
+Each change reads the document and its CAS, applies the pure rules of `domain`, and writes only if
+nobody wrote in between; a conflict is retried (bounded, with jitter). Every write sets the expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from acouchbase.bucket import Bucket
+from acouchbase.cluster import Cluster
+from acouchbase.collection import Collection
+from couchbase.auth import PasswordAuthenticator
+from couchbase.diagnostics import PingState, ServiceType
+from couchbase.exceptions import (
+    AmbiguousTimeoutException,
+    CasMismatchException,
+    CouchbaseException,
+    DocumentExistsException,
+    DocumentNotFoundException,
+    ServiceUnavailableException,
+    TemporaryFailException,
+    TimeoutException,
+    UnAmbiguousTimeoutException,
+)
+from couchbase.options import (
+    ClusterOptions,
+    ClusterTimeoutOptions,
+    InsertOptions,
+    PingOptions,
+    ReplaceOptions,
+)
+
+from cart_service import domain
+from cart_service.domain import Cart
+from cart_service.store import CartStoreUnavailable, from_document, now_ms, to_document
+from chassis.errors import Unavailable
+
+MAX_CAS_ATTEMPTS = 100
+_MAX_BACKOFF_SECONDS = 0.05
+_UNREACHABLE = (
+    AmbiguousTimeoutException,
+    UnAmbiguousTimeoutException,
+    TimeoutException,
+    ServiceUnavailableException,
+    TemporaryFailException,
+)
+
+
+@dataclass(frozen=True)
+class CouchbaseLocation:
+    """Where the carts live (COUCHBASE_* settings)."""
+
+    connstr: str
+    username: str
+    password: str = field(repr=False)
+    bucket: str = "carts"
+    scope: str = "_default"
+    collection: str = "_default"
+
+
+class CouchbaseCartStore:
+    """`CartStore` on Couchbase."""
+
+    def __init__(
+        self, cluster: Cluster, bucket: Bucket, collection: Collection, *, ttl_days: int
+    ) -> None:
+        self._cluster = cluster
+        self._bucket = bucket
+        self._collection = collection
+        self._expiry = timedelta(days=ttl_days)
+
+    @classmethod
+    async def connect(
+        cls, location: CouchbaseLocation, *, ttl_days: int, timeout_seconds: float = 5.0
+    ) -> CouchbaseCartStore:
+        """Opens the bucket, or raises CartStoreUnavailable naming the connstr and bucket."""
+        timeout = timedelta(seconds=timeout_seconds)
+        options = ClusterOptions(
+            PasswordAuthenticator(location.username, location.password),
+            timeout_options=ClusterTimeoutOptions(
+                connect_timeout=timeout, bootstrap_timeout=timeout, kv_timeout=timedelta(seconds=2)
+            ),
+        )
+        where = f"Couchbase at {location.connstr} (bucket {location.bucket!r})"
+        try:
+            # The SDK honours its own timeouts; wait_for is the backstop against a silent hang.
+            async with asyncio.timeout(timeout_seconds * 2):
+                cluster = await Cluster.connect(location.connstr, options)
+                bucket = cluster.bucket(location.bucket)
+                await bucket.on_connect()
+        except (CouchbaseException, TimeoutError, OSError) as error:
+            raise CartStoreUnavailable(f"cannot reach the cart store {where}: {error}") from error
+        collection = bucket.scope(location.scope).collection(location.collection)
+        return cls(cluster, bucket, collection, ttl_days=ttl_days)
+
+    @property
+    def collection(self) -> Collection:
+        return self._collection
+
+    @staticmethod
+    def key(user_id: str) -> str:
+        return f"cart::{user_id}"
+
+    async def get(self, user_id: str) -> Cart:
+        cart, _ = await self._read(user_id)
+        return cart
+
+    async def add_item(
+        self, user_id: str, product_id: str, quantity: int, *, stock: int, currency: str
+    ) -> Cart:
+        at = now_ms()
+        return await self._apply(
+            user_id,
+            lambda cart: domain.add_item(
+                cart, product_id, quantity, stock=stock, currency=currency, now_ms=at
+            ),
+        )
+
+    async def set_quantity(
+        self, user_id: str, product_id: str, quantity: int, *, stock: int, currency: str
+    ) -> Cart:
+        at = now_ms()
+        return await self._apply(
+            user_id,
+            lambda cart: domain.set_quantity(
+                cart, product_id, quantity, stock=stock, currency=currency, now_ms=at
+            ),
+        )
+
+    async def remove_item(self, user_id: str, product_id: str) -> Cart:
+        return await self._apply(user_id, lambda cart: domain.remove_item(cart, product_id))
+
+    async def clear(self, user_id: str) -> None:
+        await self._apply(user_id, domain.clear)
+
+    async def remove_ordered_lines(
+        self, user_id: str, order_id: str, lines: Mapping[str, int]
+    ) -> bool:
+        read, _ = await self._change(
+            user_id, lambda cart: domain.remove_ordered_lines(cart, order_id, lines)
+        )
+        # `read` is the version the change was applied to under CAS: it decides "first time".
+        return order_id not in read.removed_orders
+
+    async def check(self) -> None:
+        report = await self._bucket.ping(PingOptions(service_types=[ServiceType.KeyValue]))
+        states = [ep.state for eps in report.endpoints.values() for ep in eps]
+        if not states or any(state is not PingState.OK for state in states):
+            raise CartStoreUnavailable(f"Couchbase key-value service not ready: {states}")
+
+    async def close(self) -> None:
+        await self._cluster.close()
+
+    async def _read(self, user_id: str) -> tuple[Cart, int | None]:
+        async with _reachable():
+            try:
+                result = await self._collection.get(self.key(user_id))
+            except DocumentNotFoundException:
+                return Cart(user_id), None
+        return from_document(user_id, result.content_as[dict]), result.cas
+
+    async def _apply(self, user_id: str, change: Callable[[Cart], Cart]) -> Cart:
+        _, changed = await self._change(user_id, change)
+        return changed
+
+    async def _change(self, user_id: str, change: Callable[[Cart], Cart]) -> tuple[Cart, Cart]:
+        """Applies `change` atomically; returns the version it was applied to and the result."""
+        for attempt in range(MAX_CAS_ATTEMPTS):
+            cart, cas = await self._read(user_id)
+            changed = change(cart)
+            if changed == cart:
+                return cart, cart
+            document = to_document(changed)
+            try:
+                async with _reachable():
+                    if cas is None:
+                        await self._collection.insert(
+                            self.key(user_id), document, InsertOptions(expiry=self._expiry)
+                        )
+                    else:
+                        await self._collection.replace(
+                            self.key(user_id),
+                            document,
+                            ReplaceOptions(cas=cas, expiry=self._expiry),
+                        )
+                return cart, changed
+            except (CasMismatchException, DocumentExistsException, DocumentNotFoundException):
+                # Full jitter keeps many writers of one cart from retrying in lockstep.
+                ceiling = min(_MAX_BACKOFF_SECONDS, 0.001 * 2**attempt)
+                await asyncio.sleep(random.uniform(0, ceiling))
+        raise Unavailable(f"the cart of user {user_id} kept changing; try again")
+
+
+@asynccontextmanager
+async def _reachable() -> AsyncIterator[None]:
+    try:
+        yield
+    except _UNREACHABLE as error:
+        raise Unavailable(f"the cart store is unreachable: {error}") from error

@@ -1,0 +1,187 @@
+"""Carts and their rules: lines of (product, quantity), the per-line and per-cart limits.
+
+Pure: no I/O. The stores apply these rules inside their atomic step.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from chassis.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+
+MAX_LINE_QUANTITY = 100
+MAX_LINES = 50
+# Order ids already taken out of a cart; enough to absorb any realistic redelivery window.
+MAX_REMEMBERED_ORDERS = 100
+
+
+class ProductNotFound(NotFound):
+    """The product asked for does not exist."""
+
+
+class LineNotInCart(NotFound):
+    """The cart has no line for that product."""
+
+
+class CartLimitExceeded(FailedPrecondition):
+    """The change would break a line or cart limit (units, lines, stock or currency)."""
+
+
+class Violation(StrEnum):
+    """Why a change was refused; the Redis script reports the same codes."""
+
+    TOO_MANY_UNITS = "too_many_units"
+    NOT_ENOUGH_STOCK = "not_enough_stock"
+    TOO_MANY_LINES = "too_many_lines"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    LINE_NOT_FOUND = "line_not_found"
+
+
+@dataclass(frozen=True)
+class CartLine:
+    """One product in a cart: the only facts a cart keeps about it."""
+
+    product_id: str
+    quantity: int
+    added_at_ms: int
+
+
+@dataclass(frozen=True)
+class Cart:
+    """A user's cart: lines in the order they were first added, one currency."""
+
+    user_id: str
+    lines: tuple[CartLine, ...] = ()
+    currency: str | None = None
+    removed_orders: tuple[str, ...] = ()
+
+    def line(self, product_id: str) -> CartLine | None:
+        return next((line for line in self.lines if line.product_id == product_id), None)
+
+    @property
+    def product_ids(self) -> list[str]:
+        return [line.product_id for line in self.lines]
+
+
+def parse_id(value: str, field: str) -> str:
+    """Canonical form of a UUID argument; INVALID_ARGUMENT naming `field` otherwise."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidArgument(f"{field} must be a UUID, got {value!r}", field=field) from None
+
+
+def check_requested_quantity(quantity: int, *, allow_zero: bool) -> None:
+    """A requested quantity is 1..100 (0..100 where 0 means remove)."""
+    low = 0 if allow_zero else 1
+    if not low <= quantity <= MAX_LINE_QUANTITY:
+        raise InvalidArgument(
+            f"quantity must be between {low} and {MAX_LINE_QUANTITY}, got {quantity}",
+            field="quantity",
+        )
+
+
+def violation_error(
+    violation: Violation, product_id: str, quantity: int = 0, stock: int = 0
+) -> DomainError:
+    """The typed error for a refused change, worded the same whichever store refused it."""
+    if violation is Violation.LINE_NOT_FOUND:
+        return LineNotInCart(f"product {product_id} is not in the cart")
+    messages = {
+        Violation.TOO_MANY_UNITS: (
+            f"the line for product {product_id} would hold {quantity} units;"
+            f" at most {MAX_LINE_QUANTITY} are allowed"
+        ),
+        Violation.NOT_ENOUGH_STOCK: (
+            f"the line for product {product_id} would hold {quantity} units;"
+            f" only {stock} are in stock"
+        ),
+        Violation.TOO_MANY_LINES: f"a cart holds at most {MAX_LINES} different products",
+        Violation.CURRENCY_MISMATCH: (
+            f"product {product_id} is priced in another currency than the rest of the cart"
+        ),
+    }
+    return CartLimitExceeded(messages[violation])
+
+
+def _checked_line(
+    cart: Cart, product_id: str, quantity: int, stock: int, currency: str, now_ms: int
+) -> Cart:
+    existing = cart.line(product_id)
+    if quantity > MAX_LINE_QUANTITY:
+        raise violation_error(Violation.TOO_MANY_UNITS, product_id, quantity)
+    if quantity > stock:
+        raise violation_error(Violation.NOT_ENOUGH_STOCK, product_id, quantity, stock)
+    if existing is None and len(cart.lines) >= MAX_LINES:
+        raise violation_error(Violation.TOO_MANY_LINES, product_id)
+    if cart.lines and cart.currency not in (None, currency):
+        raise violation_error(Violation.CURRENCY_MISMATCH, product_id)
+    if existing is None:
+        lines = (*cart.lines, CartLine(product_id, quantity, now_ms))
+    else:
+        lines = tuple(
+            replace(line, quantity=quantity) if line.product_id == product_id else line
+            for line in cart.lines
+        )
+    return replace(cart, lines=lines, currency=currency)
+
+
+def add_item(
+    cart: Cart, product_id: str, quantity: int, *, stock: int, currency: str, now_ms: int
+) -> Cart:
+    """Adds units to the product's line (creating it); the resulting line must fit every limit."""
+    existing = cart.line(product_id)
+    total = quantity + (existing.quantity if existing else 0)
+    return _checked_line(cart, product_id, total, stock, currency, now_ms)
+
+
+def set_quantity(
+    cart: Cart, product_id: str, quantity: int, *, stock: int, currency: str, now_ms: int
+) -> Cart:
+    """Sets the product's line to `quantity` units (creating it); 0 is `remove_item`."""
+    if quantity == 0:
+        return remove_item(cart, product_id)
+    return _checked_line(cart, product_id, quantity, stock, currency, now_ms)
+
+
+def remove_item(cart: Cart, product_id: str) -> Cart:
+    """Drops the product's line; NOT_FOUND when the cart has none."""
+    if cart.line(product_id) is None:
+        raise violation_error(Violation.LINE_NOT_FOUND, product_id)
+    return _without_empty_currency(
+        replace(cart, lines=tuple(line for line in cart.lines if line.product_id != product_id))
+    )
+
+
+def clear(cart: Cart) -> Cart:
+    """Drops every line but remembers the orders already taken out (a redelivery stays a no-op)."""
+    return replace(cart, lines=(), currency=None)
+
+
+def remove_ordered_lines(cart: Cart, order_id: str, ordered: Mapping[str, int]) -> Cart:
+    """Takes an order's quantities out of the cart, once per order id.
+
+    Lines added after checkout stay; a line reaching 0 disappears. Returns the cart unchanged when
+    the order was already taken out.
+    """
+    if order_id in cart.removed_orders:
+        return cart
+    lines = tuple(
+        replace(line, quantity=line.quantity - ordered.get(line.product_id, 0))
+        for line in cart.lines
+    )
+    remembered = (*cart.removed_orders, order_id)[-MAX_REMEMBERED_ORDERS:]
+    return _without_empty_currency(
+        replace(
+            cart,
+            lines=tuple(line for line in lines if line.quantity > 0),
+            removed_orders=remembered,
+        )
+    )
+
+
+def _without_empty_currency(cart: Cart) -> Cart:
+    return cart if cart.lines else replace(cart, currency=None)

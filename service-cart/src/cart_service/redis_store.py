@@ -1,0 +1,151 @@
+"""Carts in Redis: one JSON string per cart at `<prefix>cart:<user_id>`, changed by one Lua script.
+
+The script checks the rules and writes in one atomic step (one round trip, no retries under
+contention) and refreshes the key's expiry on every write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from cart_service.domain import (
+    MAX_LINE_QUANTITY,
+    MAX_LINES,
+    MAX_REMEMBERED_ORDERS,
+    Cart,
+    Violation,
+    violation_error,
+)
+from cart_service.store import CartStoreUnavailable, from_document, now_ms
+from chassis.errors import Unavailable
+
+_SCRIPT = resources.files("cart_service").joinpath("cart_mutation.lua").read_text()
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisCartStore:
+    """`CartStore` on Redis."""
+
+    def __init__(self, client: redis.Redis, key_prefix: str, *, ttl_days: int) -> None:
+        self._client = client
+        self._prefix = key_prefix
+        self._ttl_seconds = ttl_days * 86_400
+        self._mutate = client.register_script(_SCRIPT)
+
+    @classmethod
+    async def connect(
+        cls, url: str, key_prefix: str, *, ttl_days: int, timeout_seconds: float = 2.0
+    ) -> RedisCartStore:
+        client = redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+        )
+        try:
+            await client.ping()
+        except _UNREACHABLE as error:
+            await client.aclose()
+            raise CartStoreUnavailable(
+                f"cannot reach the Redis cart store at {_without_password(url)}: {error}"
+            ) from error
+        return cls(client, key_prefix, ttl_days=ttl_days)
+
+    def key(self, user_id: str) -> str:
+        return f"{self._prefix}cart:{user_id}"
+
+    async def get(self, user_id: str) -> Cart:
+        async with _reachable():
+            raw = await self._client.get(self.key(user_id))
+        return from_document(user_id, json.loads(raw)) if raw else Cart(user_id)
+
+    async def add_item(
+        self, user_id: str, product_id: str, quantity: int, *, stock: int, currency: str
+    ) -> Cart:
+        return await self._put_line("add", user_id, product_id, quantity, stock, currency)
+
+    async def set_quantity(
+        self, user_id: str, product_id: str, quantity: int, *, stock: int, currency: str
+    ) -> Cart:
+        if quantity == 0:
+            return await self.remove_item(user_id, product_id)
+        return await self._put_line("set", user_id, product_id, quantity, stock, currency)
+
+    async def remove_item(self, user_id: str, product_id: str) -> Cart:
+        return await self._run(user_id, product_id, "remove", product_id)
+
+    async def clear(self, user_id: str) -> None:
+        await self._run(user_id, "", "clear")
+
+    async def remove_ordered_lines(
+        self, user_id: str, order_id: str, lines: Mapping[str, int]
+    ) -> bool:
+        async with _reachable():
+            outcome, _ = await self._mutate(
+                keys=[self.key(user_id)],
+                args=[
+                    "remove_ordered",
+                    self._ttl_seconds,
+                    user_id,
+                    order_id,
+                    json.dumps(dict(lines)),
+                    MAX_REMEMBERED_ORDERS,
+                ],
+            )
+        return bool(outcome == "ok")
+
+    async def check(self) -> None:
+        await self._client.ping()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _put_line(
+        self, op: str, user_id: str, product_id: str, quantity: int, stock: int, currency: str
+    ) -> Cart:
+        return await self._run(
+            user_id,
+            product_id,
+            op,
+            product_id,
+            quantity,
+            stock,
+            currency,
+            now_ms(),
+            MAX_LINE_QUANTITY,
+            MAX_LINES,
+        )
+
+    async def _run(self, user_id: str, product_id: str, op: str, *args: str | int) -> Cart:
+        async with _reachable():
+            outcome, detail = await self._mutate(
+                keys=[self.key(user_id)], args=[op, self._ttl_seconds, user_id, *args]
+            )
+        if outcome in ("ok", "unchanged"):
+            return from_document(user_id, json.loads(detail)) if detail else Cart(user_id)
+        stock = int(args[2]) if op in ("add", "set") else 0
+        raise violation_error(Violation(outcome), product_id, int(detail), stock)
+
+
+@asynccontextmanager
+async def _reachable() -> AsyncIterator[None]:
+    try:
+        yield
+    except _UNREACHABLE as error:
+        raise Unavailable(f"the cart store is unreachable: {error}") from error
