@@ -1,0 +1,149 @@
+"""RabbitMQ connection for one service: robust connection, confirmed publishing, topology.
+
+Every event leaves with the same AMQP properties (message_id, type, content_type, timestamp,
+correlation_id, persistent delivery) and W3C trace context in its headers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aio_pika
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, AbstractRobustExchange
+from google.protobuf.message import Message
+from opentelemetry import propagate
+
+from chassis.messaging import codec, topology
+from chassis.settings import AmqpSettings
+
+
+class BrokerUnavailable(Exception):
+    """The broker connection is not open (not connected yet, or reconnecting)."""
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    """An event ready for the wire: serialised body plus everything its AMQP properties need."""
+
+    event_id: str
+    event_type: str
+    routing_key: str
+    correlation_id: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def of(cls, event: Message, *, routing_key: str, correlation_id: str) -> OutgoingEvent:
+        """Serialise `event`, carrying the current trace context."""
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        return cls(
+            event_id=str(codec.event_id_of(event)),
+            event_type=codec.type_name(event),
+            routing_key=routing_key,
+            correlation_id=correlation_id,
+            body=event.SerializeToString(),
+            headers=headers,
+        )
+
+
+class Broker:
+    """A service's robust AMQP connection, its confirmed publishing channel and events exchange."""
+
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        service_name: str,
+        *,
+        connection_name: str | None = None,
+        connect_timeout: float = 10.0,
+        publish_timeout: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.service_name = service_name
+        # Operators (and tests) find this process's connection by this name in rabbitmqctl.
+        self.connection_name = (
+            connection_name or f"{service_name}@{socket.gethostname()}:{os.getpid()}"
+        )
+        self._connect_timeout = connect_timeout
+        self._publish_timeout = publish_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._exchange: AbstractRobustExchange | None = None
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise BrokerUnavailable("broker is not connected")
+        return self._connection
+
+    async def connect(self) -> None:
+        """Open the connection and publishing channel, declare the events exchange."""
+        connection = await aio_pika.connect_robust(
+            self.settings.amqp_url,
+            timeout=self._connect_timeout,
+            client_properties={"connection_name": self.connection_name},
+        )
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            self._exchange = await topology.declare_events_exchange(channel, self.settings)
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection = connection
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = None
+        self._exchange = None
+
+    async def check(self) -> None:
+        """Readiness: raises `BrokerUnavailable` unless the connection is open right now."""
+        if self._connection is None or not self._connection.connected.is_set():
+            raise BrokerUnavailable("broker connection is not open")
+
+    async def channel(self, *, prefetch: int = 0) -> AbstractRobustChannel:
+        """A new robust channel on the service connection (consumers use one each)."""
+        channel = await self.connection.channel(publisher_confirms=False)
+        if prefetch:
+            await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def publish(self, event: Message, *, routing_key: str, correlation_id: str) -> None:
+        """Publish `event` now (no outbox), waiting for the broker's confirm."""
+        await self.publish_outgoing(
+            OutgoingEvent.of(event, routing_key=routing_key, correlation_id=correlation_id)
+        )
+
+    async def publish_outgoing(self, event: OutgoingEvent) -> None:
+        """Publish and wait for the confirm; raises on nack or after the publish deadline."""
+        if self._exchange is None:
+            raise BrokerUnavailable("broker is not connected")
+        message = aio_pika.Message(
+            event.body,
+            message_id=event.event_id,
+            type=event.event_type,
+            content_type=codec.CONTENT_TYPE,
+            timestamp=event.occurred_at,
+            correlation_id=event.correlation_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=dict(event.headers),
+            app_id=self.service_name,
+        )
+        # Events nobody subscribes to yet are fine: do not ask the broker to return them.
+        await self._exchange.publish(
+            message, event.routing_key, mandatory=False, timeout=self._publish_timeout
+        )
+
+    async def queue_depth(self, queue: str) -> int:
+        """Messages ready in `queue` (full name), by passive declare on a throwaway channel."""
+        channel = await self.connection.channel(publisher_confirms=False)
+        try:
+            declared = await channel.declare_queue(queue, passive=True, robust=False)
+            return int(declared.declaration_result.message_count or 0)
+        finally:
+            await channel.close()
