@@ -1,19 +1,32 @@
-"""Fixtures of the cart tests: every reachable store behind one `CartStore` fixture."""
+"""Fixtures of the cart tests: every reachable store behind one `CartStore` fixture, and a real
+service-product (subprocess) with service-cart (in-process) on real sockets."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
 
+import grpc
 import pytest
 import redis.asyncio as redis
 
 from cart_service.couchbase_store import CouchbaseCartStore, CouchbaseLocation
+from cart_service.main import build_runtime
 from cart_service.redis_store import RedisCartStore
+from cart_service.settings import CartSettings
 from cart_service.store import CartStore
+from chassis.grpc_server import ServiceRuntime
+from chassis.testing.process import ServiceProcess, free_port
+from ecommerce.cart.v1 import cart_pb2_grpc
+from ecommerce.product.v1 import product_pb2, product_pb2_grpc
 
 TTL_DAYS = 30
 
@@ -103,17 +116,102 @@ def user_id() -> str:
     return str(uuid.uuid4())
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+@dataclass
+class Platform:
+    """service-product as a real subprocess and service-cart in-process, both on real sockets."""
+
+    products: product_pb2_grpc.ProductServiceStub
+    carts: cart_pb2_grpc.CartServiceStub
+    product_address: str
+
+    async def create_product(
+        self, *, stock: int = 10, price_cents: int = 250, currency: str = "USD"
+    ) -> product_pb2.Product:
+        response = await self.products.CreateProduct(
+            product_pb2.CreateProductRequest(
+                sku=f"sku-{uuid.uuid4().hex[:12]}",
+                name=f"Product {uuid.uuid4().hex[:6]}",
+                description="made by the cart tests",
+                price_cents=price_cents,
+                currency=currency,
+                stock=stock,
+            ),
+            timeout=5,
+        )
+        return response.product
 
 
 @pytest.fixture(scope="session")
-async def redis_key_prefix(redis_url: str) -> AsyncIterator[str]:
-    prefix = f"test-cart-{uuid.uuid4().hex[:8]}:"
-    yield prefix
-    client = redis.from_url(redis_url)
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+async def product_address(
+    create_database: Any, postgres_url: str, redis_url: str, redis_key_prefix: str
+) -> AsyncIterator[str]:
+    database = urlsplit(await create_database("cart_products")).path.lstrip("/")
+    port = free_port()
+    process = ServiceProcess(
+        [sys.executable, "-c", "from product_service.main import main; main()"],
+        env={
+            "PRODUCT_GRPC_PORT": str(port),
+            "PRODUCT_METRICS_PORT": "0",
+            "GRPC_HOST": "127.0.0.1",
+            "POSTGRES_URL": postgres_url,
+            "PRODUCT_DB_NAME": database,
+            "REDIS_URL": redis_url,
+            "REDIS_KEY_PREFIX": f"{redis_key_prefix}product:",
+            "READINESS_INTERVAL_SECONDS": "0.2",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+        },
+        name="service-product",
+    ).start()
+    address = f"127.0.0.1:{port}"
+    try:
+        await process.wait_serving(address, timeout_s=60)
+        yield address
+    finally:
+        process.stop()
+
+
+def cart_settings(**overrides: Any) -> CartSettings:
+    values: dict[str, Any] = {
+        "CART_GRPC_PORT": 0,
+        "CART_METRICS_PORT": 0,
+        "GRPC_HOST": "127.0.0.1",
+        "READINESS_INTERVAL_SECONDS": 0.2,
+        "SHUTDOWN_GRACE_SECONDS": 1,
+        **overrides,
+    }
+    return CartSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_cart(settings: CartSettings) -> AsyncIterator[ServiceRuntime]:
+    """The real composition root serving on a free port until the block ends."""
+    runtime = build_runtime(settings)
+    serving = asyncio.create_task(runtime.run())
+    try:
+        await asyncio.wait_for(runtime.started.wait(), 30)
+        yield runtime
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(serving, 30)
+
+
+@pytest.fixture(scope="session")
+async def platform(
+    product_address: str, redis_url: str, redis_key_prefix: str
+) -> AsyncIterator[Platform]:
+    settings = cart_settings(
+        CART_STORE="redis",
+        REDIS_URL=redis_url,
+        REDIS_KEY_PREFIX=f"{redis_key_prefix}svc:",
+        PRODUCT_SERVICE_ADDR=product_address,
+    )
+    async with (
+        running_cart(settings) as runtime,
+        grpc.aio.insecure_channel(product_address) as product_channel,
+        grpc.aio.insecure_channel(f"127.0.0.1:{runtime.bound_port}") as cart_channel,
+    ):
+        yield Platform(
+            products=product_pb2_grpc.ProductServiceStub(product_channel),
+            carts=cart_pb2_grpc.CartServiceStub(cart_channel),
+            product_address=product_address,
+        )

@@ -16,6 +16,7 @@ MAX_LINE_QUANTITY = 100
 MAX_LINES = 50
 # Order ids already taken out of a cart; enough to absorb any realistic redelivery window.
 MAX_REMEMBERED_ORDERS = 100
+DEFAULT_CURRENCY = "USD"
 
 
 class ProductNotFound(NotFound):
@@ -64,6 +65,55 @@ class Cart:
     @property
     def product_ids(self) -> list[str]:
         return [line.product_id for line in self.lines]
+
+
+@dataclass(frozen=True)
+class ProductSnapshot:
+    """What service-product says about a product right now."""
+
+    product_id: str
+    name: str
+    price_cents: int
+    currency: str
+    stock: int
+
+
+@dataclass(frozen=True)
+class PricedLine:
+    product_id: str
+    name: str
+    quantity: int
+    unit_price_cents: int
+
+    @property
+    def line_total_cents(self) -> int:
+        return self.quantity * self.unit_price_cents
+
+
+@dataclass(frozen=True)
+class PricedCart:
+    """A cart as the user sees it: current names and prices, vanished products left out."""
+
+    user_id: str
+    items: tuple[PricedLine, ...]
+    currency: str
+
+    @property
+    def total_cents(self) -> int:
+        return sum(item.line_total_cents for item in self.items)
+
+
+def priced(cart: Cart, products: Mapping[str, ProductSnapshot]) -> PricedCart:
+    """Prices each line at the product's current price; lines whose product vanished are dropped."""
+    items = tuple(
+        PricedLine(line.product_id, product.name, line.quantity, product.price_cents)
+        for line in cart.lines
+        if (product := products.get(line.product_id)) is not None
+    )
+    currency = cart.currency or next(
+        (products[item.product_id].currency for item in items), DEFAULT_CURRENCY
+    )
+    return PricedCart(cart.user_id, items, currency)
 
 
 def parse_id(value: str, field: str) -> str:

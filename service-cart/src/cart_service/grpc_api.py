@@ -1,0 +1,79 @@
+"""The CartService gRPC servicer: protobuf in, handler call, protobuf out."""
+
+from __future__ import annotations
+
+import grpc
+
+from cart_service import handlers
+from cart_service.domain import PricedCart
+from cart_service.handlers import Carts
+from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
+
+SERVICE_NAME = cart_pb2.DESCRIPTOR.services_by_name["CartService"].full_name
+
+
+def cart_to_proto(cart: PricedCart) -> cart_pb2.Cart:
+    return cart_pb2.Cart(
+        user_id=cart.user_id,
+        items=[
+            cart_pb2.CartItem(
+                product_id=item.product_id,
+                name=item.name,
+                quantity=item.quantity,
+                unit_price_cents=item.unit_price_cents,
+                line_total_cents=item.line_total_cents,
+            )
+            for item in cart.items
+        ],
+        total_cents=cart.total_cents,
+        currency=cart.currency,
+    )
+
+
+class CartServicer(cart_pb2_grpc.CartServiceServicer):
+    """Thin entry point; domain errors become gRPC statuses in the chassis interceptor."""
+
+    def __init__(self, carts: Carts) -> None:
+        self._carts = carts
+
+    async def GetCart(
+        self, request: cart_pb2.GetCartRequest, context: grpc.aio.ServicerContext
+    ) -> cart_pb2.GetCartResponse:
+        cart = await handlers.get_cart(self._carts, user_id=request.user_id)
+        return cart_pb2.GetCartResponse(cart=cart_to_proto(cart))
+
+    async def AddItem(
+        self, request: cart_pb2.AddItemRequest, context: grpc.aio.ServicerContext
+    ) -> cart_pb2.AddItemResponse:
+        cart = await handlers.add_item(
+            self._carts,
+            user_id=request.user_id,
+            product_id=request.product_id,
+            quantity=request.quantity,
+        )
+        return cart_pb2.AddItemResponse(cart=cart_to_proto(cart))
+
+    async def SetItemQuantity(
+        self, request: cart_pb2.SetItemQuantityRequest, context: grpc.aio.ServicerContext
+    ) -> cart_pb2.SetItemQuantityResponse:
+        cart = await handlers.set_item_quantity(
+            self._carts,
+            user_id=request.user_id,
+            product_id=request.product_id,
+            quantity=request.quantity,
+        )
+        return cart_pb2.SetItemQuantityResponse(cart=cart_to_proto(cart))
+
+    async def RemoveItem(
+        self, request: cart_pb2.RemoveItemRequest, context: grpc.aio.ServicerContext
+    ) -> cart_pb2.RemoveItemResponse:
+        cart = await handlers.remove_item(
+            self._carts, user_id=request.user_id, product_id=request.product_id
+        )
+        return cart_pb2.RemoveItemResponse(cart=cart_to_proto(cart))
+
+    async def ClearCart(
+        self, request: cart_pb2.ClearCartRequest, context: grpc.aio.ServicerContext
+    ) -> cart_pb2.ClearCartResponse:
+        await handlers.clear_cart(self._carts, user_id=request.user_id)
+        return cart_pb2.ClearCartResponse()

@@ -1,0 +1,91 @@
+"""One function per cart use case: validate, read the product, change the store, price."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cart_service import domain
+from cart_service.domain import Cart, PricedCart
+from cart_service.products import ProductCatalog
+from cart_service.store import CartStore
+from chassis.errors import Unavailable
+
+
+@dataclass
+class Carts:
+    """What the handlers work with; the store is attached once it is reachable (startup hook)."""
+
+    products: ProductCatalog
+    _store: CartStore | None = field(default=None)
+
+    def attach(self, store: CartStore) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> CartStore:
+        if self._store is None:
+            raise Unavailable("the cart store is not connected yet")
+        return self._store
+
+    @property
+    def attached(self) -> CartStore | None:
+        return self._store
+
+
+async def _priced(carts: Carts, cart: Cart) -> PricedCart:
+    return domain.priced(cart, await carts.products.batch_get(cart.product_ids))
+
+
+async def get_cart(carts: Carts, *, user_id: str) -> PricedCart:
+    user_id = domain.parse_id(user_id, "user_id")
+    return await _priced(carts, await carts.store.get(user_id))
+
+
+async def add_item(carts: Carts, *, user_id: str, product_id: str, quantity: int) -> PricedCart:
+    user_id = domain.parse_id(user_id, "user_id")
+    product_id = domain.parse_id(product_id, "product_id")
+    domain.check_requested_quantity(quantity, allow_zero=False)
+    product = await carts.products.get(product_id)
+    cart = await carts.store.add_item(
+        user_id, product_id, quantity, stock=product.stock, currency=product.currency
+    )
+    return await _priced(carts, cart)
+
+
+async def set_item_quantity(
+    carts: Carts, *, user_id: str, product_id: str, quantity: int
+) -> PricedCart:
+    user_id = domain.parse_id(user_id, "user_id")
+    product_id = domain.parse_id(product_id, "product_id")
+    domain.check_requested_quantity(quantity, allow_zero=True)
+    if quantity == 0:
+        # Removing needs no product: a line whose product vanished can still be taken out.
+        cart = await carts.store.remove_item(user_id, product_id)
+    else:
+        product = await carts.products.get(product_id)
+        cart = await carts.store.set_quantity(
+            user_id, product_id, quantity, stock=product.stock, currency=product.currency
+        )
+    return await _priced(carts, cart)
+
+
+async def remove_item(carts: Carts, *, user_id: str, product_id: str) -> PricedCart:
+    user_id = domain.parse_id(user_id, "user_id")
+    product_id = domain.parse_id(product_id, "product_id")
+    return await _priced(carts, await carts.store.remove_item(user_id, product_id))
+
+
+async def clear_cart(carts: Carts, *, user_id: str) -> None:
+    await carts.store.clear(domain.parse_id(user_id, "user_id"))
+
+
+async def remove_ordered_lines(
+    carts: Carts, *, user_id: str, order_id: str, lines: Mapping[str, int]
+) -> bool:
+    """Takes a confirmed order's quantities out of the cart, once per order id."""
+    return await carts.store.remove_ordered_lines(
+        domain.parse_id(user_id, "user_id"),
+        domain.parse_id(order_id, "order_id"),
+        {domain.parse_id(pid, "product_id"): qty for pid, qty in lines.items()},
+    )

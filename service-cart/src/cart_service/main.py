@@ -1,0 +1,53 @@
+"""Composition root of service-cart: settings, the store and product client, the gRPC runtime."""
+
+from __future__ import annotations
+
+from cart_service.grpc_api import SERVICE_NAME, CartServicer
+from cart_service.handlers import Carts
+from cart_service.products import ProductCatalog
+from cart_service.settings import CartSettings
+from cart_service.store import open_store
+from chassis.grpc_server import ServiceRuntime, run
+from chassis.settings import load_settings
+from ecommerce.cart.v1 import cart_pb2_grpc
+
+
+def build_runtime(settings: CartSettings) -> ServiceRuntime:
+    """Wire the adapters and register the servicer, startup hook, readiness check and cleanup."""
+    runtime = ServiceRuntime(settings)
+    products = ProductCatalog.connect(
+        settings.product_service_addr, timeout_seconds=settings.product_rpc_timeout_seconds
+    )
+    carts = Carts(products=products)
+    runtime.add_servicer(
+        cart_pb2_grpc.add_CartServiceServicer_to_server, CartServicer(carts), SERVICE_NAME
+    )
+
+    async def connect_store() -> None:
+        # Retried with backoff by the runtime; each failure logs which store was unreachable.
+        carts.attach(await open_store(settings))
+
+    async def check_store() -> None:
+        await carts.store.check()
+
+    async def close_clients() -> None:
+        store = carts.attached
+        if store is not None:
+            await store.close()
+        await products.close()
+
+    runtime.on_startup("cart_store", connect_store)
+    # service-product is not part of readiness: an empty cart, ClearCart and removals work without
+    # it, and a product outage already answers UNAVAILABLE per call instead of taking carts down.
+    runtime.readiness_check("cart_store", check_store)
+    runtime.on_shutdown("clients", close_clients)
+    return runtime
+
+
+async def serve() -> None:
+    settings = load_settings(CartSettings)
+    await build_runtime(settings).run()
+
+
+def main() -> None:
+    run(serve)
