@@ -18,8 +18,9 @@ _SECRET_KEY = re.compile(
     r"password|passwd|token|authorization|secret|private_key|privatekey|jwt|api_key|cookie",
     re.IGNORECASE,
 )
-# 13 to 19 digits, optionally grouped by spaces or dashes: the shape of a payment card number.
-_CARD_NUMBER = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# 13 to 19 digits, optionally grouped by spaces or dashes, standing alone (not inside a hex id):
+# the shape of a payment card number.
+_CARD_NUMBER = re.compile(r"(?<![0-9A-Za-z])(?:\d[ -]?){12,18}\d(?![0-9A-Za-z])")
 
 
 def _luhn_valid(digits: str) -> bool:
