@@ -1,0 +1,267 @@
+"""A real platform for the gateway tests: service-user, service-product and service-cart as
+subprocesses on isolated databases and Redis prefixes, and the gateway itself as a uvicorn
+subprocess, all on free ports. Tests talk to the gateway over real HTTP only."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import jwt
+import pytest
+import pytest_asyncio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from chassis.testing.process import ServiceProcess, free_port
+
+ADMIN_EMAIL = "root.admin@example.com"
+ADMIN_PASSWORD = "admin-password-42"
+# Cheap argon2 so registering and logging in many users stays fast.
+FAST_ARGON2 = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST_KIB": "8", "ARGON2_PARALLELISM": "1"}
+CART_AVAILABLE = importlib.util.find_spec("cart_service.main") is not None
+
+
+@dataclass
+class SigningMaterial:
+    """The Ed25519 key service-user signs with, so tests can forge tokens with it."""
+
+    private_key: Ed25519PrivateKey
+    path: Path
+    kid: str = ""
+
+    def sign(self, claims: dict[str, Any], *, kid: str | None = None) -> str:
+        return jwt.encode(
+            claims, self.private_key, algorithm="EdDSA", headers={"kid": kid or self.kid}
+        )
+
+
+@dataclass
+class Platform:
+    gateway_url: str
+    user_addr: str
+    product_addr: str
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def log_lines(self) -> list[str]:
+        return [line for p in self.processes.values() for line in p.stdout_lines + p.stderr_lines]
+
+
+def service_command(entry_point: str) -> list[str]:
+    """The console script installed next to this interpreter (the workspace venv)."""
+    return [str(Path(sys.executable).parent / entry_point)]
+
+
+async def wait_http_ok(process: ServiceProcess, url: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(f"{process.name} exited\n{process.output_tail()}")
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{process.name} not answering {url}\n{process.output_tail()}")
+            await asyncio.sleep(0.1)
+
+
+def start_gateway(env: dict[str, str]) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    process = ServiceProcess(
+        service_command("api-gateway"),
+        env={"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), **env},
+        name="api-gateway",
+    ).start()
+    return process, f"http://127.0.0.1:{port}"
+
+
+def start_user_service(
+    database_url: str, redis_url: str, prefix: str, key_path: Path, **extra: str
+) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    parsed = urlparse(database_url)
+    env = {
+        "POSTGRES_URL": f"{parsed.scheme}://{parsed.netloc}",
+        "USER_DB_NAME": parsed.path.lstrip("/"),
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "USER_GRPC_PORT": str(port),
+        "USER_METRICS_PORT": "0",
+        "JWT_PRIVATE_KEY_FILE": str(key_path),
+        "ADMIN_EMAIL": ADMIN_EMAIL,
+        "ADMIN_PASSWORD": ADMIN_PASSWORD,
+        **FAST_ARGON2,
+        **extra,
+    }
+    process = ServiceProcess(service_command("service-user"), env=env, name="service-user")
+    return process.start(), f"127.0.0.1:{port}"
+
+
+def start_product_service(
+    database_url: str, redis_url: str, prefix: str
+) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    parsed = urlparse(database_url)
+    env = {
+        "POSTGRES_URL": f"{parsed.scheme}://{parsed.netloc}",
+        "PRODUCT_DB_NAME": parsed.path.lstrip("/"),
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "PRODUCT_GRPC_PORT": str(port),
+        "PRODUCT_METRICS_PORT": "0",
+    }
+    process = ServiceProcess(service_command("service-product"), env=env, name="service-product")
+    return process.start(), f"127.0.0.1:{port}"
+
+
+def start_cart_service(
+    redis_url: str, prefix: str, product_addr: str
+) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    env = {
+        "CART_STORE": "redis",
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "CART_GRPC_PORT": str(port),
+        "CART_METRICS_PORT": "0",
+        "PRODUCT_SERVICE_ADDR": product_addr,
+    }
+    process = ServiceProcess(service_command("service-cart"), env=env, name="service-cart")
+    return process.start(), f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def signing(tmp_path_factory: pytest.TempPathFactory) -> SigningMaterial:
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path_factory.mktemp("jwt") / "signing-key.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return SigningMaterial(private_key=key, path=path)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def platform(
+    create_database: Callable[[str], Any],
+    redis_url: str,
+    redis_key_prefix: str,
+    signing: SigningMaterial,
+) -> AsyncIterator[Platform]:
+    processes: dict[str, ServiceProcess] = {}
+    users_db, products_db = await asyncio.gather(
+        create_database("gw_users"), create_database("gw_products")
+    )
+    try:
+        # Everything starts at once; the gateway itself needs no upstream to come up.
+        users, user_addr = start_user_service(
+            users_db, redis_url, redis_key_prefix + "users:", signing.path
+        )
+        processes["service-user"] = users
+        products, product_addr = start_product_service(
+            products_db, redis_url, redis_key_prefix + "products:"
+        )
+        processes["service-product"] = products
+        waits = [users.wait_serving(user_addr, 120), products.wait_serving(product_addr, 120)]
+        cart_addr = ""
+        if CART_AVAILABLE:
+            carts, cart_addr = start_cart_service(
+                redis_url, redis_key_prefix + "carts:", product_addr
+            )
+            processes["service-cart"] = carts
+            waits.append(carts.wait_serving(cart_addr, 120))
+        gateway, gateway_url = start_gateway(
+            {
+                "USER_SERVICE_ADDR": user_addr,
+                "PRODUCT_SERVICE_ADDR": product_addr,
+                "CART_SERVICE_ADDR": cart_addr,
+            }
+        )
+        processes["api-gateway"] = gateway
+        await asyncio.gather(*waits, wait_http_ok(gateway, gateway_url + "/healthz"))
+        yield Platform(gateway_url, user_addr, product_addr, processes)
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(p.stop) for p in processes.values()))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def api(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=10.0) as client:
+        yield client
+
+
+@pytest.fixture
+def needs_cart() -> None:
+    if not CART_AVAILABLE:
+        pytest.skip("service-cart has no runnable cart_service.main yet")
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    email: str
+    password: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def unique_email(label: str = "shopper") -> str:
+    return f"{label}.{uuid.uuid4().hex[:12]}@example.com"
+
+
+async def _login(api: httpx.AsyncClient, email: str, password: str) -> str:
+    reply = await api.post("/api/v1/login", json={"email": email, "password": password})
+    assert reply.status_code == 200, reply.text
+    token: str = reply.json()["access_token"]
+    return token
+
+
+MakeCustomer = Callable[[], Awaitable[Account]]
+
+
+@pytest.fixture
+def make_customer(api: httpx.AsyncClient) -> MakeCustomer:
+    """Factory: registers a fresh customer through the API and logs it in."""
+
+    async def make() -> Account:
+        email, password = unique_email(), "s3cret-passphrase"
+        reply = await api.post(
+            "/api/v1/register",
+            json={"email": email, "password": password, "full_name": "Test User"},
+        )
+        assert reply.status_code == 201, reply.text
+        return Account(reply.json()["id"], email, password, await _login(api, email, password))
+
+    return make
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def customer(make_customer: MakeCustomer) -> Account:
+    return await make_customer()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def admin(api: httpx.AsyncClient) -> Account:
+    token = await _login(api, ADMIN_EMAIL, ADMIN_PASSWORD)
+    me = await api.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200, me.text
+    return Account(me.json()["id"], ADMIN_EMAIL, ADMIN_PASSWORD, token)
