@@ -1,0 +1,198 @@
+"""Structural promises of docker-compose.yml: health, start order, exposure, settings, volumes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+PUBLISHED = {"api-gateway", "grafana", "jaeger", "kibana", "rabbitmq"}
+ALLOWED_CONDITIONS = {"service_healthy", "service_completed_successfully"}
+# `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?message}`; `$$` is a literal dollar.
+INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)(?:[:?-][^}]*)?\}")
+
+
+def _environment(service: dict[str, Any]) -> dict[str, Any]:
+    environment: dict[str, Any] = service.get("environment", {})
+    return environment
+
+
+def test_every_long_running_service_has_a_healthcheck(
+    services: dict[str, dict[str, Any]], one_shot_jobs: set[str]
+) -> None:
+    long_running = set(services) - one_shot_jobs
+    missing = {
+        name for name in long_running if not services[name].get("healthcheck", {}).get("test")
+    }
+    assert missing == set()
+
+
+def test_one_shot_jobs_retry_on_failure_and_are_not_restarted_once_done(
+    services: dict[str, dict[str, Any]], one_shot_jobs: set[str]
+) -> None:
+    for name in one_shot_jobs:
+        assert services[name]["restart"] == "on-failure", name
+    for name in set(services) - one_shot_jobs:
+        assert services[name]["restart"] == "unless-stopped", name
+
+
+def test_every_dependency_waits_for_health_or_successful_completion(
+    services: dict[str, dict[str, Any]], one_shot_jobs: set[str]
+) -> None:
+    for name, service in services.items():
+        depends_on = service.get("depends_on", {})
+        assert isinstance(depends_on, dict), f"{name}: depends_on must name a condition"
+        for target, rule in depends_on.items():
+            condition = rule["condition"]
+            assert condition in ALLOWED_CONDITIONS, f"{name} -> {target}: {condition}"
+            if condition == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} waits for {target}'s health"
+            else:
+                assert target in one_shot_jobs, f"{name} waits for {target} to finish"
+
+
+def test_services_start_after_the_infrastructure_they_use(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    def waits_for(name: str) -> set[str]:
+        return set(services[name].get("depends_on", {}))
+
+    assert {"postgres", "redis"} <= waits_for("service-user")
+    assert {"postgres", "redis", "rabbitmq"} <= waits_for("service-product")
+    assert {"couchbase-init", "rabbitmq", "service-product"} <= waits_for("service-cart")
+    assert {"service-product"} <= waits_for("product-seed")
+    assert {"service-user", "service-product", "service-cart", "product-seed"} <= waits_for(
+        "api-gateway"
+    )
+
+
+def test_only_the_gateway_and_the_uis_publish_ports(services: dict[str, dict[str, Any]]) -> None:
+    publishing = {name for name, service in services.items() if service.get("ports")}
+    assert publishing == PUBLISHED
+
+
+def test_the_uis_publish_only_their_web_port_on_the_ui_bind_address(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    web_ports = {"grafana": "3000", "jaeger": "16686", "kibana": "5601", "rabbitmq": "15672"}
+    for name, container_port in web_ports.items():
+        (mapping,) = services[name]["ports"]
+        assert mapping.startswith("${UI_BIND_ADDRESS:-127.0.0.1}:"), name
+        assert mapping.endswith(f":{container_port}"), name
+
+
+def test_the_gateway_publishes_its_http_port(services: dict[str, dict[str, Any]]) -> None:
+    assert services["api-gateway"]["ports"] == ["${GATEWAY_HOST_PORT:-8080}:8080"]
+    assert str(_environment(services["api-gateway"])["GATEWAY_PORT"]) == "8080"
+
+
+def test_every_container_is_on_the_one_platform_network(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert list(compose["networks"]) == ["platform"]
+    for name, service in services.items():
+        assert service.get("networks") == ["platform"], name
+
+
+def test_built_services_use_the_root_as_build_context(
+    services: dict[str, dict[str, Any]], built_services: dict[str, str]
+) -> None:
+    for name, folder in built_services.items():
+        build = services[name]["build"]
+        assert build == {"context": "..", "dockerfile": f"{folder}/Dockerfile"}, name
+
+
+def test_the_seed_job_runs_the_product_image_with_the_seed_command(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    seed, product = services["product-seed"], services["service-product"]
+    assert seed["image"] == product["image"]
+    assert seed["build"] == product["build"]
+    assert seed["command"] == ["service-product", "seed"]
+
+
+def test_every_variable_the_compose_file_reads_is_in_env_example(
+    env_example: str, environment_dir: Path
+) -> None:
+    read = set(INTERPOLATION.findall((environment_dir / "docker-compose.yml").read_text()))
+    defined = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", env_example, flags=re.MULTILINE))
+    assert read - defined == set(), "read by compose but missing from .env.example"
+    # COMPOSE_PROJECT_NAME is read by compose itself, not interpolated.
+    assert defined - read - {"COMPOSE_PROJECT_NAME"} == set(), "stale in .env.example"
+
+
+def test_every_setting_passed_to_a_service_is_documented_in_env_example(
+    services: dict[str, dict[str, Any]], env_example: str, built_services: dict[str, str]
+) -> None:
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", env_example, flags=re.MULTILINE))
+    for name in [*built_services, "product-seed"]:
+        undocumented = set(_environment(services[name])) - documented
+        assert undocumented == set(), f"{name} gets undocumented settings"
+
+
+def test_the_services_get_the_shared_platform_settings(
+    services: dict[str, dict[str, Any]], built_services: dict[str, str]
+) -> None:
+    shared = {
+        "POSTGRES_URL",
+        "REDIS_URL",
+        "AMQP_URL",
+        "EVENTS_EXCHANGE",
+        "LOG_LEVEL",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "ADMIN_EMAIL",
+        "ADMIN_PASSWORD",
+    }
+    for name in [*built_services, "product-seed"]:
+        assert shared <= set(_environment(services[name])), name
+    assert _environment(services["service-user"])["OTEL_EXPORTER_OTLP_ENDPOINT"] == (
+        "http://jaeger:4317"
+    )
+
+
+def test_the_gateway_reaches_every_service_on_its_grpc_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    environment = _environment(services["api-gateway"])
+    assert environment["USER_SERVICE_ADDR"] == "service-user:50051"
+    assert environment["PRODUCT_SERVICE_ADDR"] == "service-product:50052"
+    assert environment["CART_SERVICE_ADDR"] == "service-cart:50053"
+    assert _environment(services["service-cart"])["PRODUCT_SERVICE_ADDR"] == "service-product:50052"
+
+
+def test_the_gateway_verifies_tokens_with_the_issuer_and_audience_service_user_signs(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    user, gateway = _environment(services["service-user"]), _environment(services["api-gateway"])
+    assert gateway["GATEWAY_JWT_ISSUER"] == user["JWT_ISSUER"]
+    assert gateway["GATEWAY_JWT_AUDIENCE"] == user["JWT_AUDIENCE"]
+
+
+def test_the_cart_service_uses_the_bucket_the_init_job_creates(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    cart, init = _environment(services["service-cart"]), _environment(services["couchbase-init"])
+    assert cart["CART_STORE"] == "couchbase"
+    for key in ("COUCHBASE_BUCKET", "COUCHBASE_USERNAME", "COUCHBASE_PASSWORD"):
+        assert cart[key] == init[key], key
+
+
+def test_the_signing_key_lives_on_a_named_volume(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    key_file = _environment(services["service-user"])["JWT_PRIVATE_KEY_FILE"]
+    key_dir = key_file.rsplit("/", 1)[0]
+    assert f"user-jwt-keys:{key_dir}" in services["service-user"]["volumes"]
+    assert "user-jwt-keys" in compose["volumes"]
+
+
+def test_every_named_volume_is_declared_and_every_bind_mount_exists(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], environment_dir: Path
+) -> None:
+    for name, service in services.items():
+        for mount in service.get("volumes", []):
+            source = mount.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (environment_dir / source).exists(), f"{name}: {source}"
+            elif not source.startswith("/"):
+                assert source in compose["volumes"], f"{name}: {source}"
