@@ -7,8 +7,8 @@ sample catalogue and exits.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from chassis import postgres
 from chassis.grpc_server import ServiceRuntime, run

@@ -1,0 +1,128 @@
+"""Fixtures: service-product running in-process on a real socket against this run's own
+Postgres database and Redis key prefix (from the chassis test plugin)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+
+from chassis.testing.process import free_port
+from ecommerce.product.v1 import product_pb2, product_pb2_grpc
+from product_service.main import ProductApp, build_app
+from product_service.settings import ProductSettings
+
+SettingsFactory = Callable[..., ProductSettings]
+
+
+@dataclass
+class RunningProduct:
+    app: ProductApp
+    stub: product_pb2_grpc.ProductServiceStub
+    channel: grpc.aio.Channel
+
+
+@pytest.fixture(scope="session")
+async def products_db_name(create_database: Any) -> str:
+    url = await create_database("products")
+    return urlsplit(url).path.lstrip("/")
+
+
+@pytest.fixture(scope="session")
+def make_settings(
+    postgres_url: str, products_db_name: str, redis_url: str, redis_key_prefix: str
+) -> SettingsFactory:
+    def make(**overrides: Any) -> ProductSettings:
+        values: dict[str, Any] = {
+            "PRODUCT_GRPC_PORT": 0,
+            "PRODUCT_METRICS_PORT": 0,
+            "GRPC_HOST": "127.0.0.1",
+            "POSTGRES_URL": postgres_url,
+            "PRODUCT_DB_NAME": products_db_name,
+            "REDIS_URL": redis_url,
+            "REDIS_KEY_PREFIX": redis_key_prefix,
+            "READINESS_INTERVAL_SECONDS": 0.2,
+            "SHUTDOWN_GRACE_SECONDS": 1,
+            **overrides,
+        }
+        return ProductSettings(**values)
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def running(settings: ProductSettings) -> AsyncIterator[RunningProduct]:
+    """The real composition root serving on a free port until the block ends."""
+    app = await build_app(settings)
+    serving = asyncio.create_task(app.runtime.run())
+    await asyncio.wait_for(app.runtime.started.wait(), 30)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.runtime.bound_port}")
+    try:
+        yield RunningProduct(app, product_pb2_grpc.ProductServiceStub(channel), channel)
+    finally:
+        await channel.close()
+        app.runtime.stop()
+        await asyncio.wait_for(serving, 30)
+
+
+@pytest.fixture(scope="session")
+async def service(make_settings: SettingsFactory) -> AsyncIterator[RunningProduct]:
+    async with running(make_settings()) as product_service:
+        yield product_service
+
+
+@pytest.fixture
+def stub(service: RunningProduct) -> product_pb2_grpc.ProductServiceStub:
+    return service.stub
+
+
+@pytest.fixture
+def start_service() -> Callable[[ProductSettings], Any]:
+    """`async with start_service(settings) as running:` another in-process instance."""
+    return running
+
+
+@pytest.fixture
+def unreachable_redis_url() -> str:
+    """A Redis URL on a port nothing listens on (connections are refused at once)."""
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+MakeProduct = Callable[..., Awaitable[product_pb2.Product]]
+
+
+@pytest.fixture
+def make_product(stub: product_pb2_grpc.ProductServiceStub) -> MakeProduct:
+    """Create a product over gRPC: a unique sku and name unless given."""
+
+    async def make(**fields: Any) -> product_pb2.Product:
+        values: dict[str, Any] = {
+            "sku": f"SKU-{uuid.uuid4().hex[:12]}",
+            "name": f"Test Product {uuid.uuid4().hex[:12]}",
+            "description": "Made for tests",
+            "price_cents": 1999,
+            "stock": 10,
+            **fields,
+        }
+        request = product_pb2.CreateProductRequest(**values)
+        return (await stub.CreateProduct(request, timeout=5)).product
+
+    return make
+
+
+@pytest.fixture
+def metric() -> Callable[..., float]:
+    """Current value of a Prometheus sample on the default registry (0 when never set)."""
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    return value

@@ -1,0 +1,179 @@
+"""The Redis cache in front of product reads: hits and misses, invalidation after a change, the
+stale-set race, single-flight, and reads that keep working when Redis is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ecommerce.product.v1 import product_pb2, product_pb2_grpc
+from product_service.cache import TOMBSTONE
+from product_service.domain import Product
+
+Stub = product_pb2_grpc.ProductServiceStub
+MakeProduct = Callable[..., Awaitable[product_pb2.Product]]
+Metric = Callable[..., float]
+StoreRead = Callable[[Sequence[uuid.UUID]], Awaitable[dict[uuid.UUID, Product]]]
+
+
+async def get(stub: Stub, product_id: str) -> Any:
+    return await stub.GetProduct(product_pb2.GetProductRequest(id=product_id), timeout=5)
+
+
+@pytest.fixture
+def store_reads(service: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[uuid.UUID]]:
+    """Every ProductStore.get_many call the cache makes during the test, with its ids."""
+    calls: list[list[uuid.UUID]] = []
+    real: StoreRead = service.app.store.get_many
+
+    async def counting(ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
+        calls.append(list(ids))
+        return await real(ids)
+
+    monkeypatch.setattr(service.app.store, "get_many", counting)
+    return calls
+
+
+async def test_first_read_misses_and_fills_then_next_read_hits(
+    service: Any, make_product: MakeProduct, metric: Metric, store_reads: list[Any]
+) -> None:
+    product = await make_product()
+    hits, misses = (
+        metric("product_cache_requests_total", result="hit"),
+        metric("product_cache_requests_total", result="miss"),
+    )
+
+    first = (await get(service.stub, product.id)).product
+    cached = await service.app.cache._redis.get(service.app.cache.key(uuid.UUID(product.id)))
+    second = (await get(service.stub, product.id)).product
+
+    assert first == second == product
+    assert product_pb2.Product.FromString(cached) == product
+    assert metric("product_cache_requests_total", result="miss") == misses + 1
+    assert metric("product_cache_requests_total", result="hit") == hits + 1
+    assert store_reads == [[uuid.UUID(product.id)]]
+
+
+async def test_writer_reads_its_own_update_at_once(service: Any, make_product: MakeProduct) -> None:
+    product = await make_product(price_cents=1000, stock=4)
+    await get(service.stub, product.id)  # cached with the old values
+
+    await service.stub.UpdateProduct(
+        product_pb2.UpdateProductRequest(id=product.id, price_cents=1500, stock=2)
+    )
+    after = (await get(service.stub, product.id)).product
+
+    assert (after.price_cents, after.stock) == (1500, 2)
+
+
+async def test_update_replaces_the_cached_value_with_a_tombstone(
+    service: Any, make_product: MakeProduct
+) -> None:
+    product = await make_product()
+    await get(service.stub, product.id)
+    key = service.app.cache.key(uuid.UUID(product.id))
+
+    await service.stub.UpdateProduct(product_pb2.UpdateProductRequest(id=product.id, stock=1))
+
+    assert await service.app.cache._redis.get(key) == TOMBSTONE
+    assert 0 < await service.app.cache._redis.pttl(key) <= 5000
+
+
+async def test_read_that_began_before_an_update_does_not_put_the_old_value_back(
+    service: Any, make_product: MakeProduct, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    product = await make_product(price_cents=1000)
+    real: StoreRead = service.app.store.get_many
+    old_row_read, update_done = asyncio.Event(), asyncio.Event()
+
+    async def slow_first_read(ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
+        rows = await real(ids)
+        if not old_row_read.is_set():
+            old_row_read.set()
+            await update_done.wait()  # the update commits between our SELECT and our cache fill
+        return rows
+
+    monkeypatch.setattr(service.app.store, "get_many", slow_first_read)
+    stale_reader = asyncio.create_task(get(service.stub, product.id))
+    await old_row_read.wait()
+    await service.stub.UpdateProduct(
+        product_pb2.UpdateProductRequest(id=product.id, price_cents=2000)
+    )
+    update_done.set()
+    assert (await stale_reader).product.price_cents == 1000  # it did start before the update
+
+    key = service.app.cache.key(uuid.UUID(product.id))
+    assert await service.app.cache._redis.get(key) == TOMBSTONE
+    assert (await get(service.stub, product.id)).product.price_cents == 2000
+
+
+async def test_concurrent_misses_for_one_product_make_one_database_read(
+    service: Any, make_product: MakeProduct, store_reads: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    product = await make_product()
+    counting: StoreRead = service.app.store.get_many
+
+    async def slow_read(ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
+        await asyncio.sleep(0.3)  # keep the read in flight while all 200 calls arrive
+        return await counting(ids)
+
+    monkeypatch.setattr(service.app.store, "get_many", slow_read)
+
+    responses = await asyncio.gather(*(get(service.stub, product.id) for _ in range(200)))
+
+    assert {r.product.SerializeToString() for r in responses} == {product.SerializeToString()}
+    assert store_reads == [[uuid.UUID(product.id)]]
+
+
+async def test_batch_reads_cached_products_from_redis_and_only_the_rest_from_postgres(
+    service: Any, make_product: MakeProduct, store_reads: list[Any]
+) -> None:
+    a, b, c = [await make_product() for _ in range(3)]
+    await get(service.stub, b.id)
+    store_reads.clear()
+
+    response = await service.stub.BatchGetProducts(
+        product_pb2.BatchGetProductsRequest(ids=[a.id, b.id, c.id])
+    )
+
+    assert list(response.products) == [a, b, c]
+    assert store_reads == [[uuid.UUID(a.id), uuid.UUID(c.id)]]
+
+
+async def test_reads_and_writes_succeed_with_redis_unreachable(
+    make_settings: Any, start_service: Any, unreachable_redis_url: str, metric: Metric
+) -> None:
+    errors_before = sum(
+        metric("product_cache_errors_total", operation=op) for op in ("mget", "fill", "invalidate")
+    )
+    async with start_service(make_settings(REDIS_URL=unreachable_redis_url)) as down:
+        created = (
+            await down.stub.CreateProduct(
+                product_pb2.CreateProductRequest(
+                    sku=f"SKU-{uuid.uuid4().hex}", name="Offline Kettle", price_cents=900, stock=2
+                )
+            )
+        ).product
+        fetched = (await get(down.stub, created.id)).product
+        await down.stub.UpdateProduct(product_pb2.UpdateProductRequest(id=created.id, stock=1))
+        batch = await down.stub.BatchGetProducts(
+            product_pb2.BatchGetProductsRequest(ids=[created.id])
+        )
+        health = await health_pb2_grpc.HealthStub(down.channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5
+        )
+
+    assert fetched == created
+    assert [p.stock for p in batch.products] == [1]
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert metric("product_cache_errors_total", operation="mget") >= 2
+    assert metric("product_cache_errors_total", operation="invalidate") >= 1
+    errors_after = sum(
+        metric("product_cache_errors_total", operation=op) for op in ("mget", "fill", "invalidate")
+    )
+    assert errors_after >= errors_before + 4
