@@ -1,16 +1,11 @@
-"""Fixtures for the messaging specs: a fresh database and an isolated AMQP namespace per test.
-
-`run_id`, `create_database`, `amqp_url` and `amqp_isolation` are stand-ins for the chassis
-testing plugin until it lands.
-"""
+"""Fixtures for the messaging specs: per test, a fresh database with the outbox and inbox, and
+queues of its own under the run's AMQP isolation (from the chassis testing plugin)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import aio_pika
 import asyncpg
@@ -19,73 +14,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from chassis.messaging import INBOX_DDL, OUTBOX_DDL, Broker
 from chassis.settings import AmqpSettings
-
-POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
-
-
-@dataclass(frozen=True)
-class AmqpIsolation:
-    exchange: str
-    queue_prefix: str
-
-
-@pytest.fixture(scope="session")
-def run_id() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture(scope="session")
-def amqp_url() -> str:
-    return os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-@pytest.fixture(scope="session")
-async def create_database(run_id: str) -> AsyncIterator[Callable[[str], Awaitable[str]]]:
-    created: list[str] = []
-
-    async def create(name: str) -> str:
-        database = f"t_{run_id}_{name}"[:63]
-        conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
-        try:
-            await conn.execute(f'CREATE DATABASE "{database}"')
-        finally:
-            await conn.close()
-        created.append(database)
-        return f"{POSTGRES_URL}/{database}"
-
-    yield create
-    conn = await asyncpg.connect(f"{POSTGRES_URL}/postgres")
-    try:
-        for database in created:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="session")
-async def amqp_isolation(run_id: str, amqp_url: str) -> AsyncIterator[AmqpIsolation]:
-    isolation = AmqpIsolation(exchange=f"test.{run_id}.events", queue_prefix=f"test.{run_id}.")
-    yield isolation
-    listing = await asyncio.create_subprocess_exec(
-        "rabbitmqctl",
-        "list_queues",
-        "name",
-        "-q",
-        "--no-table-headers",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    listed, _ = await listing.communicate()
-    connection = await aio_pika.connect(amqp_url, timeout=10)
-    async with connection:
-        channel = await connection.channel()
-        for name in listed.decode().split():
-            if name.startswith(isolation.queue_prefix):
-                await channel.queue_delete(name)
-        for exchange in (isolation.exchange, f"{isolation.exchange}.dlx"):
-            await channel.exchange_delete(exchange)
-
-
-# --- messaging-specific fixtures -----------------------------------------------------------
+from chassis.testing.plugin import AmqpIsolation, CreateDatabase
 
 
 @pytest.fixture
@@ -108,7 +37,7 @@ async def broker(amqp_settings: AmqpSettings) -> AsyncIterator[Broker]:
 
 
 @pytest.fixture
-async def database_url(create_database: Callable[[str], Awaitable[str]]) -> str:
+async def database_url(create_database: CreateDatabase) -> str:
     url = await create_database(uuid.uuid4().hex[:8])
     conn = await asyncpg.connect(url)
     try:

@@ -57,6 +57,8 @@ class EventConsumer:
         self.queue_name = topology.queue_name(broker.settings, queue)
         self.dead_letter_queue_name = topology.dead_letter_queue_name(broker.settings, queue)
         self._queue = queue
+        # Set once the queue is declared, bound and consumed (publishers may rely on routing).
+        self.consuming = asyncio.Event()
 
     async def run(self) -> None:
         """Declare the queue, consume until cancelled, refresh the DLQ depth gauge meanwhile."""
@@ -66,12 +68,14 @@ class EventConsumer:
                 channel, self._broker.settings, self._queue, self._handlers
             )
             tag = await queue.consume(self._on_message)
+            self.consuming.set()
             logger.info("consuming", queue=self.queue_name, routing_keys=sorted(self._handlers))
             try:
                 while True:
                     await self._refresh_dlq_depth()
                     await asyncio.sleep(self._dlq_poll_interval)
             finally:
+                self.consuming.clear()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(queue.cancel(tag), 5)
         finally:
