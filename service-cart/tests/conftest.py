@@ -18,10 +18,10 @@ import grpc
 import pytest
 import redis.asyncio as redis
 
-from cart_service.couchbase_store import CouchbaseCartStore, CouchbaseLocation
+from cart_service.couchbase_store import CouchbaseCartStore
 from cart_service.main import build_runtime
 from cart_service.redis_store import RedisCartStore
-from cart_service.settings import CartSettings
+from cart_service.settings import CartSettings, CouchbaseLocation
 from cart_service.store import CartStore
 from chassis.grpc_server import ServiceRuntime
 from chassis.testing.process import ServiceProcess, free_port

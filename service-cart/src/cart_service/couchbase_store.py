@@ -10,7 +10,6 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from acouchbase.bucket import Bucket
@@ -39,6 +38,7 @@ from couchbase.options import (
 
 from cart_service import domain
 from cart_service.domain import Cart
+from cart_service.settings import CouchbaseLocation
 from cart_service.store import CartStoreUnavailable, from_document, now_ms, to_document
 from chassis.errors import Unavailable
 
@@ -51,18 +51,6 @@ _UNREACHABLE = (
     ServiceUnavailableException,
     TemporaryFailException,
 )
-
-
-@dataclass(frozen=True)
-class CouchbaseLocation:
-    """Where the carts live (COUCHBASE_* settings)."""
-
-    connstr: str
-    username: str
-    password: str = field(repr=False)
-    bucket: str = "carts"
-    scope: str = "_default"
-    collection: str = "_default"
 
 
 class CouchbaseCartStore:

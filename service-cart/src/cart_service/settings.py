@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
-from cart_service.couchbase_store import CouchbaseLocation
 from chassis.settings import RedisSettings, ServiceSettings
+
+
+@dataclass(frozen=True)
+class CouchbaseLocation:
+    """Where the carts live in Couchbase (the COUCHBASE_* settings)."""
+
+    connstr: str
+    username: str
+    password: str = field(repr=False)
+    bucket: str = "carts"
+    scope: str = "_default"
+    collection: str = "_default"
 
 
 class CartSettings(ServiceSettings, RedisSettings):

@@ -1,0 +1,125 @@
+"""The cart rules, without any store (the Couchbase store applies exactly these)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from cart_service import domain
+from cart_service.domain import (
+    MAX_LINES,
+    Cart,
+    CartLimitExceeded,
+    CartLine,
+    LineNotInCart,
+    ProductSnapshot,
+)
+from chassis.errors import InvalidArgument
+
+USER = str(uuid.uuid4())
+
+
+def pid() -> str:
+    return str(uuid.uuid4())
+
+
+def add(cart: Cart, product_id: str, quantity: int, *, stock: int = 100) -> Cart:
+    return domain.add_item(cart, product_id, quantity, stock=stock, currency="USD", now_ms=1)
+
+
+def test_an_id_in_upper_case_is_canonicalised() -> None:
+    value = uuid.uuid4()
+
+    assert domain.parse_id(str(value).upper(), "user_id") == str(value)
+
+
+@pytest.mark.parametrize("value", ["", "nope", "1234", "g" * 32])
+def test_a_malformed_id_is_invalid_and_names_the_field(value: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        domain.parse_id(value, "product_id")
+
+    assert caught.value.field == "product_id"
+
+
+@pytest.mark.parametrize(("quantity", "allow_zero"), [(0, False), (101, False), (-1, True)])
+def test_a_requested_quantity_out_of_range_is_invalid(quantity: int, allow_zero: bool) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        domain.check_requested_quantity(quantity, allow_zero=allow_zero)
+
+    assert caught.value.field == "quantity"
+
+
+def test_zero_is_a_valid_quantity_only_where_it_means_remove() -> None:
+    domain.check_requested_quantity(0, allow_zero=True)
+    domain.check_requested_quantity(100, allow_zero=False)
+
+
+def test_adding_to_an_existing_line_keeps_its_place_and_time() -> None:
+    first, second = pid(), pid()
+    cart = add(add(Cart(USER), first, 1), second, 1)
+
+    cart = domain.add_item(cart, first, 2, stock=100, currency="USD", now_ms=99)
+
+    assert cart.lines == (CartLine(first, 3, 1), CartLine(second, 1, 1))
+
+
+def test_the_unit_limit_applies_to_the_resulting_line() -> None:
+    product = pid()
+    cart = add(Cart(USER), product, 99, stock=1000)
+
+    with pytest.raises(CartLimitExceeded, match="at most 100"):
+        add(cart, product, 2, stock=1000)
+
+
+def test_the_stock_limit_applies_to_the_resulting_line() -> None:
+    product = pid()
+    cart = add(Cart(USER), product, 2, stock=3)
+
+    with pytest.raises(CartLimitExceeded, match="only 3 are in stock"):
+        add(cart, product, 2, stock=3)
+
+
+def test_the_line_limit_refuses_only_new_products() -> None:
+    cart = Cart(USER)
+    for _ in range(MAX_LINES):
+        cart = add(cart, pid(), 1)
+
+    with pytest.raises(CartLimitExceeded, match="different products"):
+        add(cart, pid(), 1)
+    assert add(cart, cart.lines[-1].product_id, 1).lines[-1].quantity == 2
+
+
+def test_removing_the_last_line_forgets_the_currency() -> None:
+    product = pid()
+    cart = add(Cart(USER), product, 1)
+
+    assert domain.remove_item(cart, product).currency is None
+
+
+def test_removing_an_absent_line_is_not_found() -> None:
+    with pytest.raises(LineNotInCart):
+        domain.remove_item(Cart(USER), pid())
+
+
+def test_clear_keeps_the_memory_of_removed_orders() -> None:
+    order = str(uuid.uuid4())
+    cart = domain.remove_ordered_lines(add(Cart(USER), pid(), 1), order, {})
+
+    assert domain.clear(cart) == Cart(USER, removed_orders=(order,))
+
+
+def test_a_priced_cart_drops_lines_whose_product_vanished() -> None:
+    kept, vanished = pid(), pid()
+    cart = add(add(Cart(USER), kept, 2), vanished, 1)
+    products = {kept: ProductSnapshot(kept, "Pen", 125, "USD", stock=10)}
+
+    view = domain.priced(cart, products)
+
+    assert [(i.product_id, i.line_total_cents) for i in view.items] == [(kept, 250)]
+    assert view.total_cents == 250
+    assert view.currency == "USD"
+
+
+def test_an_empty_cart_is_priced_in_the_default_currency() -> None:
+    assert domain.priced(Cart(USER), {}).currency == "USD"
