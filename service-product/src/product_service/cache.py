@@ -7,10 +7,11 @@ Redis is an optimisation only: any Redis failure is counted and the read goes to
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
@@ -100,7 +101,7 @@ class ProductCache:
             task = asyncio.create_task(self._fetch(to_fetch))
             for product_id in to_fetch:
                 self._inflight[product_id] = task
-            task.add_done_callback(lambda done, ids=tuple(to_fetch): self._forget(ids, done))
+            task.add_done_callback(functools.partial(self._forget, tuple(to_fetch)))
         wanted = set(product_ids)
         found: dict[uuid.UUID, Product] = {}
         for task in {self._inflight[i] for i in wanted}:
@@ -140,7 +141,7 @@ class ProductCache:
             if value is None or value == TOMBSTONE:
                 misses.append(product_id)
             else:
-                found[product_id] = decode_product(value)
+                found[product_id] = decode_product(cast(bytes, value))  # decode_responses off
         CACHE_REQUESTS.labels(result="hit").inc(len(found))
         CACHE_REQUESTS.labels(result="miss").inc(len(misses))
         if misses:
