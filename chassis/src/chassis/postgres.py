@@ -4,6 +4,7 @@ migrations under an advisory lock, the asyncpg pool and its readiness check; eve
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,6 +16,9 @@ CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 30.0
 MIGRATE_TIMEOUT_S = 300.0
 _log = get_logger("chassis.postgres")
+# Alembic keeps its `context` in module globals, so one process runs one upgrade at a time;
+# the advisory lock in chassis.migrations serialises migrators across processes.
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def database_url(server_url: str, database: str) -> str:
@@ -57,7 +61,12 @@ async def migrate(url: str, migrations_dir: Path, *, timeout_s: float = MIGRATE_
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
     config.attributes["url"] = url
-    await asyncio.wait_for(asyncio.to_thread(command.upgrade, config, "head"), timeout_s)
+
+    def upgrade() -> None:
+        with _ALEMBIC_LOCK:
+            command.upgrade(config, "head")
+
+    await asyncio.wait_for(asyncio.to_thread(upgrade), timeout_s)
     _log.info("migrations_applied", migrations=str(migrations_dir))
 
 

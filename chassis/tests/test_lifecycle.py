@@ -1,0 +1,135 @@
+"""The service lifecycle: NOT_SERVING until startup hooks succeed and readiness checks pass,
+back to NOT_SERVING when a check fails, and a SIGTERM that lets in-flight RPCs finish."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from chassis.grpc_server import ServiceRuntime
+from chassis.settings import ServiceSettings
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def health_status(address: str, service: str = "") -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=2, wait_for_ready=True
+        )
+        status: int = reply.status
+        return status
+
+
+async def eventually_status(address: str, expected: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (status := await health_status(address)) != expected:
+        assert time.monotonic() < deadline, f"health stayed {status}, expected {expected}"
+        await asyncio.sleep(0.1)
+
+
+async def probe_exit_code(address: str, service: str = "") -> int:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chassis.health_probe", address, service
+    )
+    return await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_health_follows_the_readiness_check(start_sample, tmp_path: Path) -> None:
+    ready_file = tmp_path / "ready"
+    process, address = start_sample(SAMPLE_READY_FILE=str(ready_file))
+    await asyncio.to_thread(process.wait_for_log, "not_serving", 20)
+    assert await health_status(address) == NOT_SERVING
+    assert await health_status(address, "chassis.sample.Sample") == NOT_SERVING
+    assert await probe_exit_code(address) == 1
+
+    ready_file.touch()
+    await eventually_status(address, SERVING)
+    assert await health_status(address, "chassis.sample.Sample") == SERVING
+    assert await probe_exit_code(address, "chassis.sample.Sample") == 0
+
+    ready_file.unlink()
+    await eventually_status(address, NOT_SERVING)
+
+
+async def test_startup_hook_is_retried_until_postgres_is_reachable(
+    start_sample, create_database, postgres_url: str, run_id: str
+) -> None:
+    late_url = f"{postgres_url}/t_{run_id}_late"
+    process, address = start_sample(SAMPLE_POSTGRES_URL=late_url)
+    first_failure = await asyncio.to_thread(process.wait_for_log, "startup_hook_failed", 20)
+    assert first_failure["hook"] == "postgres"
+    await asyncio.to_thread(process.wait_for_log, "startup_hook_failed", 20, attempt=2)
+    assert await health_status(address) == NOT_SERVING
+
+    assert await create_database("late") == late_url
+    await eventually_status(address, SERVING)
+    assert process.wait_for_log("startup_hook_done")["hook"] == "postgres"
+
+
+async def test_sigterm_lets_the_in_flight_rpc_finish_then_exits_zero(start_sample) -> None:
+    process, address = start_sample(SHUTDOWN_GRACE_SECONDS="10")
+    await process.wait_serving(address, timeout_s=30)
+    async with grpc.aio.insecure_channel(address) as channel:
+        in_flight = asyncio.ensure_future(
+            channel.unary_unary("/chassis.sample.Sample/Slow")(b"1500", timeout=20)
+        )
+        await asyncio.to_thread(process.wait_for_log, "slow_started", 10)
+        process.terminate()
+        assert await in_flight == b"done"
+    assert await asyncio.to_thread(process.wait, 20) == 0
+    events = [line["event"] for line in process.logs()]
+    assert events.index("stopping") < events.index("stopped")
+    slow = process.wait_for_log("rpc", method="/chassis.sample.Sample/Slow")
+    assert slow["code"] == "OK"
+
+
+class InProcessSettings(ServiceSettings):
+    service_name = "in-process"
+
+
+async def test_hooks_run_in_order_background_tasks_stop_and_shutdown_is_reversed() -> None:
+    journal: list[str] = []
+    runtime = ServiceRuntime(
+        InProcessSettings(grpc_host="127.0.0.1", grpc_port=0, shutdown_grace_seconds=1)
+    )
+
+    def record(entry: str):
+        async def hook() -> None:
+            journal.append(entry)
+
+        return hook
+
+    async def worker() -> None:
+        journal.append("worker started")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            journal.append("worker cancelled")
+
+    runtime.on_startup("first", record("startup 1"))
+    runtime.on_startup("second", record("startup 2"))
+    runtime.background("worker", worker)
+    runtime.on_shutdown("close pool", record("shutdown 1"))
+    runtime.on_shutdown("close broker", record("shutdown 2"))
+    serving = asyncio.create_task(runtime.run())
+    await asyncio.wait_for(runtime.started.wait(), 10)
+    assert runtime.bound_port > 0
+    await eventually_status(f"127.0.0.1:{runtime.bound_port}", SERVING)
+
+    runtime.stop()
+    await asyncio.wait_for(serving, 10)
+    assert journal == [
+        "startup 1",
+        "startup 2",
+        "worker started",
+        "worker cancelled",
+        "shutdown 2",
+        "shutdown 1",
+    ]

@@ -1,0 +1,118 @@
+"""Postgres plumbing against the real server: database creation, migrations under a lock,
+the lazy pool and its readiness check."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from chassis.migrations import MIGRATION_LOCK_KEY
+from chassis.postgres import check, create_pool, database_url, ensure_database, migrate
+
+MIGRATIONS = Path(__file__).with_name("sample_migrations")
+
+
+def test_database_url_replaces_the_path_and_keeps_the_rest() -> None:
+    assert (
+        database_url("postgresql://app:pw@db.internal:6543/postgres?sslmode=require", "orders")
+        == "postgresql://app:pw@db.internal:6543/orders?sslmode=require"
+    )
+    assert database_url("postgresql://postgres@127.0.0.1:5432", "users") == (
+        "postgresql://postgres@127.0.0.1:5432/users"
+    )
+
+
+async def wait_for_lock_waiters(conn: asyncpg.Connection, expected: int) -> None:
+    for _ in range(600):
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = current_database()"
+        )
+        if waiting >= expected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"only {waiting} migrators waited on the migration lock")
+
+
+async def migrate_in_subprocess(url: str) -> int:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import asyncio, pathlib, sys; from chassis.postgres import migrate; "
+        "asyncio.run(migrate(sys.argv[1], pathlib.Path(sys.argv[2])))",
+        url,
+        str(MIGRATIONS),
+    )
+    return await asyncio.wait_for(process.wait(), 60)
+
+
+async def test_concurrent_migrations_all_succeed_and_apply_each_revision_once(
+    create_database,
+) -> None:
+    url = await create_database("migrate_race")
+    gate = await asyncpg.connect(url, timeout=10)
+    # Hold the migration lock so every migrator is provably queued on it before any runs.
+    await gate.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    migrators = asyncio.gather(
+        migrate_in_subprocess(url),
+        migrate_in_subprocess(url),
+        migrate(url, MIGRATIONS),
+        migrate(url, MIGRATIONS),  # same process: queued behind the previous call
+    )
+    try:
+        await wait_for_lock_waiters(gate, 3)
+    finally:
+        await gate.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        await gate.close()
+    exit_codes = await migrators
+    assert exit_codes[:2] == [0, 0]
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        ledger = await conn.fetch("SELECT revision FROM ledger ORDER BY revision")
+        assert [row["revision"] for row in ledger] == ["0001", "0002"]
+        assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0002"
+    finally:
+        await conn.close()
+    await migrate(url, MIGRATIONS)  # already at head: nothing runs again
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM ledger") == 2
+    finally:
+        await conn.close()
+
+
+async def test_ensure_database_is_safe_when_replicas_race(postgres_url: str, run_id: str) -> None:
+    name = f"t_{run_id}_ensure_race"
+    try:
+        await asyncio.gather(*(ensure_database(postgres_url, name) for _ in range(4)))
+        await ensure_database(postgres_url, name)
+        conn = await asyncpg.connect(database_url(postgres_url, name), timeout=10)
+        assert await conn.fetchval("SELECT current_database()") == name
+        await conn.close()
+    finally:
+        admin = await asyncpg.connect(database_url(postgres_url, "postgres"), timeout=10)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_pool_connects_lazily_and_check_passes_on_a_live_database(create_database) -> None:
+    pool = await create_pool(await create_database("pool"), max_size=2)
+    try:
+        assert pool.get_size() == 0
+        await check(pool)
+        assert pool.get_size() == 1
+    finally:
+        await pool.close()
+
+
+async def test_check_fails_promptly_when_the_server_is_unreachable() -> None:
+    pool = await create_pool("postgresql://postgres@127.0.0.1:1/nowhere")
+    try:
+        with pytest.raises((OSError, TimeoutError)):
+            await check(pool, timeout_s=2)
+    finally:
+        await pool.close()
