@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 BUF_VERSION ?= 1.75.0
 
-.PHONY: help install test lint format typecheck proto proto-check proto-lint dev seed bench clean
+.PHONY: help install test lint format proto proto-check proto-lint dev seed compose-validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,8 +43,8 @@ dev: install ## run every service locally (root Procfile, honcho) against the se
 seed: install ## load the sample catalogue (idempotent)
 	$(UV) run service-product seed
 
-bench: install ## run the benchmarks (see bench/README.md)
-	$(UV) run python bench/run.py
+compose-validate: ## offline checks of the compose environment and Dockerfiles (see its README)
+	docker-compose-environment/validate.sh
 
 clean: ## remove caches
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
