@@ -1,0 +1,56 @@
+"""The pytest plugin's isolation fixtures hand out names unique to this run, on the real servers."""
+
+from __future__ import annotations
+
+import aio_pika
+import asyncpg
+import redis.asyncio as redis
+
+from chassis.testing.plugin import AmqpIsolation
+
+
+async def test_create_database_gives_a_fresh_database_named_after_the_run(
+    create_database, run_id: str
+) -> None:
+    url = await create_database("Plugin-Check")
+    assert url.endswith(f"/t_{run_id}_plugin_check")
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        assert (
+            await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
+        )
+    finally:
+        await conn.close()
+
+
+async def test_redis_key_prefix_is_private_to_the_run(
+    redis_url: str, redis_key_prefix: str, run_id: str
+) -> None:
+    assert redis_key_prefix == f"test:{run_id}:"
+    client = redis.from_url(redis_url, socket_timeout=5)
+    try:
+        await client.set(f"{redis_key_prefix}probe", "1", ex=60)
+        assert await client.get(f"{redis_key_prefix}probe") == b"1"
+    finally:
+        await client.aclose()
+
+
+async def test_amqp_isolation_names_an_exchange_and_queues_of_the_run(
+    amqp_url: str, amqp_isolation: AmqpIsolation, run_id: str
+) -> None:
+    assert amqp_isolation.exchange == f"test.{run_id}.events"
+    queue_name = amqp_isolation.queue("plugin-check")
+    assert queue_name == f"test.{run_id}.plugin-check"
+    connection = await aio_pika.connect(amqp_url, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            amqp_isolation.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(queue_name, durable=True)
+        await queue.bind(exchange, routing_key="probe")
+        await exchange.publish(aio_pika.Message(b"hello"), routing_key="probe")
+        message = await queue.get(timeout=5)
+        assert message is not None
+        assert message.body == b"hello"
+        await message.ack()
