@@ -7,10 +7,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 
 from chassis.errors import field_of
+from chassis.testing.process import free_port
 from ecommerce.product.v1 import product_pb2, product_pb2_grpc
 
 Stub = product_pb2_grpc.ProductServiceStub
@@ -171,3 +173,25 @@ async def test_batch_get_with_a_malformed_id_is_invalid_argument(stub: Stub) -> 
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_of(caught.value) == "ids"
+
+
+async def test_database_outage_is_unavailable_not_internal(
+    service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead_pool = await asyncpg.create_pool(
+        f"postgresql://postgres@127.0.0.1:{free_port()}/products", min_size=0, timeout=2
+    )
+    monkeypatch.setattr(service.app.store, "_pool", dead_pool)
+    try:
+        for call in (
+            service.stub.GetProduct(product_pb2.GetProductRequest(id=str(uuid.uuid4()))),
+            service.stub.ListProducts(product_pb2.ListProductsRequest()),
+            service.stub.CreateProduct(
+                product_pb2.CreateProductRequest(sku="OUTAGE", name="x", price_cents=1)
+            ),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await dead_pool.close()

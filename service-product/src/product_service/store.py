@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
 
-from chassis.errors import AlreadyExists
+from chassis.errors import AlreadyExists, Unavailable
 from product_service.domain import (
     NewProduct,
     PageCursor,
@@ -19,6 +21,30 @@ from product_service.domain import (
 
 _COLUMNS = "id, sku, name, description, price_cents, currency, stock, created_at, updated_at"
 QUERY_TIMEOUT_SECONDS = 5.0
+
+# The database being down or too slow is the caller's UNAVAILABLE (retryable), not an INTERNAL.
+_OUTAGE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unavailable_on_outage(
+    method: Callable[Concatenate[ProductStore, P], Awaitable[R]],
+) -> Callable[Concatenate[ProductStore, P], Coroutine[Any, Any, R]]:
+    @functools.wraps(method)
+    async def guarded(self: ProductStore, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(self, *args, **kwargs)
+        except _OUTAGE as error:
+            raise Unavailable("the product database is unavailable") from error
+
+    return guarded
 
 
 def _product(row: asyncpg.Record) -> Product:
@@ -39,6 +65,7 @@ class ProductStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @_unavailable_on_outage
     async def get(self, product_id: uuid.UUID) -> Product | None:
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS} FROM products WHERE id = $1",  # noqa: S608 - constant columns
@@ -47,6 +74,7 @@ class ProductStore:
         )
         return None if row is None else _product(row)
 
+    @_unavailable_on_outage
     async def get_many(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM products WHERE id = ANY($1::uuid[])",  # noqa: S608
@@ -55,6 +83,7 @@ class ProductStore:
         )
         return {row["id"]: _product(row) for row in rows}
 
+    @_unavailable_on_outage
     async def list_page(self, page: PageRequest) -> tuple[list[Product], PageCursor | None]:
         """One page in (lower(name), id) order after the cursor, and the cursor of the next page
         (None on the last page). The sort key comes from SQL's lower(), never Python's.
@@ -87,6 +116,7 @@ class ProductStore:
             last_name_key=last["name_key"], last_id=last["id"], query=page.query
         )
 
+    @_unavailable_on_outage
     async def create(self, new: NewProduct) -> Product:
         try:
             row = await self._pool.fetchrow(
@@ -105,6 +135,7 @@ class ProductStore:
         assert row is not None
         return _product(row)
 
+    @_unavailable_on_outage
     async def update(self, product_id: uuid.UUID, patch: ProductPatch) -> Product | None:
         """Apply the patch in one statement; None when no such product. Commits on return."""
         if patch.is_empty():
@@ -123,6 +154,7 @@ class ProductStore:
         )
         return None if row is None else _product(row)
 
+    @_unavailable_on_outage
     async def insert_missing(self, products: Sequence[NewProduct]) -> int:
         """Insert the products whose sku is not taken yet; the number actually inserted."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -141,6 +173,7 @@ class ProductStore:
             )
         return len(rows)
 
+    @_unavailable_on_outage
     async def count(self) -> int:
         value = await self._pool.fetchval("SELECT count(*) FROM products")
         return int(value)
