@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
@@ -35,10 +35,10 @@ R = TypeVar("R")
 
 
 def _unavailable_on_outage(
-    method: Callable[Concatenate[ProductStore, P], Awaitable[R]],
+    method: Callable[Concatenate[ProductStore, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[ProductStore, P], Coroutine[Any, Any, R]]:
     @functools.wraps(method)
-    async def guarded(self: ProductStore, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def guarded(self: ProductStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(self, *args, **kwargs)
         except _OUTAGE as error:
