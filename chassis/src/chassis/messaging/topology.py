@@ -1,7 +1,8 @@
 """Broker topology: the events topic exchange, its dead-letter exchange, per-service quorum queues.
 
 Each service queue dead-letters into `<exchange>.dlx` with its own name as routing key, so every
-service has a private `<queue>.dlq`.
+service has a private `<queue>.dlq`. Dead-lettering is at-least-once (quorum queues otherwise drop a
+message whose dead-lettering fails), which needs `reject-publish` overflow on the source queue.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ async def declare_service_queue(
             "x-delivery-limit": settings.delivery_limit,
             "x-dead-letter-exchange": dlx.name,
             "x-dead-letter-routing-key": name,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
         },
     )
     for key in routing_keys:
