@@ -177,3 +177,17 @@ async def test_reads_and_writes_succeed_with_redis_unreachable(
         metric("product_cache_errors_total", operation=op) for op in ("mget", "fill", "invalidate")
     )
     assert errors_after >= errors_before + 4
+
+
+async def test_an_undecodable_cached_value_is_read_through_from_postgres(
+    service: Any, make_product: MakeProduct, metric: Metric
+) -> None:
+    product = await make_product()
+    key = service.app.cache.key(uuid.UUID(product.id))
+    await service.app.cache._redis.set(key, b"\xff\xff not a product", ex=60)
+    decode_errors = metric("product_cache_errors_total", operation="decode")
+
+    fetched = (await get(service.stub, product.id)).product
+
+    assert fetched == product
+    assert metric("product_cache_errors_total", operation="decode") == decode_errors + 1

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar, cast
 
+from google.protobuf.message import DecodeError
 from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -138,10 +139,11 @@ class ProductCache:
         )
         misses: list[uuid.UUID] = []
         for product_id, value in zip(product_ids, cached or [None] * len(product_ids), strict=True):
-            if value is None or value == TOMBSTONE:
+            product = self._decode(value)
+            if product is None:
                 misses.append(product_id)
             else:
-                found[product_id] = decode_product(cast(bytes, value))  # decode_responses off
+                found[product_id] = product
         CACHE_REQUESTS.labels(result="hit").inc(len(found))
         CACHE_REQUESTS.labels(result="miss").inc(len(misses))
         if misses:
@@ -151,6 +153,18 @@ class ProductCache:
                 await self._fill(loaded.values())
             found.update(loaded)
         return found
+
+    @staticmethod
+    def _decode(value: object) -> Product | None:
+        """The cached product, or None for an absent key, a tombstone or an undecodable value."""
+        if value is None or value == TOMBSTONE:
+            return None
+        try:
+            return decode_product(cast(bytes, value))  # the client runs with decode_responses off
+        except (DecodeError, ValueError):
+            # Written by something else (an old format, a hand edit): read through instead.
+            CACHE_ERRORS.labels(operation="decode").inc()
+            return None
 
     async def _fill(self, products: Iterable[Product]) -> None:
         async def set_missing() -> None:
