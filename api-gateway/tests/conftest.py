@@ -265,3 +265,35 @@ async def admin(api: httpx.AsyncClient) -> Account:
     me = await api.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 200, me.text
     return Account(me.json()["id"], ADMIN_EMAIL, ADMIN_PASSWORD, token)
+
+
+@dataclass
+class LoneUserGateway:
+    """A private service-user behind a gateway whose product and cart upstreams are disabled."""
+
+    users: ServiceProcess
+    gateway: ServiceProcess
+    url: str
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def lone_user_gateway(
+    create_database: Callable[[str], Any],
+    redis_url: str,
+    redis_key_prefix: str,
+    signing: SigningMaterial,
+) -> AsyncIterator[LoneUserGateway]:
+    database = await create_database(f"gw_lone_{uuid.uuid4().hex[:6]}")
+    users, user_addr = start_user_service(
+        database, redis_url, redis_key_prefix + "lone:", signing.path
+    )
+    gateway, url = start_gateway(
+        {"USER_SERVICE_ADDR": user_addr, "PRODUCT_SERVICE_ADDR": "", "CART_SERVICE_ADDR": ""}
+    )
+    try:
+        await asyncio.gather(
+            users.wait_serving(user_addr, 120), wait_http_ok(gateway, url + "/healthz")
+        )
+        yield LoneUserGateway(users, gateway, url)
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(p.stop) for p in (gateway, users)))

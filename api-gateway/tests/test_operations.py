@@ -1,0 +1,136 @@
+"""Operational behaviour over real HTTP: health and readiness, metrics by route template,
+request ids, body size limits, unknown routes, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from chassis.testing.process import ServiceProcess
+
+
+async def test_healthz_answers_while_the_process_lives(api: httpx.AsyncClient) -> None:
+    reply = await api.get("/healthz")
+    assert reply.status_code == 200
+    assert reply.json() == {"status": "ok"}
+
+
+async def test_readyz_is_200_when_every_upstream_serves(api: httpx.AsyncClient) -> None:
+    reply = await api.get("/readyz")
+    assert reply.status_code == 200, reply.text
+
+
+async def test_readyz_is_503_naming_service_user_while_it_is_down(
+    lone_user_gateway: Any,
+) -> None:
+    # A private service-user, so stopping it disturbs no other test. Product and cart
+    # addresses are empty there: disabled upstreams are not part of readiness.
+    async with httpx.AsyncClient(base_url=lone_user_gateway.url, timeout=10) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        await asyncio.to_thread(lone_user_gateway.users.stop)
+        down = await client.get("/readyz")
+        assert down.status_code == 503, down.text
+        assert down.headers["content-type"].startswith("application/problem+json")
+        assert "service-user" in down.json()["detail"]
+        assert (await client.get("/healthz")).status_code == 200
+        # A route that needs the disabled product service says so instead of hanging.
+        assert (await client.get(f"/api/v1/products/{uuid.uuid4()}")).status_code == 503
+
+
+async def test_metrics_count_requests_by_route_template_not_raw_path(
+    api: httpx.AsyncClient,
+) -> None:
+    for _ in range(2):
+        await api.get(f"/api/v1/products/{uuid.uuid4()}")
+    await api.get(f"/no/such/path/{uuid.uuid4()}")
+    text = (await api.get("/metrics")).text
+    assert (
+        'http_requests_total{method="GET",route="/api/v1/products/{product_id}",status="404"}'
+        in text
+    )
+    assert 'http_request_duration_seconds_bucket{le="0.005",method="GET",route=' in text
+    assert 'route="<unmatched>"' in text
+    assert "/no/such/path" not in text
+
+
+async def test_request_id_is_echoed_when_valid(api: httpx.AsyncClient) -> None:
+    reply = await api.get("/healthz", headers={"X-Request-ID": "req-123.abc"})
+    assert reply.headers["x-request-id"] == "req-123.abc"
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 129, "semi;colon"])
+async def test_invalid_request_id_is_replaced_by_a_generated_one(
+    api: httpx.AsyncClient, bad: str
+) -> None:
+    reply = await api.get("/healthz", headers={"X-Request-ID": bad})
+    generated = reply.headers["x-request-id"]
+    assert generated != bad
+    assert uuid.UUID(generated)
+
+
+async def test_request_id_is_in_the_access_log_line(api: httpx.AsyncClient, platform: Any) -> None:
+    request_id = f"trace-me-{uuid.uuid4().hex}"
+    await api.get(f"/api/v1/products/{uuid.uuid4()}", headers={"X-Request-ID": request_id})
+    gateway: ServiceProcess = platform.processes["api-gateway"]
+    entry = await asyncio.to_thread(
+        gateway.wait_for_log, "http_request", 10.0, request_id=request_id
+    )
+    assert entry["method"] == "GET"
+    assert entry["route"] == "/api/v1/products/{product_id}"
+    assert entry["status"] == 404
+    assert entry["duration_ms"] >= 0
+
+
+async def test_body_over_the_limit_is_413(api: httpx.AsyncClient) -> None:
+    reply = await api.post("/api/v1/login", content=b"{" + b" " * (1024 * 1024 + 10) + b"}")
+    assert reply.status_code == 413, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_chunked_body_over_the_limit_is_413(api: httpx.AsyncClient) -> None:
+    async def chunks() -> Any:
+        for _ in range(20):
+            yield b" " * 65536
+
+    reply = await api.post(
+        "/api/v1/login", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 413, reply.text
+    assert reply.json()["status"] == 413
+
+
+async def test_unknown_route_is_a_404_problem(api: httpx.AsyncClient) -> None:
+    reply = await api.get("/api/v1/nothing-here")
+    assert reply.status_code == 404
+    assert reply.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_openapi_documents_every_route_with_its_problems(api: httpx.AsyncClient) -> None:
+    document = (await api.get("/openapi.json")).json()
+    paths = document["paths"]
+    expected = {
+        ("post", "/api/v1/register"): {"201", "409", "422"},
+        ("post", "/api/v1/login"): {"200", "401", "422", "429"},
+        ("get", "/api/v1/users/me"): {"200", "401"},
+        ("get", "/api/v1/products"): {"200", "422"},
+        ("get", "/api/v1/products/{product_id}"): {"200", "404", "422"},
+        ("post", "/api/v1/products"): {"201", "401", "403", "409", "422"},
+        ("patch", "/api/v1/products/{product_id}"): {"200", "403", "404", "422"},
+        ("get", "/api/v1/cart"): {"200", "401"},
+        ("post", "/api/v1/cart/items"): {"200", "404", "409", "422"},
+        ("put", "/api/v1/cart/items/{product_id}"): {"200", "404", "409", "422"},
+        ("delete", "/api/v1/cart/items/{product_id}"): {"200", "404"},
+        ("delete", "/api/v1/cart"): {"204", "401"},
+    }
+    for (method, path), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert statuses <= set(responses), (method, path, sorted(responses))
+        for status in statuses - {"200", "201", "204"}:
+            content = responses[status]["content"]
+            assert content["application/problem+json"]["schema"]["$ref"].endswith("/Problem")
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    assert (await api.get("/docs")).status_code == 200
