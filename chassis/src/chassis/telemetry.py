@@ -7,6 +7,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc.filters import any_of, health_check, negate, service_prefix
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -46,6 +47,10 @@ def grpc_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
 
 
 def grpc_server_interceptor() -> grpc.aio.ServerInterceptor:
-    """The server span around each inbound RPC, continuing the caller's trace."""
-    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor()  # type: ignore[no-untyped-call]
+    """The server span around each inbound RPC, continuing the caller's trace. Health probes and
+    reflection are not traced: they would fill the trace store with noise every few seconds."""
+    untraced = any_of(health_check(), service_prefix("grpc.reflection."))
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        filter_=negate(untraced)
+    )
     return interceptor

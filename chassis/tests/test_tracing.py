@@ -1,0 +1,87 @@
+"""Tracing: spans reach an OTLP collector when OTEL_EXPORTER_OTLP_ENDPOINT is set, and an outbound
+call made with grpc_client_interceptors() continues the caller's trace on the server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest_asyncio
+from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from chassis.telemetry import configure_tracing, grpc_client_interceptors
+
+SLOW = "/chassis.sample.Sample/Slow"
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """A real OTLP/gRPC endpoint that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+
+    async def Export(self, request, context):
+        self.requests.append(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def spans(self) -> list[tuple[str, str, str]]:
+        """(service.name, span name, trace id hex) of every received span."""
+        found = []
+        for request in self.requests:
+            for resource_spans in request.resource_spans:
+                attributes = {
+                    a.key: a.value.string_value for a in resource_spans.resource.attributes
+                }
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        found.append((attributes["service.name"], span.name, span.trace_id.hex()))
+        return found
+
+
+@pytest_asyncio.fixture
+async def collector() -> AsyncIterator[tuple[Collector, str]]:
+    servicer = Collector()
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, f"http://127.0.0.1:{port}"
+    await server.stop(None)
+
+
+async def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(
+    start_sample, collector
+) -> None:
+    servicer, endpoint = collector
+    process, address = start_sample(
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="100"
+    )
+    await process.wait_serving(address, timeout_s=30)
+    async with grpc.aio.insecure_channel(address) as channel:
+        assert await channel.unary_unary(SLOW)(b"0", timeout=5) == b"done"
+    access = await asyncio.to_thread(process.wait_for_log, "rpc", 10, method=SLOW)
+    process.terminate()
+    assert await asyncio.to_thread(process.wait, 20) == 0
+    spans = servicer.spans()
+    assert ("sample-service", SLOW, access["trace_id"]) in spans
+    assert not [span for span in spans if "grpc.health" in span[1]]  # probes are not traced
+
+
+async def test_outbound_call_with_client_interceptors_continues_the_callers_trace(
+    sample_server,
+) -> None:
+    configure_tracing("chassis-tests", None)
+    tracer = trace.get_tracer("chassis-tests")
+    interceptors = grpc_client_interceptors()
+    with tracer.start_as_current_span("checkout") as span:
+        async with grpc.aio.insecure_channel(
+            sample_server.address, interceptors=interceptors
+        ) as channel:
+            await channel.unary_unary(SLOW)(b"7", timeout=5)
+    caller_trace = format(span.get_span_context().trace_id, "032x")
+    access = await asyncio.to_thread(
+        sample_server.process.wait_for_log, "rpc", 10, method=SLOW, trace_id=caller_trace
+    )
+    assert access["span_id"] != format(span.get_span_context().span_id, "016x")
