@@ -4,6 +4,7 @@ back to NOT_SERVING when a check fails, and a SIGTERM that lets in-flight RPCs f
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import time
 from pathlib import Path
@@ -133,3 +134,15 @@ async def test_hooks_run_in_order_background_tasks_stop_and_shutdown_is_reversed
         "shutdown 2",
         "shutdown 1",
     ]
+
+
+async def test_a_taken_port_stops_the_service_with_a_clear_error(start_sample) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process, _ = start_sample(SAMPLE_GRPC_PORT=str(port))
+        assert await asyncio.to_thread(process.wait, 30) == 1
+    failure = process.wait_for_log("bind_failed")
+    assert failure["grpc"] == f"127.0.0.1:{port}"
+    assert not [line for line in process.stderr_lines if "Traceback" in line]

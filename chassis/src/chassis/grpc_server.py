@@ -154,9 +154,16 @@ class ServiceRuntime:
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or stop()), then drain and run the shutdown hooks."""
         settings = self.settings
-        start_metrics_server(settings.metrics_port)
         address = f"{settings.grpc_host}:{settings.grpc_port}"
-        self.bound_port = self.server.add_insecure_port(address)
+        try:
+            start_metrics_server(settings.metrics_port)
+            self.bound_port = self.server.add_insecure_port(address)
+        except (OSError, RuntimeError) as error:
+            # A taken port is an operator problem: one clear line and a non-zero exit, no traceback.
+            _log.error(
+                "bind_failed", grpc=address, metrics_port=settings.metrics_port, error=str(error)
+            )
+            raise SystemExit(1) from None
         reflection.enable_server_reflection(
             (*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
