@@ -186,7 +186,11 @@ class ServiceRuntime:
         await self.server.stop(self.settings.shutdown_grace_seconds)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(lifecycle, stop, *self._tasks, return_exceptions=True)
+        # Bounded: a task that swallows its cancellation must not keep the process alive.
+        pending: set[asyncio.Task[Any]] = {lifecycle, stop, *self._tasks}
+        _, stuck = await asyncio.wait(pending, timeout=self.settings.shutdown_grace_seconds or None)
+        for task in stuck:
+            _log.error("task_ignored_cancellation", task=task.get_name())
         for name, fn in reversed(self._shutdown):
             try:
                 await asyncio.wait_for(fn(), self.settings.shutdown_grace_seconds or None)
