@@ -134,10 +134,11 @@ class ServiceProcess:
                     reply = await stub.Check(
                         health_pb2.HealthCheckRequest(service=service), timeout=1.0
                     )
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
+                    status: int | None = reply.status
                 except grpc.aio.AioRpcError:
-                    pass  # not listening yet, or not ready: keep polling until the deadline
+                    status = None  # not listening yet: keep polling until the deadline
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"{self.name} not SERVING on {address}\n{self.output_tail()}"
