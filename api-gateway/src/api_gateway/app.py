@@ -62,16 +62,23 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         description="The public REST entry of the platform. Errors are application/problem+json "
         "(RFC 9457); validation problems list each invalid field in `errors`.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry layer is off: server spans come from
+        # opentelemetry-instrumentation-fastapi below (one source, no duplicate spans), and
+        # its three spans per request cost a third of a cached read even when not exported.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (health, auth, users, products, cart):
+    # The catalogue first: route matching is linear and GET product is the hot path.
+    for module in (products, cart, auth, users, health):
         app.include_router(module.router)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
-    # The server span wraps the whole request; receive/send sub-spans would double its cost.
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
-    )
+    # Server spans only when they are exported: unexported, the instrumentation cost about a
+    # third of a cached product read. receive/send sub-spans would double the span cost.
+    if settings.otel_exporter_otlp_endpoint:
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
+        )
     return app
 
 

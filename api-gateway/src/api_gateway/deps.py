@@ -16,12 +16,12 @@ _BEARER = HTTPBearer(auto_error=False, description="Access token from POST /api/
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def get_upstreams(request: Request) -> Upstreams:
+async def get_upstreams(request: Request) -> Upstreams:
     upstreams: Upstreams = request.app.state.upstreams
     return upstreams
 
 
-def get_product_cache(request: Request) -> ProductMicroCache:
+async def get_product_cache(request: Request) -> ProductMicroCache:
     cache: ProductMicroCache = request.app.state.product_cache
     return cache
 
