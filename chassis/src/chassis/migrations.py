@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from alembic import context
+from alembic import context, op
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.util import await_only
 
 # Advisory locks are scoped to one database, so one fixed key serialises that database's migrators.
 MIGRATION_LOCK_KEY = 0x6368617373697300  # "chassis\0"
@@ -21,6 +22,17 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
     raise ValueError(f"not a PostgreSQL URL: {url.split('@')[-1]}")
+
+
+def execute_script(sql: str) -> None:
+    """Run a multi-statement SQL script (e.g. `chassis.messaging.OUTBOX_DDL`) inside a revision.
+
+    `op.execute()` goes through a prepared statement, which takes one command only; asyncpg's
+    `execute()` without arguments uses the simple query protocol, which takes a whole script, and
+    runs on the revision's connection, so in its transaction.
+    """
+    driver_connection = op.get_bind().connection.driver_connection
+    await_only(driver_connection.execute(sql))
 
 
 def _url() -> str:

@@ -6,24 +6,14 @@ Revises:
 """
 
 from alembic import op
-from sqlalchemy.util import await_only
 
 from chassis.messaging import INBOX_DDL, OUTBOX_DDL
+from chassis.migrations import execute_script
 
 revision = "0001_products"
 down_revision = None
 branch_labels = None
 depends_on = None
-
-
-def _execute_script(sql: str) -> None:
-    """Run a multi-statement script in the migration's transaction.
-
-    op.execute() goes through a prepared statement, which takes one command only; asyncpg's
-    execute() without arguments uses the simple query protocol, which takes a whole script.
-    """
-    driver_connection = op.get_bind().connection.driver_connection
-    await_only(driver_connection.execute(sql))
 
 
 def upgrade() -> None:
@@ -48,8 +38,8 @@ def upgrade() -> None:
     op.execute("CREATE INDEX products_name_trgm ON products USING gin (lower(name) gin_trgm_ops)")
     # ListProducts pages by (lower(name), id): this btree serves the keyset comparison and order.
     op.execute("CREATE INDEX products_name_keyset ON products (lower(name), id)")
-    _execute_script(OUTBOX_DDL)
-    _execute_script(INBOX_DDL)
+    execute_script(OUTBOX_DDL)
+    execute_script(INBOX_DDL)
 
 
 def downgrade() -> None:
