@@ -32,6 +32,8 @@ def execute_script(sql: str) -> None:
     runs on the revision's connection, so in its transaction.
     """
     driver_connection = op.get_bind().connection.driver_connection
+    if driver_connection is None:
+        raise RuntimeError("execute_script needs an online migration (a live connection)")
     await_only(driver_connection.execute(sql))
 
 
