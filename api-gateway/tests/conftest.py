@@ -68,10 +68,11 @@ async def wait_http_ok(process: ServiceProcess, url: str, timeout_s: float = 120
             if process.returncode is not None:
                 raise RuntimeError(f"{process.name} exited\n{process.output_tail()}")
             try:
-                if (await client.get(url)).status_code == 200:
-                    return
+                status = (await client.get(url)).status_code
             except httpx.TransportError:
-                pass  # not listening yet
+                status = None  # not listening yet
+            if status == 200:
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{process.name} not answering {url}\n{process.output_tail()}")
             await asyncio.sleep(0.1)

@@ -37,6 +37,11 @@ async def test_readyz_is_503_naming_service_user_while_it_is_down(
         assert down.headers["content-type"].startswith("application/problem+json")
         assert "service-user" in down.json()["detail"]
         assert (await client.get("/healthz")).status_code == 200
+        login = await client.post(
+            "/api/v1/login", json={"email": "a@example.com", "password": "whatever1"}
+        )
+        assert login.status_code == 503, login.text
+        assert "127.0.0.1" not in login.text  # no upstream address or transport detail leaks
         # A route that needs the disabled product service says so instead of hanging.
         assert (await client.get(f"/api/v1/products/{uuid.uuid4()}")).status_code == 503
 
