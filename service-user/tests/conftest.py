@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import grpc
@@ -37,11 +38,10 @@ SettingsFactory = Callable[..., UserSettings]
 
 
 @pytest.fixture(scope="session")
-async def user_db(create_database: Any, run_id: str) -> tuple[str, str]:
-    """(database name, URL) of this run's users database."""
-    name = f"users_{run_id}"
-    url = await create_database(name)
-    return name, url
+async def user_db(create_database: Any) -> tuple[str, str]:
+    """(database name, URL) of this run's users database, dropped at the end of the session."""
+    url = await create_database("users")
+    return urlsplit(url).path.lstrip("/"), url
 
 
 @pytest.fixture(scope="session")

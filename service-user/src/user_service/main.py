@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from chassis import postgres
 from chassis.grpc_server import ServiceRuntime, run
@@ -27,12 +28,18 @@ def signing_key_from(settings: UserSettings) -> SigningKey:
         return load_signing_key(pem, settings.jwt_private_key_file)
     except (SigningKeyError, OSError) as error:
         source = "JWT_PRIVATE_KEY" if pem else "JWT_PRIVATE_KEY_FILE"
-        sys.stderr.write(f"service-user: configuration error: {source}: {error}\n")
-        raise SystemExit(2) from error
+        configuration_error(f"{source}: {error}")
+
+
+def configuration_error(message: str) -> NoReturn:
+    """Stop the start with one line on stderr and exit code 2, as chassis.settings does."""
+    sys.stderr.write(f"service-user: configuration error: {message}\n")
+    raise SystemExit(2)
 
 
 async def build_runtime(settings: UserSettings) -> ServiceRuntime:
     """Wire the adapters and register the servicer, startup hooks, readiness checks and cleanup."""
+    # The runtime first: it configures logging, so the key warning below is a JSON line.
     runtime = ServiceRuntime(settings)
     tokens = TokenIssuer(
         signing_key_from(settings),
@@ -95,6 +102,9 @@ async def build_runtime(settings: UserSettings) -> ServiceRuntime:
 
 async def serve() -> None:
     settings = load_settings(UserSettings)
+    problem = settings.admin_account_problem()
+    if problem:
+        configuration_error(problem)
     runtime = await build_runtime(settings)
     await runtime.run()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from argon2.profiles import RFC_9106_LOW_MEMORY
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from chassis.errors import InvalidArgument
 from chassis.settings import PostgresSettings, RedisSettings, ServiceSettings
@@ -29,11 +29,11 @@ class UserSettings(ServiceSettings, PostgresSettings, RedisSettings):
     argon2_time_cost: int = Field(
         RFC_9106_LOW_MEMORY.time_cost, ge=1, validation_alias="ARGON2_TIME_COST"
     )
-    argon2_memory_cost_kib: int = Field(
-        RFC_9106_LOW_MEMORY.memory_cost, ge=8, validation_alias="ARGON2_MEMORY_COST_KIB"
-    )
     argon2_parallelism: int = Field(
         RFC_9106_LOW_MEMORY.parallelism, ge=1, validation_alias="ARGON2_PARALLELISM"
+    )
+    argon2_memory_cost_kib: int = Field(
+        RFC_9106_LOW_MEMORY.memory_cost, ge=8, validation_alias="ARGON2_MEMORY_COST_KIB"
     )
 
     login_max_failures: int = Field(5, ge=1, validation_alias="LOGIN_MAX_FAILURES")
@@ -44,21 +44,37 @@ class UserSettings(ServiceSettings, PostgresSettings, RedisSettings):
     admin_email: str | None = Field(None, validation_alias="ADMIN_EMAIL")
     admin_password: SecretStr | None = Field(None, validation_alias="ADMIN_PASSWORD")
 
-    @model_validator(mode="after")
-    def _argon2_memory_covers_lanes(self) -> UserSettings:
-        # argon2 needs at least 8 KiB per lane; catching it here gives a clear start-up message.
-        if self.argon2_memory_cost_kib < 8 * self.argon2_parallelism:
-            raise ValueError("ARGON2_MEMORY_COST_KIB must be at least 8 * ARGON2_PARALLELISM")
-        return self
+    @field_validator(
+        "jwt_private_key", "jwt_private_key_file", "admin_email", "admin_password", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose files pass optional variables as empty strings (`${ADMIN_EMAIL:-}`).
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
-    @model_validator(mode="after")
-    def _admin_account_is_valid(self) -> UserSettings:
-        # Checked here so a bad value stops the start with a message instead of a retried hook.
-        if self.admin_email and self.admin_password:
-            try:
-                validate_new_email(self.admin_email)
-                validate_new_password(self.admin_password.get_secret_value())
-            except InvalidArgument as error:
-                variable = "ADMIN_EMAIL" if error.field == "email" else "ADMIN_PASSWORD"
-                raise ValueError(f"{variable}: {error.message}") from error
-        return self
+    @field_validator("argon2_memory_cost_kib")
+    @classmethod
+    def _argon2_memory_covers_lanes(cls, value: int, info: ValidationInfo) -> int:
+        # argon2 needs at least 8 KiB per lane; a field (not model) validator so that the error
+        # echoes only this value, never the other settings (the signing key among them).
+        lanes = info.data.get("argon2_parallelism", 1)
+        if value < 8 * lanes:
+            raise ValueError(f"must be at least 8 * ARGON2_PARALLELISM ({8 * lanes})")
+        return value
+
+    def admin_account_problem(self) -> str | None:
+        """What is wrong with ADMIN_EMAIL / ADMIN_PASSWORD, if anything.
+
+        Not a validator: pydantic's error would echo the input, and with it the password.
+        """
+        if not (self.admin_email and self.admin_password):
+            return None
+        try:
+            validate_new_email(self.admin_email)
+            validate_new_password(self.admin_password.get_secret_value())
+        except InvalidArgument as error:
+            variable = "ADMIN_EMAIL" if error.field == "email" else "ADMIN_PASSWORD"
+            return f"{variable}: {error.message}"
+        return None
