@@ -80,6 +80,10 @@ async def test_duplicate_email_in_any_case_is_409(api: httpx.AsyncClient, varian
         ({"email": "a@example.com", "full_name": "A"}, "password"),
         ({"email": "a@example.com", "password": "long enough pw"}, "full_name"),
         ({"email": 42, "password": "long enough pw", "full_name": "A"}, "email"),
+        (
+            {"email": "a@example.com", "password": "long enough pw", "full_name": "A\u0000B"},
+            "full_name",
+        ),
     ],
     ids=[
         "bad-email",
@@ -90,6 +94,7 @@ async def test_duplicate_email_in_any_case_is_409(api: httpx.AsyncClient, varian
         "missing-password",
         "missing-name",
         "email-not-a-string",
+        "nul-in-name",
     ],
 )
 async def test_invalid_registration_is_422_naming_the_field(
@@ -98,6 +103,16 @@ async def test_invalid_registration_is_422_naming_the_field(
     reply = await api.post("/api/v1/register", json=body)
     assert reply.status_code == 422, reply.text
     assert field in field_names(reply)
+
+
+async def test_lone_surrogate_escape_in_a_string_is_422_not_500(api: httpx.AsyncClient) -> None:
+    # Valid JSON, but no UTF-8 text: it could not be passed on in a protobuf string.
+    body = b'{"email": "a@example.com", "password": "long \\ud800 pw", "full_name": "A"}'
+    reply = await api.post(
+        "/api/v1/register", content=body, headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 422, reply.text
+    assert field_names(reply) == {"password"}
 
 
 async def test_non_json_body_is_422_not_500(api: httpx.AsyncClient) -> None:

@@ -82,8 +82,9 @@ async def test_list_defaults_to_twenty_items(api: httpx.AsyncClient, admin: Any)
         ({"limit": 101}, "limit"),
         ({"limit": "ten"}, "limit"),
         ({"page_token": "not-a-real-token"}, "page_token"),
+        ({"q": "lamp\u0000"}, "q"),
     ],
-    ids=["limit-0", "limit-101", "limit-not-int", "garbage-page-token"],
+    ids=["limit-0", "limit-101", "limit-not-int", "garbage-page-token", "nul-in-query"],
 )
 async def test_bad_list_parameters_are_422(
     api: httpx.AsyncClient, params: dict[str, Any], field: str
@@ -142,6 +143,7 @@ async def test_duplicate_sku_is_409(api: httpx.AsyncClient, admin: Any) -> None:
         ({"currency": "usd"}, "currency"),
         ({"description": "d" * 5001}, "description"),
         ({"price_cents": "12"}, "price_cents"),
+        ({"description": "nul \u0000 inside"}, "description"),
     ],
     ids=[
         "negative-price",
@@ -153,6 +155,7 @@ async def test_duplicate_sku_is_409(api: httpx.AsyncClient, admin: Any) -> None:
         "lowercase-currency",
         "long-description",
         "price-as-string",
+        "nul-in-description",
     ],
 )
 async def test_invalid_product_is_422_naming_the_field(

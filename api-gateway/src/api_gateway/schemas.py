@@ -9,17 +9,32 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 MAX_INT64 = 2**63 - 1
 MAX_INT32 = 2**31 - 1
+
+
+def storable_text(value: str) -> str:
+    """Text every store and protobuf can carry: no NUL (PostgreSQL refuses it in text) and
+    no lone surrogate (not encodable as UTF-8). Found by the schemathesis fuzz test."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode text") from exc
+    return value
+
+
+Text = Annotated[str, AfterValidator(storable_text)]
 
 Quantity = Annotated[int, Field(strict=True, ge=1, le=100, examples=[2])]
 QuantityOrZero = Annotated[int, Field(strict=True, ge=0, le=100, examples=[3])]
 PriceCents = Annotated[int, Field(strict=True, gt=0, le=MAX_INT64, examples=[1999])]
 Stock = Annotated[int, Field(strict=True, ge=0, le=MAX_INT32, examples=[25])]
-ProductName = Annotated[str, Field(min_length=1, max_length=200, examples=["Walnut desk lamp"])]
-Description = Annotated[str, Field(max_length=5000, examples=["Warm light, solid walnut base."])]
+ProductName = Annotated[Text, Field(min_length=1, max_length=200, examples=["Walnut desk lamp"])]
+Description = Annotated[Text, Field(max_length=5000, examples=["Warm light, solid walnut base."])]
 
 
 class _Input(BaseModel):
@@ -29,13 +44,13 @@ class _Input(BaseModel):
 
 class RegisterIn(_Input):
     email: EmailStr = Field(max_length=320, examples=["ada@example.com"])
-    password: str = Field(min_length=8, max_length=128, examples=["correct horse battery"])
-    full_name: str = Field(min_length=1, max_length=200, examples=["Ada Lovelace"])
+    password: Text = Field(min_length=8, max_length=128, examples=["correct horse battery"])
+    full_name: Text = Field(min_length=1, max_length=200, examples=["Ada Lovelace"])
 
 
 class LoginIn(_Input):
-    email: str = Field(min_length=1, max_length=320, examples=["ada@example.com"])
-    password: str = Field(min_length=1, max_length=128, examples=["correct horse battery"])
+    email: Text = Field(min_length=1, max_length=320, examples=["ada@example.com"])
+    password: Text = Field(min_length=1, max_length=128, examples=["correct horse battery"])
 
 
 class TokenOut(BaseModel):
@@ -53,7 +68,7 @@ class UserOut(BaseModel):
 
 
 class ProductIn(_Input):
-    sku: str = Field(min_length=1, max_length=64, examples=["SKU-000042"])
+    sku: Text = Field(min_length=1, max_length=64, examples=["SKU-000042"])
     name: ProductName
     description: Description = ""
     price_cents: PriceCents

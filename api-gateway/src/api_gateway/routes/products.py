@@ -13,7 +13,7 @@ from api_gateway.deps import AdminUser, ProductCacheDep, UpstreamsDep
 from api_gateway.errors import problems
 from api_gateway.product_cache import ProductMicroCache
 from api_gateway.representations import product_json
-from api_gateway.schemas import ProductIn, ProductOut, ProductPage, ProductPatch
+from api_gateway.schemas import ProductIn, ProductOut, ProductPage, ProductPatch, Text
 from api_gateway.upstreams import Upstreams
 from ecommerce.product.v1 import product_pb2
 
@@ -30,10 +30,10 @@ async def list_products(
     upstreams: UpstreamsDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Products per page.")] = 20,
     page_token: Annotated[
-        str, Query(max_length=1024, description="next_page_token of the previous page.")
+        Text, Query(max_length=1024, description="next_page_token of the previous page.")
     ] = "",
     q: Annotated[
-        str, Query(max_length=200, description="Case-insensitive substring of the name.")
+        Text, Query(max_length=200, description="Case-insensitive substring of the name.")
     ] = "",
 ) -> dict[str, Any]:
     reply = await upstreams.products.ListProducts(
