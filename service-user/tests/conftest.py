@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from user_service.tokens import SigningKey
 
 LOW_ARGON2 = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_COST_KIB": 64, "ARGON2_PARALLELISM": 1}
 PASSWORD = "correct horse battery"
+# Generous: a loaded CI machine can take many seconds to import Alembic and migrate.
+STARTUP_TIMEOUT_S = 60
 
 
 @dataclass
@@ -79,7 +82,7 @@ def make_settings(
 
 async def wait_until_serving(channel: grpc.aio.Channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
-    async with asyncio.timeout(15):
+    async with asyncio.timeout(STARTUP_TIMEOUT_S):
         while True:
             reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
             if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -95,7 +98,7 @@ async def running(
     runtime = await build_runtime(settings)
     task = asyncio.create_task(runtime.run())
     try:
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(STARTUP_TIMEOUT_S):
             await runtime.started.wait()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.bound_port}") as channel:
             if wait_for_serving:
@@ -103,7 +106,12 @@ async def running(
             yield RunningService(runtime, channel, user_pb2_grpc.UserServiceStub(channel), settings)
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 15)
+        await asyncio.wait_for(task, STARTUP_TIMEOUT_S)
+        # The runtime took SIGTERM/SIGINT for this loop; hand them back, or pytest itself could
+        # no longer be interrupted or terminated.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 @pytest.fixture(scope="session")

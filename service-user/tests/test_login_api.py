@@ -10,6 +10,7 @@ import asyncpg
 import grpc
 import jwt
 import pytest
+from prometheus_client import REGISTRY
 
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 
@@ -26,10 +27,16 @@ async def login_error(
     return raised.value
 
 
+def logins_counted(outcome: str) -> float:
+    return REGISTRY.get_sample_value("user_logins_total", {"outcome": outcome}) or 0.0
+
+
 async def test_token_claims_verify_with_the_jwks_public_key(
     stub: user_pb2_grpc.UserServiceStub, registered: user_pb2.User, email: str, password: str
 ) -> None:
+    successes_before = logins_counted("success")
     reply = await login(stub, email.upper(), password)
+    assert logins_counted("success") == successes_before + 1
     jwks = await stub.GetJwks(user_pb2.GetJwksRequest(), timeout=10)
     kid = jwt.get_unverified_header(reply.access_token)["kid"]
     (jwk,) = [key for key in jwks.keys if key.kid == kid]
@@ -60,11 +67,13 @@ async def test_unknown_email_and_wrong_password_get_the_same_code_and_message(
 async def test_sixth_attempt_after_five_failures_is_refused_even_with_the_right_password(
     stub: user_pb2_grpc.UserServiceStub, registered: user_pb2.User, email: str, password: str
 ) -> None:
+    throttled_before = logins_counted("throttled")
     for _ in range(5):
         error = await login_error(stub, email, "wrong password")
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     throttled = await login_error(stub, email.upper(), password)
     assert throttled.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert logins_counted("throttled") == throttled_before + 1
 
 
 async def test_throttling_one_email_leaves_other_accounts_alone(

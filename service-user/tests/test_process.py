@@ -61,7 +61,7 @@ async def test_process_serves_registers_stops_on_sigterm_and_keeps_its_key_acros
     )
     address = f"127.0.0.1:{env['USER_GRPC_PORT']}"
     async with start(env) as first_run:
-        await first_run.wait_serving(address, service="ecommerce.user.v1.UserService")
+        await first_run.wait_serving(address, timeout_s=60, service="ecommerce.user.v1.UserService")
         async with grpc.aio.insecure_channel(address) as channel:
             stub = user_pb2_grpc.UserServiceStub(channel)
             reply = await stub.Register(
@@ -83,7 +83,7 @@ async def test_process_serves_registers_stops_on_sigterm_and_keeps_its_key_acros
 
     # A restart reads the key the first run generated: its token still verifies.
     async with start(env) as second_run:
-        await second_run.wait_serving(address)
+        await second_run.wait_serving(address, timeout_s=60)
         async with grpc.aio.insecure_channel(address) as channel:
             jwks = await user_pb2_grpc.UserServiceStub(channel).GetJwks(
                 user_pb2.GetJwksRequest(), timeout=10

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chassis.errors import NotFound, Unauthenticated
+from prometheus_client import Counter
+
+from chassis.errors import (
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from chassis.logging import get_logger
 from user_service.domain import (
     Role,
@@ -25,6 +34,18 @@ log = get_logger(__name__)
 # One message for an unknown email and a wrong password, so neither reveals that an account exists.
 INVALID_CREDENTIALS = "invalid email or password"
 ADMIN_FULL_NAME = "Administrator"
+
+LOGINS = Counter(
+    "user_logins_total",
+    "Login attempts by outcome (success, invalid_credentials, throttled, unavailable, invalid)",
+    ["outcome"],
+)
+_OUTCOMES: dict[type[DomainError], str] = {
+    Unauthenticated: "invalid_credentials",
+    ResourceExhausted: "throttled",
+    Unavailable: "unavailable",
+    InvalidArgument: "invalid",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +71,16 @@ async def register(accounts: Accounts, *, email: str, password: str, full_name: 
 
 
 async def login(accounts: Accounts, *, email: str, password: str) -> IssuedToken:
+    try:
+        token = await _check_credentials(accounts, email=email, password=password)
+    except DomainError as error:
+        LOGINS.labels(outcome=_OUTCOMES.get(type(error), "error")).inc()
+        raise
+    LOGINS.labels(outcome="success").inc()
+    return token
+
+
+async def _check_credentials(accounts: Accounts, *, email: str, password: str) -> IssuedToken:
     normalised, password = validate_login_input(email, password)
     await accounts.throttle.ensure_allowed(normalised)
     user = await accounts.store.by_email(normalised)
