@@ -298,3 +298,25 @@ async def lone_user_gateway(
         yield LoneUserGateway(users, gateway, url)
     finally:
         await asyncio.gather(*(asyncio.to_thread(p.stop) for p in (gateway, users)))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def extra_gateway(platform: Platform) -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """Factory: another gateway on the shared upstreams with some settings overridden."""
+    started: list[ServiceProcess] = []
+
+    async def start(**env: str) -> str:
+        gateway, url = start_gateway(
+            {
+                "USER_SERVICE_ADDR": platform.user_addr,
+                "PRODUCT_SERVICE_ADDR": platform.product_addr,
+                "CART_SERVICE_ADDR": "",
+                **env,
+            }
+        )
+        started.append(gateway)
+        await wait_http_ok(gateway, url + "/healthz")
+        return url
+
+    yield start
+    await asyncio.gather(*(asyncio.to_thread(p.stop) for p in started))

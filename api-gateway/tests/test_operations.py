@@ -139,3 +139,22 @@ async def test_openapi_documents_every_route_with_its_problems(api: httpx.AsyncC
             assert content["application/problem+json"]["schema"]["$ref"].endswith("/Problem")
     assert "HTTPValidationError" not in document["components"]["schemas"]
     assert (await api.get("/docs")).status_code == 200
+
+
+async def test_upstream_deadline_is_a_504_problem(extra_gateway: Any) -> None:
+    url = await extra_gateway(GATEWAY_RPC_TIMEOUT_SECONDS="0.000001")
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        reply = await client.post(
+            "/api/v1/login", json={"email": "a@example.com", "password": "whatever1"}
+        )
+    assert reply.status_code == 504, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_small_body_limit_setting_is_enforced(extra_gateway: Any) -> None:
+    url = await extra_gateway(GATEWAY_MAX_BODY_BYTES="64")
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        small = await client.post("/api/v1/login", json={"email": "a@b.co", "password": "x"})
+        large = await client.post("/api/v1/login", json={"email": "a@b.co", "password": "x" * 100})
+    assert small.status_code != 413
+    assert large.status_code == 413, large.text
