@@ -76,6 +76,16 @@ async def test_sixth_attempt_after_five_failures_is_refused_even_with_the_right_
     assert logins_counted("throttled") == throttled_before + 1
 
 
+async def test_a_burst_of_parallel_guesses_gets_only_five_tries(
+    stub: user_pb2_grpc.UserServiceStub, registered: user_pb2.User, email: str, password: str
+) -> None:
+    guesses = [login(stub, email, f"guess number {n}") for n in range(12)]
+    results = await asyncio.gather(*guesses, return_exceptions=True)
+    codes = sorted(error.code().name for error in results if isinstance(error, grpc.RpcError))
+    assert codes == ["RESOURCE_EXHAUSTED"] * 7 + ["UNAUTHENTICATED"] * 5
+    assert (await login_error(stub, email, password)).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 async def test_throttling_one_email_leaves_other_accounts_alone(
     stub: user_pb2_grpc.UserServiceStub, registered: user_pb2.User, email: str, password: str
 ) -> None:

@@ -1,4 +1,4 @@
-"""LoginThrottle against real Redis: counting window, expiry, and isolation by key prefix."""
+"""LoginThrottle against real Redis: counting, window expiry, and isolation by key prefix."""
 
 import asyncio
 import uuid
@@ -26,31 +26,59 @@ def throttle(redis: Redis, prefix: str, *, window_seconds: int = 900) -> LoginTh
     )
 
 
+async def fail(limiter: LoginThrottle, email: str) -> None:
+    await limiter.begin_attempt(email)
+    await limiter.attempt_failed(email)
+
+
 async def test_throttle_lifts_once_the_window_has_passed(
     redis: Redis, redis_key_prefix: str
 ) -> None:
     limiter = throttle(redis, redis_key_prefix, window_seconds=1)
     email = f"{uuid.uuid4().hex}@example.com"
     for _ in range(3):
-        await limiter.ensure_allowed(email)
-        await limiter.record_failure(email)
+        await fail(limiter, email)
     with pytest.raises(ResourceExhausted):
-        await limiter.ensure_allowed(email)
+        await limiter.begin_attempt(email)
     await asyncio.sleep(1.2)
-    await limiter.ensure_allowed(email)
+    await limiter.begin_attempt(email)
+
+
+async def test_parallel_attempts_cannot_overtake_the_limit(
+    redis: Redis, redis_key_prefix: str
+) -> None:
+    limiter = throttle(redis, redis_key_prefix)
+    email = f"{uuid.uuid4().hex}@example.com"
+    results = await asyncio.gather(
+        *(limiter.begin_attempt(email) for _ in range(10)), return_exceptions=True
+    )
+    assert sum(result is None for result in results) == 3
+    assert sum(isinstance(result, ResourceExhausted) for result in results) == 7
+
+
+async def test_success_clears_the_counter(redis: Redis, redis_key_prefix: str) -> None:
+    limiter = throttle(redis, redis_key_prefix)
+    email = f"{uuid.uuid4().hex}@example.com"
+    for _ in range(2):
+        await fail(limiter, email)
+    await limiter.begin_attempt(email)
+    await limiter.attempt_succeeded(email)
+    for _ in range(3):
+        await fail(limiter, email)
+    with pytest.raises(ResourceExhausted):
+        await limiter.begin_attempt(email)
 
 
 async def test_failure_counter_expires_and_does_not_hold_the_address_in_clear(
     redis: Redis, redis_key_prefix: str
 ) -> None:
-    limiter = throttle(redis, redis_key_prefix)
+    limiter = throttle(redis, f"{redis_key_prefix}clear:")
     email = f"{uuid.uuid4().hex}@example.com"
-    await limiter.record_failure(email)
-    keys = [key.decode() async for key in redis.scan_iter(match=f"{redis_key_prefix}*")]
-    assert keys
-    assert not any(email in key for key in keys)
-    ttls = [await redis.ttl(key) for key in keys]
-    assert all(0 < ttl <= 900 for ttl in ttls)
+    await fail(limiter, email)
+    keys = [key.decode() async for key in redis.scan_iter(match=f"{redis_key_prefix}clear:*")]
+    assert len(keys) == 1
+    assert email not in keys[0]
+    assert 0 < await redis.ttl(keys[0]) <= 900
 
 
 async def test_counters_of_different_prefixes_do_not_mix(
@@ -60,7 +88,7 @@ async def test_counters_of_different_prefixes_do_not_mix(
     first = throttle(redis, f"{redis_key_prefix}a:")
     second = throttle(redis, f"{redis_key_prefix}b:")
     for _ in range(3):
-        await first.record_failure(email)
+        await fail(first, email)
     with pytest.raises(ResourceExhausted):
-        await first.ensure_allowed(email)
-    await second.ensure_allowed(email)
+        await first.begin_attempt(email)
+    await second.begin_attempt(email)

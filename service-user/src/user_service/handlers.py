@@ -82,7 +82,7 @@ async def login(accounts: Accounts, *, email: str, password: str) -> IssuedToken
 
 async def _check_credentials(accounts: Accounts, *, email: str, password: str) -> IssuedToken:
     normalised, password = validate_login_input(email, password)
-    await accounts.throttle.ensure_allowed(normalised)
+    await accounts.throttle.begin_attempt(normalised)
     user = await accounts.store.by_email(normalised)
     if user is None:
         await accounts.passwords.burn_verification(password)
@@ -92,14 +92,14 @@ async def _check_credentials(accounts: Accounts, *, email: str, password: str) -
         raise await _failed_login(accounts, normalised)
     if verification.needs_rehash:
         await _rehash(accounts, user, password)
-    await accounts.throttle.reset(normalised)
+    await accounts.throttle.attempt_succeeded(normalised)
     log.info("login succeeded", user_id=str(user.id))
     return accounts.tokens.issue(user)
 
 
 async def _failed_login(accounts: Accounts, email: str) -> Unauthenticated:
     """Count the failure, then hand back the one error every failed login gets."""
-    await accounts.throttle.record_failure(email)
+    await accounts.throttle.attempt_failed(email)
     log.info("login failed")
     return Unauthenticated(INVALID_CREDENTIALS)
 

@@ -22,11 +22,13 @@ log = get_logger(__name__)
 
 
 class LoginThrottle:
-    """Refuses logins for an email after `max_failures` failures within `window_seconds`.
+    """Refuses logins for an email after `max_failures` failed attempts within `window_seconds`.
 
-    The counter starts with the first failure and expires `window_seconds` later; the failure
-    that reaches the limit restarts the expiry, so a throttled email stays refused for a full
-    window. Refused attempts do not count, so they cannot extend the lock forever.
+    Each attempt is counted *before* the password is checked (one atomic INCR), so a burst of
+    parallel guesses cannot all slip past the limit while the first ones are still hashing. The
+    counter expires `window_seconds` after the first attempt; the failure that reaches the limit
+    restarts that expiry, so a throttled email stays refused for a full window. Refused attempts
+    never touch the expiry, so they cannot extend the lock forever. A success clears the counter.
     """
 
     def __init__(
@@ -49,23 +51,25 @@ class LoginThrottle:
         digest = hashlib.sha256(email.encode("utf-8")).hexdigest()
         return f"{self._prefix}user:login-failures:{digest}"
 
-    async def ensure_allowed(self, email: str) -> None:
-        """Raise ResourceExhausted while the email is throttled."""
-        raw = await self._call(self._redis.get(self._key(email)))
-        if raw is not None and int(raw) >= self._max_failures:
-            raise ResourceExhausted("too many failed logins for this email, try again later")
-
-    async def record_failure(self, email: str) -> None:
+    async def begin_attempt(self, email: str) -> None:
+        """Count an attempt; raise ResourceExhausted when the email has no attempts left."""
         key = self._key(email)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, self._window, nx=True)
-            failures, _ = await self._call(pipe.execute())
-        if int(failures) >= self._max_failures:
-            await self._call(self._redis.expire(key, self._window))
-            log.warning("login throttled after repeated failures", failures=int(failures))
+            attempts, _ = await self._call(pipe.execute())
+        if int(attempts) > self._max_failures:
+            raise ResourceExhausted("too many failed logins for this email, try again later")
 
-    async def reset(self, email: str) -> None:
+    async def attempt_failed(self, email: str) -> None:
+        """The counted attempt failed: once the limit is reached, lock for a full window."""
+        key = self._key(email)
+        attempts = await self._call(self._redis.get(key))
+        if attempts is not None and int(attempts) >= self._max_failures:
+            await self._call(self._redis.expire(key, self._window))
+            log.warning("login throttled after repeated failures", failures=int(attempts))
+
+    async def attempt_succeeded(self, email: str) -> None:
         await self._call(self._redis.delete(self._key(email)))
 
     async def check(self) -> None:
