@@ -4,13 +4,16 @@ import pytest
 
 from user_service.main import serve
 from user_service.settings import UserSettings
+from user_service.tokens import SigningKey
 
+VALID_PEM = SigningKey.generate().to_pem().decode()
 VARIABLES = (
     "USER_GRPC_PORT",
     "USER_METRICS_PORT",
     "USER_DB_NAME",
     "JWT_PRIVATE_KEY",
     "JWT_PRIVATE_KEY_FILE",
+    "JWT_RETIRED_PUBLIC_KEYS",
     "JWT_ISSUER",
     "JWT_AUDIENCE",
     "JWT_TTL_SECONDS",
@@ -61,6 +64,10 @@ def test_empty_optional_variables_count_as_unset(clean_env: pytest.MonkeyPatch) 
     [
         ({"USER_GRPC_PORT": "abc"}, "USER_GRPC_PORT"),
         ({"JWT_PRIVATE_KEY": "not a key"}, "JWT_PRIVATE_KEY"),
+        (
+            {"JWT_PRIVATE_KEY": VALID_PEM, "JWT_RETIRED_PUBLIC_KEYS": "not a key"},
+            "JWT_RETIRED_PUBLIC_KEYS",
+        ),
         ({"ADMIN_EMAIL": "root", "ADMIN_PASSWORD": "long enough secret"}, "ADMIN_EMAIL"),
         ({"ADMIN_EMAIL": "root@example.com", "ADMIN_PASSWORD": "short"}, "ADMIN_PASSWORD"),
         ({"ARGON2_PARALLELISM": "4", "ARGON2_MEMORY_COST_KIB": "16"}, "ARGON2_MEMORY_COST_KIB"),

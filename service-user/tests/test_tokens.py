@@ -14,7 +14,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from structlog.testing import capture_logs
 
 from user_service.domain import Role, User
-from user_service.tokens import SigningKey, SigningKeyError, TokenIssuer, load_signing_key
+from user_service.tokens import (
+    SigningKey,
+    SigningKeyError,
+    TokenIssuer,
+    load_signing_key,
+    retired_public_keys,
+)
 
 # RFC 8037 appendix A.1 (private key) and A.3 (its RFC 7638 thumbprint).
 RFC8037_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"
@@ -131,3 +137,20 @@ def test_existing_key_file_is_loaded(tmp_path: Path) -> None:
     path = tmp_path / "jwt.pem"
     path.write_bytes(key.to_pem())
     assert load_signing_key(None, path).kid == key.kid
+
+
+def test_retired_public_keys_stay_in_the_jwks_so_their_tokens_still_verify() -> None:
+    old_key, new_key = SigningKey.generate(), SigningKey.generate()
+    old_token = TokenIssuer(old_key, issuer="i", audience="a", ttl_seconds=60).issue(_user())
+    retired = retired_public_keys(old_key.public_pem().decode() + new_key.public_pem().decode())
+    rotated = TokenIssuer(new_key, issuer="i", audience="a", ttl_seconds=60, retired_keys=retired)
+    jwks = {jwk.kid: jwk for jwk in rotated.jwks()}
+    assert list(jwks) == [new_key.kid, old_key.kid]
+    jwk = jwks[jwt.get_unverified_header(old_token.access_token)["kid"]]
+    public = jwt.PyJWK({"kty": "OKP", "crv": "Ed25519", "x": jwk.x}).key
+    assert jwt.decode(old_token.access_token, public, algorithms=["EdDSA"], audience="a")
+
+
+def test_retired_key_that_is_not_an_ed25519_public_key_is_refused() -> None:
+    with pytest.raises(SigningKeyError):
+        retired_public_keys("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----")

@@ -16,19 +16,35 @@ from user_service.passwords import PasswordHashing
 from user_service.settings import UserSettings
 from user_service.store import UserStore
 from user_service.throttle import LoginThrottle, create_redis
-from user_service.tokens import SigningKey, SigningKeyError, TokenIssuer, load_signing_key
+from user_service.tokens import (
+    SigningKeyError,
+    TokenIssuer,
+    load_signing_key,
+    retired_public_keys,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def signing_key_from(settings: UserSettings) -> SigningKey:
-    """The configured key; an unusable one stops the process with one clear line (exit 2)."""
+def token_issuer_from(settings: UserSettings) -> TokenIssuer:
+    """The configured keys; an unusable one stops the process with one clear line (exit 2)."""
     pem = settings.jwt_private_key.get_secret_value() if settings.jwt_private_key else None
     try:
-        return load_signing_key(pem, settings.jwt_private_key_file)
+        key = load_signing_key(pem, settings.jwt_private_key_file)
     except (SigningKeyError, OSError) as error:
         source = "JWT_PRIVATE_KEY" if pem else "JWT_PRIVATE_KEY_FILE"
         configuration_error(f"{source}: {error}")
+    try:
+        retired = retired_public_keys(settings.jwt_retired_public_keys or "")
+    except SigningKeyError as error:
+        configuration_error(f"JWT_RETIRED_PUBLIC_KEYS: {error}")
+    return TokenIssuer(
+        key,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_seconds=settings.jwt_ttl_seconds,
+        retired_keys=retired,
+    )
 
 
 def configuration_error(message: str) -> NoReturn:
@@ -41,12 +57,7 @@ async def build_runtime(settings: UserSettings) -> ServiceRuntime:
     """Wire the adapters and register the servicer, startup hooks, readiness checks and cleanup."""
     # The runtime first: it configures logging, so the key warning below is a JSON line.
     runtime = ServiceRuntime(settings)
-    tokens = TokenIssuer(
-        signing_key_from(settings),
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        ttl_seconds=settings.jwt_ttl_seconds,
-    )
+    tokens = token_issuer_from(settings)
     passwords = PasswordHashing(
         time_cost=settings.argon2_time_cost,
         memory_cost_kib=settings.argon2_memory_cost_kib,

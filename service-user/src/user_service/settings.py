@@ -22,6 +22,7 @@ class UserSettings(ServiceSettings, PostgresSettings, RedisSettings):
 
     jwt_private_key: SecretStr | None = Field(None, validation_alias="JWT_PRIVATE_KEY")
     jwt_private_key_file: Path | None = Field(None, validation_alias="JWT_PRIVATE_KEY_FILE")
+    jwt_retired_public_keys: str | None = Field(None, validation_alias="JWT_RETIRED_PUBLIC_KEYS")
     jwt_issuer: str = Field("ecommerce-user-service", min_length=1, validation_alias="JWT_ISSUER")
     jwt_audience: str = Field("ecommerce-api", min_length=1, validation_alias="JWT_AUDIENCE")
     jwt_ttl_seconds: int = Field(3600, ge=60, le=86400, validation_alias="JWT_TTL_SECONDS")
@@ -45,7 +46,12 @@ class UserSettings(ServiceSettings, PostgresSettings, RedisSettings):
     admin_password: SecretStr | None = Field(None, validation_alias="ADMIN_PASSWORD")
 
     @field_validator(
-        "jwt_private_key", "jwt_private_key_file", "admin_email", "admin_password", mode="before"
+        "jwt_private_key",
+        "jwt_private_key_file",
+        "jwt_retired_public_keys",
+        "admin_email",
+        "admin_password",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -7,13 +7,14 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from chassis.logging import get_logger
 from user_service.domain import User
@@ -42,20 +43,38 @@ class PublicJwk:
     use: str = "sig"
 
 
+def okp_jwk(public_key: Ed25519PublicKey) -> PublicJwk:
+    """The JWK of an Ed25519 public key, with its RFC 7638 thumbprint as `kid`."""
+    x = _b64url(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    # RFC 7638: the required members, sorted, without whitespace, hashed with SHA-256.
+    canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
+    return PublicJwk(kid=_b64url(hashlib.sha256(canonical.encode("ascii")).digest()), x=x)
+
+
+def retired_public_keys(pems: str) -> list[PublicJwk]:
+    """Parse concatenated Ed25519 public-key PEMs: keys no longer signing but still published."""
+    text = pems.replace("\\n", "\n")
+    end = "-----END PUBLIC KEY-----"
+    blocks = [block + end for block in text.split(end) if block.strip()]
+    keys = []
+    for block in blocks:
+        try:
+            key = serialization.load_pem_public_key(block.strip().encode("ascii"))
+        except (ValueError, TypeError) as error:
+            raise SigningKeyError(f"not a readable PEM public key: {error}") from error
+        if not isinstance(key, Ed25519PublicKey):
+            raise SigningKeyError(f"expected an Ed25519 public key, got {type(key).__name__}")
+        keys.append(okp_jwk(key))
+    return keys
+
+
 class SigningKey:
     """An Ed25519 private key and its RFC 7638 thumbprint, used as the token's `kid`."""
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._private_key = private_key
-        raw_public = private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        self._x = _b64url(raw_public)
-        # RFC 7638: the required members, sorted, without whitespace, hashed with SHA-256.
-        canonical = json.dumps(
-            {"crv": "Ed25519", "kty": "OKP", "x": self._x}, separators=(",", ":"), sort_keys=True
-        )
-        self.kid = _b64url(hashlib.sha256(canonical.encode("ascii")).digest())
+        self._jwk = okp_jwk(private_key.public_key())
+        self.kid = self._jwk.kid
 
     @classmethod
     def from_pem(cls, pem: str) -> SigningKey:
@@ -81,7 +100,12 @@ class SigningKey:
         )
 
     def public_jwk(self) -> PublicJwk:
-        return PublicJwk(kid=self.kid, x=self._x)
+        return self._jwk
+
+    def public_pem(self) -> bytes:
+        return self._private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def sign(self, claims: dict[str, object]) -> str:
         return jwt.encode(claims, self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
@@ -130,8 +154,18 @@ class IssuedToken:
 class TokenIssuer:
     """Issues access tokens for accounts: sub, role, iss, aud, iat, exp and a unique jti."""
 
-    def __init__(self, key: SigningKey, *, issuer: str, audience: str, ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        key: SigningKey,
+        *,
+        issuer: str,
+        audience: str,
+        ttl_seconds: int,
+        retired_keys: Sequence[PublicJwk] = (),
+    ) -> None:
         self.key = key
+        # Published until the tokens they signed have expired, so a key rotation logs nobody out.
+        self._retired = [jwk for jwk in retired_keys if jwk.kid != key.kid]
         self._issuer = issuer
         self._audience = audience
         self._ttl = ttl_seconds
@@ -150,4 +184,4 @@ class TokenIssuer:
         return IssuedToken(access_token=self.key.sign(claims), expires_in=self._ttl)
 
     def jwks(self) -> list[PublicJwk]:
-        return [self.key.public_jwk()]
+        return [self.key.public_jwk(), *self._retired]
