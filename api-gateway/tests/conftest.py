@@ -5,7 +5,6 @@ subprocess, all on free ports. Tests talk to the gateway over real HTTP only."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 import time
 import uuid
@@ -28,7 +27,6 @@ ADMIN_EMAIL = "root.admin@example.com"
 ADMIN_PASSWORD = "admin-password-42"
 # Cheap argon2 so registering and logging in many users stays fast.
 FAST_ARGON2 = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST_KIB": "8", "ARGON2_PARALLELISM": "1"}
-CART_AVAILABLE = importlib.util.find_spec("cart_service.main") is not None
 
 
 @dataclass
@@ -180,13 +178,9 @@ async def platform(
         )
         processes["service-product"] = products
         waits = [users.wait_serving(user_addr, 120), products.wait_serving(product_addr, 120)]
-        cart_addr = ""
-        if CART_AVAILABLE:
-            carts, cart_addr = start_cart_service(
-                redis_url, redis_key_prefix + "carts:", product_addr
-            )
-            processes["service-cart"] = carts
-            waits.append(carts.wait_serving(cart_addr, 120))
+        carts, cart_addr = start_cart_service(redis_url, redis_key_prefix + "carts:", product_addr)
+        processes["service-cart"] = carts
+        waits.append(carts.wait_serving(cart_addr, 120))
         gateway, gateway_url = start_gateway(
             {
                 "USER_SERVICE_ADDR": user_addr,
@@ -205,12 +199,6 @@ async def platform(
 async def api(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=10.0) as client:
         yield client
-
-
-@pytest.fixture
-def needs_cart() -> None:
-    if not CART_AVAILABLE:
-        pytest.skip("service-cart has no runnable cart_service.main yet")
 
 
 @dataclass(frozen=True)

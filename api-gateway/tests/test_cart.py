@@ -11,8 +11,6 @@ import pytest
 
 CART, ITEMS = "/api/v1/cart", "/api/v1/cart/items"
 
-pytestmark = pytest.mark.usefixtures("needs_cart")
-
 
 async def create_product(
     api: httpx.AsyncClient, admin: Any, *, stock: int = 10, price: int = 500

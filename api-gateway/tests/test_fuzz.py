@@ -1,18 +1,15 @@
 """Schemathesis fuzzing of the OpenAPI document against the running gateway: whatever the input,
 no route answers a 5xx, and every answer keeps the documented status codes, media types and
-schemas. Skipped when schemathesis is not installed (it is a test-only dependency)."""
+schemas."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-schemathesis = pytest.importorskip("schemathesis")
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
