@@ -51,6 +51,9 @@ async def test_currency_is_kept_when_given(stub: Stub, make_product: MakeProduct
         ("currency", "EURO"),
         ("currency", "U$D"),
         ("description", "d" * 5001),
+        ("name", "nul\x00inside"),
+        ("sku", "SKU\x00"),
+        ("description", "\x00"),
     ],
 )
 async def test_create_with_bad_field_is_invalid_argument_naming_it(
@@ -121,7 +124,8 @@ async def test_update_to_zero_stock_and_empty_description_is_applied(
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("price_cents", 0), ("stock", -3), ("name", ""), ("name", "x" * 201)]
+    ("field", "value"),
+    [("price_cents", 0), ("stock", -3), ("name", ""), ("name", "x" * 201), ("name", "a\x00b")],
 )
 async def test_update_with_bad_field_is_invalid_argument_naming_it(
     stub: Stub, make_product: MakeProduct, field: str, value: Any

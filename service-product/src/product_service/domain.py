@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chassis.errors import InvalidArgument
+from chassis.validation import checked_text
 
 SKU_MAX = 64
 NAME_MAX = 200
@@ -96,23 +97,15 @@ def parse_ids(raw_ids: list[str]) -> list[uuid.UUID]:
 
 
 def _check_sku(sku: str) -> str:
-    if not 1 <= len(sku) <= SKU_MAX:
-        raise InvalidArgument(f"sku must be 1 to {SKU_MAX} characters", field="sku")
-    return sku
+    return checked_text(sku, field="sku", min_len=1, max_len=SKU_MAX)
 
 
 def _check_name(name: str) -> str:
-    if not name.strip() or len(name) > NAME_MAX:
-        raise InvalidArgument(f"name must be 1 to {NAME_MAX} characters", field="name")
-    return name
+    return checked_text(name, field="name", min_len=1, max_len=NAME_MAX)
 
 
 def _check_description(description: str) -> str:
-    if len(description) > DESCRIPTION_MAX:
-        raise InvalidArgument(
-            f"description must be at most {DESCRIPTION_MAX} characters", field="description"
-        )
-    return description
+    return checked_text(description, field="description", max_len=DESCRIPTION_MAX)
 
 
 def _check_price(price_cents: int) -> int:
@@ -200,8 +193,7 @@ def page_request(*, page_size: int, page_token: str, query: str) -> PageRequest:
         page_size = PAGE_SIZE_DEFAULT
     if not 1 <= page_size <= PAGE_SIZE_MAX:
         raise InvalidArgument(f"page_size must be 1 to {PAGE_SIZE_MAX}", field="page_size")
-    if len(query) > NAME_MAX:
-        raise InvalidArgument(f"query must be at most {NAME_MAX} characters", field="query")
+    checked_text(query, field="query", max_len=NAME_MAX)
     after = decode_page_token(page_token, query=query) if page_token else None
     return PageRequest(size=page_size, query=query, after=after)
 
