@@ -73,6 +73,7 @@ async def test_concurrent_registrations_of_one_email_create_one_account(
         ("password", {"password": "p" * 129}),
         ("full_name", {"full_name": ""}),
         ("full_name", {"full_name": "n" * 201}),
+        ("full_name", {"full_name": "Ada\x00Lovelace"}),
     ],
 )
 async def test_each_invalid_field_is_rejected_naming_that_field(

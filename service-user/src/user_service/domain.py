@@ -10,6 +10,7 @@ from datetime import datetime
 from email_validator import EmailNotValidError, validate_email
 
 from chassis.errors import InvalidArgument
+from chassis.validation import checked_text
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
@@ -69,12 +70,7 @@ def validate_new_password(password: str) -> str:
 
 def validate_full_name(raw: str) -> str:
     """Return the trimmed display name (1..200 characters), else raise on field "full_name"."""
-    full_name = raw.strip()
-    if not 1 <= len(full_name) <= FULL_NAME_MAX_LENGTH:
-        raise InvalidArgument(
-            f"full_name must be 1 to {FULL_NAME_MAX_LENGTH} characters", field="full_name"
-        )
-    return full_name
+    return checked_text(raw.strip(), field="full_name", min_len=1, max_len=FULL_NAME_MAX_LENGTH)
 
 
 def validate_login_input(email: str, password: str) -> tuple[str, str]:
