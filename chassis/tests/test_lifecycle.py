@@ -4,6 +4,7 @@ back to NOT_SERVING when a check fails, and a SIGTERM that lets in-flight RPCs f
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import sys
 import time
@@ -134,6 +135,19 @@ async def test_hooks_run_in_order_background_tasks_stop_and_shutdown_is_reversed
         "shutdown 2",
         "shutdown 1",
     ]
+
+
+async def test_a_stopped_runtime_gives_the_signals_back_to_its_process() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    runtime = ServiceRuntime(
+        InProcessSettings(grpc_host="127.0.0.1", grpc_port=0, shutdown_grace_seconds=1)
+    )
+    serving = asyncio.create_task(runtime.run())
+    await asyncio.wait_for(runtime.started.wait(), 10)
+    assert signal.getsignal(signal.SIGTERM) != before  # the runtime owns SIGTERM while it serves
+    runtime.stop()
+    await asyncio.wait_for(serving, 10)
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 async def test_a_taken_port_stops_the_service_with_a_clear_error(start_sample) -> None:

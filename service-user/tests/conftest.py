@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -107,11 +106,6 @@ async def running(
     finally:
         runtime.stop()
         await asyncio.wait_for(task, STARTUP_TIMEOUT_S)
-        # The runtime took SIGTERM/SIGINT for this loop; hand them back, or pytest itself could
-        # no longer be interrupted or terminated.
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
 
 
 @pytest.fixture(scope="session")

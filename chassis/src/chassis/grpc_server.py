@@ -62,6 +62,7 @@ class ServiceRuntime:
         self._background: list[tuple[str, Hook]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._signals: list[signal.Signals] = []
         self.started = asyncio.Event()  # set once startup hooks are done
 
     def add_servicer(
@@ -150,6 +151,13 @@ class ServiceRuntime:
             # Only the main thread may own signals; in-process tests call stop() instead.
             with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
                 loop.add_signal_handler(sig, self._stop.set)
+                self._signals.append(sig)
+
+    def _remove_signal_handlers(self) -> None:
+        """Give the signals back, so the loop's owner (e.g. a test process) can be stopped again."""
+        loop = asyncio.get_running_loop()
+        while self._signals:
+            loop.remove_signal_handler(self._signals.pop())
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or stop()), then drain and run the shutdown hooks."""
@@ -197,6 +205,7 @@ class ServiceRuntime:
             except Exception:
                 _log.exception("shutdown_hook_failed", hook=name)
         shutdown_tracing()
+        self._remove_signal_handlers()
         _log.info("stopped")
 
 
