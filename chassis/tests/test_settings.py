@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from chassis.settings import (
     AmqpSettings,
@@ -49,6 +49,43 @@ def test_every_bad_variable_is_named_on_the_same_line(monkeypatch, capsys) -> No
         "service-shop: configuration error: SHUTDOWN_GRACE_SECONDS: Input should be greater "
         "than or equal to 0 (got '-1'); SHOP_DB_NAME is required\n"
     )
+
+
+class VaultSettings(ServiceSettings):
+    service_name = "service-vault"
+    api_password: SecretStr = Field(validation_alias="VAULT_API_PASSWORD", min_length=12)
+    master_key_hex: str = Field(validation_alias="VAULT_MASTER_KEY", pattern="^[0-9a-f]{64}$")
+    replicas: int = Field(1, validation_alias="VAULT_REPLICAS")
+
+    @model_validator(mode="after")
+    def _replicas_need_a_long_password(self) -> VaultSettings:
+        if self.replicas > 1 and len(self.api_password.get_secret_value()) < 20:
+            raise ValueError("several replicas need a password of 20 characters")
+        return self
+
+
+def test_a_bad_secret_is_named_but_its_value_never_printed(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("VAULT_API_PASSWORD", "hunter2")
+    monkeypatch.setenv("VAULT_MASTER_KEY", "not-hex-but-secret")
+    with pytest.raises(SystemExit):
+        load_settings(VaultSettings)
+    err = capsys.readouterr().err
+    assert "VAULT_API_PASSWORD" in err
+    assert "VAULT_MASTER_KEY" in err
+    assert "hunter2" not in err
+    assert "not-hex-but-secret" not in err
+
+
+def test_a_whole_settings_error_does_not_echo_the_environment(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("VAULT_API_PASSWORD", "twelve-chars-ok")
+    monkeypatch.setenv("VAULT_MASTER_KEY", "a" * 64)
+    monkeypatch.setenv("VAULT_REPLICAS", "3")
+    with pytest.raises(SystemExit):
+        load_settings(VaultSettings)
+    err = capsys.readouterr().err
+    assert "several replicas need a password of 20 characters" in err
+    assert "twelve-chars-ok" not in err
+    assert "a" * 64 not in err
 
 
 def test_store_mixins_read_their_variables_case_insensitively(monkeypatch) -> None:

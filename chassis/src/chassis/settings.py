@@ -71,11 +71,28 @@ def _variable_name(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> str:
     return head.upper()
 
 
+_SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "DSN", "URL")
+
+
+def _may_echo_input(cls: type[BaseSettings], loc: tuple[int | str, ...], name: str) -> bool:
+    """Whether the bad value may be shown: never for a secret, nor for a whole-model error (whose
+    input is every variable), nor for URLs and DSNs (they carry passwords)."""
+    if not loc:
+        return False
+    field = cls.model_fields.get(str(loc[0]))
+    if field is not None and "Secret" in repr(field.annotation):
+        return False
+    return not any(word in name for word in _SECRET_WORDS)
+
+
 def _describe(cls: type[BaseSettings], error: Any) -> str:
-    name = _variable_name(cls, tuple(error.get("loc", ())))
+    loc = tuple(error.get("loc", ()))
+    name = _variable_name(cls, loc)
     if error.get("type") == "missing":
         return f"{name} is required"
-    return f"{name}: {error.get('msg')} (got {error.get('input')!r})"
+    if _may_echo_input(cls, loc, name):
+        return f"{name}: {error.get('msg')} (got {error.get('input')!r})"
+    return f"{name}: {error.get('msg')}"
 
 
 def describe_validation_error(cls: type[BaseSettings], exc: ValidationError) -> str:
