@@ -106,3 +106,15 @@ def test_store_mixins_read_their_variables_case_insensitively(monkeypatch) -> No
     assert settings.grpc_port == 50099
     assert settings.shutdown_grace_seconds == 2.5
     assert settings.otel_exporter_otlp_endpoint is None
+
+
+def test_an_aliased_setting_is_read_from_its_own_variable_only(monkeypatch, capsys) -> None:
+    # Generic names (honcho sets PORT, shells set HOST) must never stand in for a service's own.
+    monkeypatch.setenv("DB_NAME", "somebody-elses")
+    monkeypatch.setenv("GRPC_PORT", "1")
+    monkeypatch.delenv("SHOP_DB_NAME", raising=False)
+    with pytest.raises(SystemExit):
+        load_settings(ShopSettings)
+    assert "SHOP_DB_NAME is required" in capsys.readouterr().err
+    monkeypatch.setenv("SHOP_DB_NAME", "shop")
+    assert load_settings(ShopSettings).grpc_port == 50099

@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class GatewaySettings(BaseSettings):
     """Environment variables of the api-gateway (12-factor, validated at start)."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+    # No populate_by_name: `port` must come from GATEWAY_PORT only, never from the PORT that honcho
+    # and many platforms set, nor `host` from HOST.
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
     service_name: ClassVar[str] = "api-gateway"
 

@@ -9,7 +9,9 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-_CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+# No populate_by_name: a field with an alias must be read from that variable only, never from a
+# generic one that happens to share its field name (honcho sets PORT, shells set HOST).
+_CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
 
 class ServiceSettings(BaseSettings):
