@@ -74,7 +74,9 @@ class Platform:
     honcho: Honcho
 
 
-def platform_env(run_id: str, postgres_url: str, redis_url: str, amqp_url: str) -> dict[str, str]:
+def platform_env(
+    run_id: str, postgres_url: str, redis_url: str, redis_key_prefix: str, amqp_url: str
+) -> dict[str, str]:
     """Every setting the Procfile's processes read, on free ports and run-scoped names."""
     ports = {name: free_port() for name in ("user", "product", "cart", "gateway")}
     env = dict(os.environ)
@@ -84,7 +86,7 @@ def platform_env(run_id: str, postgres_url: str, redis_url: str, amqp_url: str) 
             "LOG_LEVEL": "INFO",
             "POSTGRES_URL": postgres_url,
             "REDIS_URL": redis_url,
-            "REDIS_KEY_PREFIX": f"test:{run_id}:e2e:",
+            "REDIS_KEY_PREFIX": f"{redis_key_prefix}e2e:",
             "AMQP_URL": amqp_url,
             "EVENTS_EXCHANGE": f"test.{run_id}.e2e.events",
             "QUEUE_PREFIX": f"test.{run_id}.e2e.",
@@ -137,9 +139,10 @@ async def e2e_env(
     postgres_url: str,
     create_database: Callable[[str], Awaitable[str]],
     redis_url: str,
+    redis_key_prefix: str,
     amqp_url: str,
 ) -> dict[str, str]:
-    env = platform_env(run_id, postgres_url, redis_url, amqp_url)
+    env = platform_env(run_id, postgres_url, redis_url, redis_key_prefix, amqp_url)
     # Created here (empty) so the plugin drops them at the end; the services migrate them at start.
     await create_database("e2e_users")
     await create_database("e2e_products")
