@@ -116,3 +116,21 @@ async def test_check_fails_promptly_when_the_server_is_unreachable() -> None:
             await check(pool, timeout_s=2)
     finally:
         await pool.close()
+
+
+async def test_a_transaction_left_open_is_rolled_back_before_the_connection_is_reused(
+    create_database,
+) -> None:
+    # max_size 1: the next acquire gets the very connection that was released mid-transaction.
+    pool = await create_pool(await create_database("pool_reset"), max_size=1)
+    try:
+        await pool.execute("CREATE TABLE marks (n int)")
+        leaked = await pool.acquire()
+        await leaked.execute("BEGIN")
+        await leaked.execute("INSERT INTO marks VALUES (1)")
+        await pool.release(leaked)
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT count(*) FROM marks") == 0
+    finally:
+        await pool.close()
