@@ -2,6 +2,8 @@
 
 Keys are cached and refetched on an unknown `kid`, at most once per `min_refetch_seconds`,
 so garbage kids cannot hammer service-user. The algorithm is pinned to the key's own `alg`.
+A token that verified is remembered until it expires (keyed by the whole token, so any change to
+it misses), which spares the signature check that was a fifth of an authenticated request's CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ecommerce.user.v1 import user_pb2
 log = get_logger(__name__)
 
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "role", "iss", "aud", "jti"]
+VERIFIED_CACHE_MAX = 10_000
 ROLES = frozenset({"customer", "admin"})
 
 JwksFetcher = Callable[[], Awaitable[list[user_pb2.JsonWebKey]]]
@@ -81,6 +84,8 @@ class TokenVerifier:
         self._min_refetch = min_refetch_seconds
         self._max_age = max_age_seconds
         self._clock = clock
+        # token -> (principal, exp in epoch seconds, kid); insertion order yields the oldest.
+        self._verified: dict[str, tuple[Principal, float, str]] = {}
         self._keys: dict[str, _VerificationKey] = {}
         self._loaded_at: float | None = None
         self._last_attempt = -float("inf")
@@ -88,6 +93,12 @@ class TokenVerifier:
         self.fetch_count = 0
 
     async def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires_at, cached_kid = cached
+            if time.time() < expires_at and cached_kid in self._keys and not self._keys_stale():
+                return principal
+            del self._verified[token]
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -109,12 +120,21 @@ class TokenVerifier:
             raise InvalidToken("token expired") from exc
         except jwt.InvalidTokenError as exc:
             raise InvalidToken("invalid token") from exc
-        return _principal(claims)
+        principal = _principal(claims)
+        self._remember(token, principal, float(claims["exp"]), kid)
+        return principal
+
+    def _remember(self, token: str, principal: Principal, expires_at: float, kid: str) -> None:
+        if len(self._verified) >= VERIFIED_CACHE_MAX:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (principal, expires_at, kid)
+
+    def _keys_stale(self) -> bool:
+        return self._loaded_at is None or self._clock() - self._loaded_at > self._max_age
 
     async def _key_for(self, kid: str) -> _VerificationKey:
         now = self._clock()
-        stale = self._loaded_at is None or now - self._loaded_at > self._max_age
-        if kid in self._keys and not stale:
+        if kid in self._keys and not self._keys_stale():
             return self._keys[kid]
         await self._refresh(requested_at=now)
         if kid in self._keys:
