@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
 import uuid
-from datetime import UTC, datetime
 
-import orjson
 import structlog
 from fastapi import HTTPException
-from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api_gateway.config import GatewaySettings
 from api_gateway.errors import problem_response
+from chassis.logging import write_access_line
 
 ACCESS_LOGGER = logging.getLogger("api_gateway.access")
 
@@ -49,27 +45,6 @@ def _request_id(scope: Scope) -> str:
                 return bytes(value).decode("ascii")
             break
     return uuid.uuid4().hex
-
-
-def write_access_line(fields: dict[str, object]) -> None:
-    """One JSON access line in the chassis log shape (service, level, event, timestamp, trace
-    ids). Written directly: the structlog/stdlib pipeline cost more than a cached product
-    read, and these fields (route template, never the raw path or query) hold no secret."""
-    if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
-        return
-    fields.update(
-        event="http_request",
-        logger=ACCESS_LOGGER.name,
-        level="info",
-        service=GatewaySettings.service_name,
-        timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-    )
-    span = trace.get_current_span().get_span_context()
-    if span.is_valid:
-        fields["trace_id"] = format(span.trace_id, "032x")
-        fields["span_id"] = format(span.span_id, "016x")
-    sys.stdout.write(orjson.dumps(fields).decode() + "\n")
-    sys.stdout.flush()
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -143,12 +118,14 @@ class GatewayMiddleware:
             HTTP_REQUESTS.labels(method, template, str(status)).inc()
             HTTP_LATENCY.labels(method, template).observe(elapsed)
             write_access_line(
+                ACCESS_LOGGER,
+                "http_request",
                 {
                     "method": method,
                     "route": template,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 3),
                     "request_id": request_id,
-                }
+                },
             )
             structlog.contextvars.unbind_contextvars("request_id")

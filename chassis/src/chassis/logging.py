@@ -7,8 +7,10 @@ import logging
 import re
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 
+import orjson
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -76,8 +78,37 @@ def _add_service(service: str) -> Processor:
     return add_service
 
 
+_service_name = "service"
+
+
+def write_access_line(logger: logging.Logger, event: str, fields: dict[str, Any]) -> None:
+    """One access-log line (per RPC, per HTTP request) in the shape of every other line, written
+    straight to stdout: the structlog/stdlib pipeline cost a fifth of a short RPC's CPU. Only for
+    fields that cannot hold a secret (methods, route templates, codes, timings), since it skips
+    the redaction pass."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    line = {
+        **structlog.contextvars.get_contextvars(),
+        **fields,
+        "event": event,
+        "logger": logger.name,
+        "level": "info",
+        "service": _service_name,
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        line["trace_id"] = format(context.trace_id, "032x")
+        line["span_id"] = format(context.span_id, "016x")
+    sys.stdout.write(orjson.dumps(line, default=str).decode() + "\n")
+    sys.stdout.flush()
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Route structlog and stdlib logging to JSON lines on stdout. Safe to call again."""
+    global _service_name
+    _service_name = service
     numeric_level = logging.getLevelName(level.upper())
     if not isinstance(numeric_level, int):
         numeric_level = logging.INFO

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -12,10 +13,11 @@ from typing import Any
 import grpc
 
 from chassis.errors import DomainError
-from chassis.logging import get_logger
+from chassis.logging import get_logger, write_access_line
 from chassis.metrics import RPC_HANDLED, RPC_LATENCY
 
 _log = get_logger("chassis.rpc")
+_ACCESS_LOGGER = logging.getLogger("chassis.rpc")
 # Probes and tooling call these constantly; logged at DEBUG so they do not bury real traffic.
 _QUIET_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -119,11 +121,13 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         elapsed = time.perf_counter() - outcome.started
         RPC_HANDLED.labels(self._service, method, outcome.code.name).inc()
         RPC_LATENCY.labels(self._service, method).observe(elapsed)
-        log = _log.debug if method.startswith(_QUIET_PREFIXES) else _log.info
-        log(
-            "rpc",
-            method=method,
-            code=outcome.code.name,
-            duration_ms=round(elapsed * 1000, 3),
-            peer=context.peer(),
-        )
+        fields = {
+            "method": method,
+            "code": outcome.code.name,
+            "duration_ms": round(elapsed * 1000, 3),
+            "peer": context.peer(),
+        }
+        if method.startswith(_QUIET_PREFIXES):
+            _log.debug("rpc", **fields)
+        else:
+            write_access_line(_ACCESS_LOGGER, "rpc", fields)
