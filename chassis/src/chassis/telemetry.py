@@ -12,22 +12,29 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
 _provider: TracerProvider | None = None
 
 
 def configure_tracing(service: str, endpoint: str | None) -> None:
-    """Install the SDK tracer provider once per process. Spans are exported over OTLP gRPC only
-    when `endpoint` is set; otherwise they still exist (log lines get trace ids) but go nowhere."""
+    """Install the SDK tracer provider once per process. Spans are recorded and exported over
+    OTLP gRPC only when `endpoint` is set. Without one, tracing is off but context still flows:
+    spans are created unsampled (no attributes, no export, a fraction of the cost), so log lines
+    keep trace ids that match across services, and the driver instrumentation is not installed."""
     global _provider
     if _provider is not None:
         return
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
-    if endpoint:
-        # Imported here: the exporter pulls in its own gRPC channel machinery, useless when off.
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    resource = Resource.create({SERVICE_NAME: service})
+    if not endpoint:
+        _provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
+        trace.set_tracer_provider(_provider)
+        return
+    # Imported here: the exporter pulls in its own gRPC channel machinery, useless when off.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
     _provider = provider
     AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
