@@ -17,6 +17,7 @@ from product_service.domain import (
     new_product,
     page_request,
     parse_ids,
+    substring_pattern,
 )
 
 
@@ -90,3 +91,15 @@ def test_batch_of_more_than_100_ids_is_rejected() -> None:
 def test_empty_currency_means_usd() -> None:
     product = new_product(sku="A", name="Mug", description="", price_cents=1, currency="", stock=0)
     assert product.currency == "USD"
+
+
+def test_substring_pattern_escapes_wildcards_and_leaves_case_to_postgres() -> None:
+    assert substring_pattern("ΚΟΣΜΟΣ 100%_\\") == "%ΚΟΣΜΟΣ 100\\%\\_\\\\%"
+
+
+@pytest.mark.parametrize("name_key", ["a\x00b", "\ud800"])
+def test_page_token_with_text_postgres_cannot_hold_is_rejected(name_key: str) -> None:
+    token = _token({"v": 1, "n": name_key, "i": str(uuid.uuid4()), "q": ""})
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(token, query="")
+    assert caught.value.field == "page_token"

@@ -4,6 +4,8 @@ filter with literal wildcards, and opaque page tokens bound to their query."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -162,3 +164,38 @@ async def test_walking_pages_while_products_are_inserted_never_repeats_an_id(
     assert inserted > 0
     assert len(seen) == len(set(seen))
     assert originals <= set(seen)
+
+
+@pytest.mark.parametrize(
+    ("stored", "query"),
+    [
+        # Python lowers a final capital sigma to the final form, PostgreSQL to the plain one.
+        ("ΚΟΣΜΟΣ Lamp", "κοσμοσ lamp"),
+        ("ΚΟΣΜΟΣ Lamp", "ΚΟΣΜΟΣ"),
+        # Python lowers "İ" to "i" plus a combining dot, PostgreSQL to a plain "i".
+        ("İstanbul Rug", "İSTANBUL"),
+    ],
+)
+async def test_query_folds_case_exactly_as_the_sort_key_does(
+    make_product: MakeProduct, stub: Stub, stored: str, query: str
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    match = await make_product(name=f"{stored} {tag}")
+
+    response = await stub.ListProducts(product_pb2.ListProductsRequest(query=query, page_size=100))
+
+    assert match.id in [p.id for p in response.products]
+
+
+@pytest.mark.parametrize("name_key", ["a\x00b", "\ud800"])
+async def test_edited_page_token_with_unstorable_text_is_invalid_argument(
+    stub: Stub, name_key: str
+) -> None:
+    payload = {"v": 1, "n": name_key, "i": str(uuid.uuid4()), "q": ""}
+    token = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListProducts(product_pb2.ListProductsRequest(page_token=token))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(caught.value) == "page_token"

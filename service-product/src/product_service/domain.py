@@ -180,8 +180,14 @@ def decode_page_token(token: str, *, query: str) -> PageCursor:
         name_key, last_id, token_query = payload["n"], payload["i"], payload["q"]
         if not isinstance(name_key, str) or not isinstance(token_query, str):
             raise bad
+        # An edited token must not reach PostgreSQL with text it cannot hold (NUL, a lone
+        # surrogate): that would be an INTERNAL error instead of this INVALID_ARGUMENT.
+        if "\x00" in name_key:
+            raise bad
+        name_key.encode()
         cursor = PageCursor(last_name_key=name_key, last_id=uuid.UUID(last_id), query=token_query)
     except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
+        # UnicodeEncodeError (a lone surrogate) is a ValueError.
         raise bad from None
     if cursor.query != query:
         raise InvalidArgument("page_token belongs to a different query", field="page_token")
@@ -198,7 +204,17 @@ def page_request(*, page_size: int, page_token: str, query: str) -> PageRequest:
     return PageRequest(size=page_size, query=query, after=after)
 
 
-def like_pattern(query: str) -> str:
-    """A LIKE pattern (escape character backslash) matching `query` as a literal substring."""
-    escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def substring_pattern(query: str) -> str:
+    """A LIKE pattern (escape character backslash) matching `query` as a literal substring.
+
+    Its letter case is left alone: the SQL lowers both sides with PostgreSQL's lower(), because
+    Python's differs (final sigma, dotted capital I) and the match must fold case exactly as the
+    sort key does.
+    """
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def like_pattern(query: str) -> str:
+    """`substring_pattern` of the query lowered by Python (ASCII callers only; see above)."""
+    return substring_pattern(query.lower())

@@ -16,7 +16,7 @@ from product_service.domain import (
     PageRequest,
     Product,
     ProductPatch,
-    like_pattern,
+    substring_pattern,
 )
 
 _COLUMNS = "id, sku, name, description, price_cents, currency, stock, created_at, updated_at"
@@ -94,8 +94,9 @@ class ProductStore:
         conditions: list[str] = []
         args: list[object] = []
         if page.query:
-            args.append(like_pattern(page.query))
-            conditions.append(f"lower(name) LIKE ${len(args)} ESCAPE '\\'")
+            # lower() on both sides in SQL: the filter folds case exactly like the sort key.
+            args.append(substring_pattern(page.query))
+            conditions.append(f"lower(name) LIKE lower(${len(args)}) ESCAPE '\\'")
         if page.after is not None:
             args += [page.after.last_name_key, page.after.last_id]
             conditions.append(f"(lower(name), id) > (${len(args) - 1}, ${len(args)})")
