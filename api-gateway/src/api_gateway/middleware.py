@@ -92,11 +92,13 @@ class GatewayMiddleware:
         request_id = _request_id(scope)
         request_id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         status = 500
+        response_started = False
 
         async def send_with_request_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], request_id_header]
             await send(message)
@@ -110,6 +112,14 @@ class GatewayMiddleware:
                 await response(scope, receive, send_with_request_id)
             else:
                 await self.app(scope, self._capped(receive), send_with_request_id)
+        except Exception:
+            # Unhandled errors are answered by Starlette's outermost layer, outside this one, so
+            # the 500 would go out without the request id the caller needs to report it. Answer
+            # here; the outer layer still logs the error and sends nothing more.
+            if not response_started:
+                response = problem_response(500, "internal error")
+                await response(scope, receive, send_with_request_id)
+            raise
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
