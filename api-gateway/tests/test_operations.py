@@ -141,6 +141,25 @@ async def test_openapi_documents_every_route_with_its_problems(api: httpx.AsyncC
     assert (await api.get("/docs")).status_code == 200
 
 
+async def test_openapi_documents_problems_only_as_problem_json_and_500_and_504_everywhere(
+    api: httpx.AsyncClient,
+) -> None:
+    # Every /api/v1 route calls an upstream: its INTERNAL is a 500, its deadline a 504.
+    document = (await api.get("/openapi.json")).json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            if path.startswith("/api/v1/"):
+                assert {"500", "504"} <= set(responses), (method, path, sorted(responses))
+            for status, response in responses.items():
+                if status.startswith(("4", "5")):
+                    assert set(response["content"]) == {"application/problem+json"}, (
+                        method,
+                        path,
+                        status,
+                    )
+
+
 async def test_upstream_deadline_is_a_504_problem(extra_gateway: Any) -> None:
     url = await extra_gateway(GATEWAY_RPC_TIMEOUT_SECONDS="0.000001")
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api_gateway.auth import TokenVerifier
 from api_gateway.config import GatewaySettings
-from api_gateway.errors import install_error_handlers
+from api_gateway.errors import install_error_handlers, problems_only_as_problem_json
 from api_gateway.middleware import GatewayMiddleware
 from api_gateway.product_cache import ProductMicroCache
 from api_gateway.routes import auth, cart, health, products, users
@@ -69,6 +70,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems_only_as_problem_json(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     # The catalogue first: route matching is linear and GET product is the hot path.
     for module in (products, cart, auth, users, health):
         app.include_router(module.router)

@@ -169,7 +169,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries documenting the problem answers of a route."""
+    """OpenAPI `responses=` entries documenting the problem answers of a route; 500 is always
+    one of them (an upstream INTERNAL or UNKNOWN status, or a bug, ends there)."""
     ref = {"$ref": "#/components/schemas/Problem"}
     return {
         status: {
@@ -177,5 +178,17 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": HTTPStatus(status).phrase,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": ref}},
         }
-        for status in statuses
+        for status in (*statuses, 500)
     }
+
+
+def problems_only_as_problem_json(document: dict[str, Any]) -> dict[str, Any]:
+    """Drop the `application/json` twin FastAPI adds to every response with a `model`: problem
+    answers are only ever served as application/problem+json, and the document must say so."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                if PROBLEM_MEDIA_TYPE in content:
+                    content.pop("application/json", None)
+    return document

@@ -17,7 +17,9 @@ from ecommerce.cart.v1 import cart_pb2
 router = APIRouter(prefix="/api/v1/cart", tags=["cart"])
 
 
-@router.get("", response_model=CartOut, summary="The caller's cart", responses=problems(401, 503))
+@router.get(
+    "", response_model=CartOut, summary="The caller's cart", responses=problems(401, 503, 504)
+)
 async def get_cart(user: CurrentUser, upstreams: UpstreamsDep) -> dict[str, Any]:
     reply = await upstreams.carts.GetCart(
         cart_pb2.GetCartRequest(user_id=user.user_id), timeout=upstreams.timeout
