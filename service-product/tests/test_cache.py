@@ -191,3 +191,62 @@ async def test_an_undecodable_cached_value_is_read_through_from_postgres(
 
     assert fetched == product
     assert metric("product_cache_errors_total", operation="decode") == decode_errors + 1
+
+
+async def test_a_read_that_saw_the_cache_before_the_tombstone_is_not_joined_by_the_writer(
+    service: Any, make_product: MakeProduct, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch read starting while the invalidation is on its way to Redis can still see the old
+    cached value; the writer's next read must not join it."""
+    changed, slow = await make_product(price_cents=1000), await make_product()
+    await get(service.stub, changed.id)  # cached with the old price
+    cache = service.app.cache
+    real_read: StoreRead = service.app.store.get_many
+    slow_id = uuid.UUID(slow.id)
+    batch_reading, release_batch = asyncio.Event(), asyncio.Event()
+
+    async def read(ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
+        if slow_id in ids:
+            batch_reading.set()
+            await release_batch.wait()
+        return await real_read(ids)
+
+    real_pipeline = cache._redis.pipeline
+    tombstone_held, release_tombstone = asyncio.Event(), asyncio.Event()
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+
+        async def execute(*a: Any, **k: Any) -> Any:
+            if not release_tombstone.is_set():
+                tombstone_held.set()
+                await release_tombstone.wait()
+            return await real_execute(*a, **k)
+
+        pipe.execute = execute
+        return pipe
+
+    monkeypatch.setattr(service.app.store, "get_many", read)
+    monkeypatch.setattr(cache._redis, "pipeline", pipeline)
+
+    async def update_price() -> Any:
+        request = product_pb2.UpdateProductRequest(id=changed.id, price_cents=2000)
+        return await service.stub.UpdateProduct(request, timeout=5)
+
+    async def read_batch() -> Any:
+        request = product_pb2.BatchGetProductsRequest(ids=[changed.id, slow.id])
+        return await service.stub.BatchGetProducts(request, timeout=5)
+
+    update = asyncio.create_task(update_price())
+    await tombstone_held.wait()  # committed; the tombstone is not in Redis yet
+    batch = asyncio.create_task(read_batch())
+    await batch_reading.wait()  # the batch has read the old cached value and waits on Postgres
+    release_tombstone.set()
+    await update
+    writer_read = asyncio.create_task(get(service.stub, changed.id))
+    await asyncio.sleep(0.05)  # the writer's read is under way while the batch is still in flight
+    release_batch.set()
+    await batch
+
+    assert (await writer_read).product.price_cents == 2000

@@ -113,9 +113,10 @@ class ProductCache:
     async def invalidate(self, product_ids: Iterable[uuid.UUID]) -> None:
         """Call after the commit that changed these products (see the class docstring)."""
         product_ids = list(product_ids)
-        # A fetch in flight may have read the row before the commit: later readers must not join it.
-        for product_id in product_ids:
-            self._inflight.pop(product_id, None)
+
+        def detach_inflight() -> None:
+            for product_id in product_ids:
+                self._inflight.pop(product_id, None)
 
         async def write_tombstones() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -123,7 +124,14 @@ class ProductCache:
                     pipe.set(self.key(product_id), TOMBSTONE, px=self._tombstone_ms)
                 await pipe.execute()
 
-        await self._redis_call("invalidate", write_tombstones)
+        # A fetch in flight may have read the row before the commit: later readers must not join
+        # it. Once more after the write: a fetch that began while the tombstone was on its way
+        # may have read the old cached value.
+        detach_inflight()
+        try:
+            await self._redis_call("invalidate", write_tombstones)
+        finally:
+            detach_inflight()
 
     def _forget(self, product_ids: tuple[uuid.UUID, ...], task: asyncio.Task[object]) -> None:
         for product_id in product_ids:
