@@ -142,6 +142,40 @@ async def test_login_rehashes_a_password_hashed_with_other_parameters(
     assert (await login(stub, email, password)).access_token
 
 
+async def test_login_succeeds_when_storing_the_upgraded_hash_fails(
+    registered: user_pb2.User,
+    email: str,
+    password: str,
+    users_table: asyncpg.Connection,
+    make_settings: Callable[..., Any],
+    start_service: Callable[..., Any],
+) -> None:
+    user_id = uuid.UUID(registered.id)
+    before = await users_table.fetchval("SELECT password_hash FROM users WHERE id = $1", user_id)
+    # A real database failure on exactly this account's UPDATE, nothing else.
+    name = f"refuse_{uuid.uuid4().hex[:12]}"
+    await users_table.execute(
+        f"""
+        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.id = '{user_id}' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER {name} BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION {name}();
+        """
+    )
+    try:
+        stronger = make_settings(ARGON2_TIME_COST=2, ARGON2_MEMORY_COST_KIB=128)
+        async with start_service(stronger) as upgraded:
+            reply = await login(upgraded.stub, email, password)
+    finally:
+        await users_table.execute(f"DROP TRIGGER {name} ON users; DROP FUNCTION {name}();")
+    claims = jwt.decode(reply.access_token, options={"verify_signature": False})
+    assert claims["sub"] == registered.id
+    after = await users_table.fetchval("SELECT password_hash FROM users WHERE id = $1", user_id)
+    assert after == before
+
+
 @pytest.fixture
 async def silent_redis() -> AsyncIterator[str]:
     """A TCP server that accepts connections and never answers: Redis hung, not down."""

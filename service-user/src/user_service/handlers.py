@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import asyncpg
 from prometheus_client import Counter
 
 from chassis.errors import (
@@ -106,9 +107,15 @@ async def _failed_login(accounts: Accounts, email: str) -> Unauthenticated:
 
 async def _rehash(accounts: Accounts, user: User, password: str) -> None:
     new_hash = await accounts.passwords.hash(password)
-    replaced = await accounts.store.replace_password_hash(
-        user.id, old=user.password_hash, new=new_hash
-    )
+    try:
+        replaced = await accounts.store.replace_password_hash(
+            user.id, old=user.password_hash, new=new_hash
+        )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+        # The upgrade is opportunistic: the password was proven, so the login must not fail
+        # because this write did; the next login tries again.
+        log.warning("password rehash not stored", user_id=str(user.id), error=type(error).__name__)
+        return
     if replaced:
         log.info("password rehashed with current parameters", user_id=str(user.id))
 
