@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
 import pytest
 
 from chassis.errors import field_of
-from ecommerce.cart.v1 import cart_pb2
+from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
 from ecommerce.product.v1 import product_pb2
 
-from .conftest import Platform
+from .conftest import Platform, cart_settings, running_cart
 
 
 def new_user() -> str:
@@ -207,3 +208,36 @@ async def test_a_product_in_another_currency_is_refused(platform: Platform) -> N
     )
 
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_with_service_product_silent_writes_answer_unavailable_within_the_deadline(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    # A listener that accepts and never speaks HTTP/2: only the deadline ends the call.
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    settings = cart_settings(
+        CART_STORE="redis",
+        REDIS_URL=redis_url,
+        REDIS_KEY_PREFIX=f"{redis_key_prefix}silent:",
+        PRODUCT_SERVICE_ADDR=f"127.0.0.1:{port}",
+        PRODUCT_RPC_TIMEOUT_SECONDS=0.5,
+    )
+    user = new_user()
+    async with (
+        silent,
+        running_cart(settings) as runtime,
+        grpc.aio.insecure_channel(f"127.0.0.1:{runtime.bound_port}") as channel,
+    ):
+        carts = cart_pb2_grpc.CartServiceStub(channel)
+        error = await rpc_error(
+            carts.AddItem(
+                cart_pb2.AddItemRequest(user_id=user, product_id=str(uuid.uuid4()), quantity=1),
+                timeout=10,
+            )
+        )
+        empty = (await carts.GetCart(cart_pb2.GetCartRequest(user_id=user), timeout=10)).cart
+        await carts.ClearCart(cart_pb2.ClearCartRequest(user_id=user), timeout=10)
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert empty == cart_pb2.Cart(user_id=user, currency="USD")

@@ -37,7 +37,7 @@ def build_runtime(settings: CartSettings) -> ServiceRuntime:
         await products.close()
 
     runtime.on_startup("cart_store", connect_store)
-    # service-product is not part of readiness: an empty cart, ClearCart and removals work without
+    # service-product is not part of readiness: an empty cart and ClearCart work without
     # it, and a product outage already answers UNAVAILABLE per call instead of taking carts down.
     runtime.readiness_check("cart_store", check_store)
     runtime.on_shutdown("clients", close_clients)
