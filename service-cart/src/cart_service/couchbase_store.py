@@ -7,6 +7,7 @@ nobody wrote in between; a conflict is retried (bounded, with jitter). Every wri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -77,13 +78,18 @@ class CouchbaseCartStore:
             ),
         )
         where = f"Couchbase at {location.connstr} (bucket {location.bucket!r})"
+        cluster: Cluster | None = None
         try:
-            # The SDK honours its own timeouts; wait_for is the backstop against a silent hang.
+            # The SDK honours its own timeouts; asyncio.timeout is the backstop against a hang.
             async with asyncio.timeout(timeout_seconds * 2):
                 cluster = await Cluster.connect(location.connstr, options)
                 bucket = cluster.bucket(location.bucket)
                 await bucket.on_connect()
         except (CouchbaseException, TimeoutError, OSError) as error:
+            # Startup retries this hook: a cluster opened before the bucket failed must not leak.
+            if cluster is not None:
+                with contextlib.suppress(CouchbaseException, OSError):
+                    await cluster.close()
             raise CartStoreUnavailable(f"cannot reach the cart store {where}: {error}") from error
         collection = bucket.scope(location.scope).collection(location.collection)
         return cls(cluster, bucket, collection, ttl_days=ttl_days)
