@@ -4,14 +4,16 @@ its gRPC health answers SERVING, signal it and read its exit code."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, Self
 
@@ -25,6 +27,31 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_this_process() -> Callable[[], None] | None:
+    """A pre-exec hook making the kernel SIGTERM the child when this process dies (Linux only).
+
+    Without it, a test runner killed by a timeout or CI leaves its services running for ever,
+    holding ports and connections to the shared servers. The kernel ties the signal to the thread
+    that forks, so it is only armed from the main thread (which lives as long as the runner).
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: the hook only calls
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the runner died before the signal was armed
+            os._exit(1)
+
+    return hook
 
 
 class ServiceProcess:
@@ -58,6 +85,8 @@ class ServiceProcess:
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1,
+            # Safe despite the reader threads: the hook only makes two system calls.
+            preexec_fn=_die_with_this_process(),
         )
         for stream, sink in (
             (self._popen.stdout, self.stdout_lines),

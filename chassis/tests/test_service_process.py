@@ -1,0 +1,57 @@
+"""ServiceProcess never leaves a service behind: not even when its test runner is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+# A stand-in for a pytest run: starts a "service" and waits to be killed by a CI timeout.
+RUNNER = """
+import sys, time
+from chassis.testing.process import ServiceProcess
+service = ServiceProcess([sys.executable, "-c", "import time; time.sleep(300)"]).start()
+print(service.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie is dead, it only waits for its new parent to reap it
+
+
+async def _gone(pid: int, within: float) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if not _is_running(pid):
+                return
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux")
+async def test_a_service_dies_with_the_test_runner_that_started_it(tmp_path: Path) -> None:
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    runner = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE
+    )
+    assert runner.stdout is not None
+    service_pid = int(await asyncio.wait_for(runner.stdout.readline(), 30))
+    try:
+        assert _is_running(service_pid)
+        runner.kill()  # no teardown, no atexit: what a CI timeout does
+        await runner.wait()
+        await _gone(service_pid, within=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(service_pid, signal.SIGKILL)
