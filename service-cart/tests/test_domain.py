@@ -123,3 +123,15 @@ def test_a_priced_cart_drops_lines_whose_product_vanished() -> None:
 
 def test_an_empty_cart_is_priced_in_the_default_currency() -> None:
     assert domain.priced(Cart(USER), {}).currency == "USD"
+
+
+@pytest.mark.parametrize("quantity", [0, -3])
+def test_ordered_quantities_must_be_positive(quantity: int) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        domain.parse_ordered_quantities({pid(): 2, pid(): quantity})
+    assert caught.value.field == "lines"
+
+
+def test_ordered_quantities_are_keyed_by_canonical_product_id() -> None:
+    product = pid()
+    assert domain.parse_ordered_quantities({product.upper(): 2}) == {product: 2}

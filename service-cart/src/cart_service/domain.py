@@ -124,6 +124,20 @@ def parse_id(value: str, field: str) -> str:
         raise InvalidArgument(f"{field} must be a UUID, got {value!r}", field=field) from None
 
 
+def parse_ordered_quantities(lines: Mapping[str, int]) -> dict[str, int]:
+    """An order's quantities by canonical product id; each must be positive, or a malformed event
+    could add units to a cart past every limit instead of taking them out."""
+    ordered: dict[str, int] = {}
+    for product_id, quantity in lines.items():
+        if quantity < 1:
+            raise InvalidArgument(
+                f"ordered quantity must be positive, got {quantity} for {product_id}",
+                field="lines",
+            )
+        ordered[parse_id(product_id, "product_id")] = quantity
+    return ordered
+
+
 def check_requested_quantity(quantity: int, *, allow_zero: bool) -> None:
     """A requested quantity is 1..100 (0..100 where 0 means remove)."""
     low = 0 if allow_zero else 1

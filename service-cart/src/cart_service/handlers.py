@@ -87,5 +87,5 @@ async def remove_ordered_lines(
     return await carts.store.remove_ordered_lines(
         domain.parse_id(user_id, "user_id"),
         domain.parse_id(order_id, "order_id"),
-        {domain.parse_id(pid, "product_id"): qty for pid, qty in lines.items()},
+        domain.parse_ordered_quantities(lines),
     )
