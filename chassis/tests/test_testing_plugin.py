@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import aio_pika
 import asyncpg
+import pytest
 import redis.asyncio as redis
 
-from chassis.testing.plugin import AmqpIsolation
+from chassis.testing.plugin import AmqpIsolation, _delete_amqp_names
 
 
 async def test_create_database_gives_a_fresh_database_named_after_the_run(
@@ -54,3 +55,29 @@ async def test_amqp_isolation_names_an_exchange_and_queues_of_the_run(
         assert message is not None
         assert message.body == b"hello"
         await message.ack()
+
+
+async def test_amqp_cleanup_deletes_the_rest_when_the_broker_refuses_one_name(
+    amqp_url: str, amqp_isolation: AmqpIsolation
+) -> None:
+    locked, plain = amqp_isolation.queue("held-elsewhere"), amqp_isolation.queue("plain")
+    exchange = f"{amqp_isolation.queue_prefix}cleanup-spec"
+    holder = await aio_pika.connect(amqp_url, timeout=10)
+    async with holder:
+        # An exclusive queue another connection still holds: the broker refuses to delete it.
+        await (await holder.channel()).declare_queue(locked, exclusive=True)
+        setup = await holder.channel()
+        await setup.declare_queue(plain, durable=True)
+        await setup.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+
+        with pytest.raises(RuntimeError, match="held-elsewhere"):
+            await _delete_amqp_names(amqp_url, [locked, plain], [exchange])
+
+        probe = await aio_pika.connect(amqp_url, timeout=10)
+        async with probe:
+            for declare in (
+                lambda channel: channel.declare_queue(plain, passive=True),
+                lambda channel: channel.get_exchange(exchange, ensure=True),
+            ):
+                with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                    await declare(await probe.channel())

@@ -177,18 +177,29 @@ def _rabbitmqctl_names(kind: str, prefix: str) -> list[str]:
 
 
 async def _delete_amqp_names(amqp_url: str, queues: list[str], exchanges: list[str]) -> None:
+    """Delete every name it can; one the broker refuses (e.g. an exclusive queue another
+    connection still holds) must not leave the rest behind. Raises afterwards naming the refused."""
     import aio_pika
 
+    refused: list[str] = []
     connection = await aio_pika.connect(amqp_url, timeout=10)
     async with connection:
-        for name in queues:
-            channel = await connection.channel()
-            await channel.queue_delete(name, timeout=10)
-            await channel.close()
-        for name in exchanges:
-            channel = await connection.channel()
-            await channel.exchange_delete(name, timeout=10)
-            await channel.close()
+        for kind, names in (("queue", queues), ("exchange", exchanges)):
+            for name in names:
+                # A refusal closes the channel, so each name gets its own.
+                channel = await connection.channel()
+                try:
+                    if kind == "queue":
+                        await channel.queue_delete(name, timeout=10)
+                    else:
+                        await channel.exchange_delete(name, timeout=10)
+                except (aio_pika.exceptions.AMQPError, TimeoutError) as error:
+                    refused.append(f"{kind} {name}: {error}")
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+    if refused:
+        raise RuntimeError("test run left on the broker: " + "; ".join(refused))
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
