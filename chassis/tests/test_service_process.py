@@ -55,3 +55,31 @@ async def test_a_service_dies_with_the_test_runner_that_started_it(tmp_path: Pat
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(service_pid, signal.SIGKILL)
+
+
+def _children_of_this_runner() -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_a_block_over_a_started_process_runs_exactly_one_and_stops_it() -> None:
+    from chassis.testing.process import ServiceProcess
+
+    before = _children_of_this_runner()
+    with ServiceProcess([sys.executable, "-c", "import time; time.sleep(300)"]).start() as service:
+        assert _children_of_this_runner() - before == {service.pid}
+        with pytest.raises(RuntimeError, match="already started"):
+            service.start()
+    await _gone(service.pid, within=20)
+    assert _children_of_this_runner() - before == set()

@@ -76,6 +76,8 @@ class ServiceProcess:
         self._readers: list[threading.Thread] = []
 
     def start(self) -> Self:
+        if self._popen is not None:
+            raise RuntimeError(f"{self.name} was already started")
         self._popen = subprocess.Popen(  # noqa: S603 - the test chose argv; no shell
             self.args,
             env=self.env,
@@ -203,7 +205,9 @@ class ServiceProcess:
             return self.wait(timeout)
 
     def __enter__(self) -> Self:
-        return self.start()
+        # `with ServiceProcess(...).start():` is as natural as `with ServiceProcess(...):`; the
+        # block must not start a second process and orphan the first.
+        return self if self._popen is not None else self.start()
 
     def __exit__(
         self,
@@ -215,7 +219,7 @@ class ServiceProcess:
             self.stop()
 
     async def __aenter__(self) -> Self:
-        return self.start()
+        return self.__enter__()
 
     async def __aexit__(
         self,
