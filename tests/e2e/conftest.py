@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -122,11 +123,10 @@ def wait_ready(base_url: str, honcho: Honcho, timeout: float = 90.0) -> None:
         if honcho.proc is not None and honcho.proc.poll() is not None:
             tail = "\n".join(honcho.lines[-40:])
             raise AssertionError(f"honcho exited early:\n{tail}")
-        try:
+        # Refused connections are expected until the gateway listens.
+        with contextlib.suppress(httpx.TransportError):
             if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
                 return
-        except httpx.TransportError:
-            pass
         time.sleep(0.5)
     tail = "\n".join(honcho.lines[-40:])
     raise AssertionError(f"platform not ready after {timeout}s:\n{tail}")

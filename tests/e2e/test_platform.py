@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import httpx
@@ -136,11 +137,10 @@ def _wait_status(base_url: str, honcho, status: int, timeout: float = 60.0) -> N
     while time.monotonic() < deadline:
         assert honcho.proc is not None
         assert honcho.proc.poll() is None, "\n".join(honcho.lines[-30:])
-        try:
+        # The gateway may not listen yet: a refused connection just means "ask again".
+        with contextlib.suppress(httpx.TransportError):
             last = httpx.get(f"{base_url}/readyz", timeout=5).status_code
             if last == status:
                 return
-        except httpx.TransportError:
-            pass
         time.sleep(0.3)
     raise AssertionError(f"/readyz never answered {status} (last {last})")
