@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 
 import httpx
@@ -130,7 +131,6 @@ def test_readyz_is_503_while_service_user_is_down_and_200_once_it_is_up(
 
 
 def _wait_status(base_url: str, honcho, status: int, timeout: float = 60.0) -> None:
-    import time
 
     deadline = time.monotonic() + timeout
     last: int | None = None
