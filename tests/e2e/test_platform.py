@@ -131,7 +131,6 @@ def test_readyz_is_503_while_service_user_is_down_and_200_once_it_is_up(
 
 
 def _wait_status(base_url: str, honcho, status: int, timeout: float = 60.0) -> None:
-
     deadline = time.monotonic() + timeout
     last: int | None = None
     while time.monotonic() < deadline:
