@@ -1,6 +1,6 @@
 """RabbitMQ messaging for services: broker connection, transactional outbox, inbox and consumer."""
 
-from chassis.messaging.broker import Broker, BrokerUnavailable, OutgoingEvent
+from chassis.messaging.broker import Broker, BrokerUnavailable, ConfirmTimeout, OutgoingEvent
 from chassis.messaging.codec import InvalidEventId, PoisonMessage, UndecodableEvent
 from chassis.messaging.consumer import EventConsumer
 from chassis.messaging.inbox import INBOX_DDL, Handler, Outcome, postgres_inbox
@@ -11,6 +11,7 @@ __all__ = [
     "OUTBOX_DDL",
     "Broker",
     "BrokerUnavailable",
+    "ConfirmTimeout",
     "EventConsumer",
     "Handler",
     "InvalidEventId",

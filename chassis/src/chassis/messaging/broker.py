@@ -6,6 +6,8 @@ correlation_id, persistent delivery) and W3C trace context in its headers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -22,6 +24,10 @@ from chassis.settings import AmqpSettings
 
 class BrokerUnavailable(Exception):
     """The broker connection is not open (not connected yet, or reconnecting)."""
+
+
+class ConfirmTimeout(BrokerUnavailable):
+    """The broker did not confirm a publish in time; the event may or may not have arrived."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Broker:
         self._connect_timeout = connect_timeout
         self._publish_timeout = publish_timeout
         self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractRobustExchange | None = None
 
     @property
@@ -88,17 +95,31 @@ class Broker:
             client_properties={"connection_name": self.connection_name},
         )
         try:
-            channel = await connection.channel(publisher_confirms=True)
-            self._exchange = await topology.declare_events_exchange(channel, self.settings)
+            await self._open_publishing_channel(connection)
         except BaseException:
             await connection.close()
             raise
         self._connection = connection
 
+    async def _open_publishing_channel(self, connection: AbstractRobustConnection) -> None:
+        async with asyncio.timeout(self._connect_timeout):
+            channel = await connection.channel(publisher_confirms=True)
+            self._exchange = await topology.declare_events_exchange(channel, self.settings)
+        self._channel = channel
+
+    async def _drop_publishing_channel(self) -> None:
+        """After a publish that timed out, the next one opens a fresh channel: a channel that
+        lost a confirm may never resolve another (aio-pika issue 689)."""
+        old, self._channel, self._exchange = self._channel, None, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.close(), self._connect_timeout)
+
     async def close(self) -> None:
         if self._connection is not None:
             await self._connection.close()
         self._connection = None
+        self._channel = None
         self._exchange = None
 
     async def check(self) -> None:
@@ -108,20 +129,26 @@ class Broker:
 
     async def channel(self, *, prefetch: int = 0) -> AbstractRobustChannel:
         """A new robust channel on the service connection (consumers use one each)."""
-        channel = await self.connection.channel(publisher_confirms=False)
-        if prefetch:
-            await channel.set_qos(prefetch_count=prefetch)
+        async with asyncio.timeout(self._connect_timeout):
+            channel = await self.connection.channel(publisher_confirms=False)
+            if prefetch:
+                await channel.set_qos(prefetch_count=prefetch)
         return channel
 
     async def publish(self, event: Message, *, routing_key: str, correlation_id: str) -> None:
-        """Publish `event` now (no outbox), waiting for the broker's confirm."""
-        await self.publish_outgoing(
-            OutgoingEvent.of(event, routing_key=routing_key, correlation_id=correlation_id)
-        )
+        """Publish `event` now (no outbox), waiting for the broker's confirm. A confirm that does
+        not come is retried once on a fresh channel: delivery is at-least-once, consumers dedupe."""
+        outgoing = OutgoingEvent.of(event, routing_key=routing_key, correlation_id=correlation_id)
+        try:
+            await self.publish_outgoing(outgoing)
+        except ConfirmTimeout:
+            await self.publish_outgoing(outgoing)
 
     async def publish_outgoing(self, event: OutgoingEvent) -> None:
-        """Publish and wait for the confirm; raises on nack or after the publish deadline."""
-        if self._exchange is None:
+        """Publish and wait for the confirm; raises on nack, or `ConfirmTimeout` after the publish
+        deadline. The deadline is enforced here because aio-pika's own `timeout` bounds the AMQP
+        publish and its confirm but not a robust channel's wait for its connection to return."""
+        if self._connection is None:
             raise BrokerUnavailable("broker is not connected")
         message = aio_pika.Message(
             event.body,
@@ -135,15 +162,26 @@ class Broker:
             app_id=self.service_name,
         )
         # Events nobody subscribes to yet are fine: do not ask the broker to return them.
-        await self._exchange.publish(
-            message, event.routing_key, mandatory=False, timeout=self._publish_timeout
-        )
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                if self._exchange is None:
+                    await self._open_publishing_channel(self._connection)
+                assert self._exchange is not None
+                await self._exchange.publish(
+                    message, event.routing_key, mandatory=False, timeout=self._publish_timeout
+                )
+        except TimeoutError:
+            await self._drop_publishing_channel()
+            raise ConfirmTimeout(
+                f"no publisher confirm for {event.event_id} within {self._publish_timeout}s"
+            ) from None
 
     async def queue_depth(self, queue: str) -> int:
         """Messages ready in `queue` (full name), by passive declare on a throwaway channel."""
-        channel = await self.connection.channel(publisher_confirms=False)
-        try:
-            declared = await channel.declare_queue(queue, passive=True, robust=False)
-            return int(declared.declaration_result.message_count or 0)
-        finally:
-            await channel.close()
+        async with asyncio.timeout(self._connect_timeout):
+            channel = await self.connection.channel(publisher_confirms=False)
+            try:
+                declared = await channel.declare_queue(queue, passive=True, robust=False)
+                return int(declared.declaration_result.message_count or 0)
+            finally:
+                await channel.close()
