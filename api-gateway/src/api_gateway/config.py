@@ -5,25 +5,22 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chassis.settings import ProcessSettings
 
 
-class GatewaySettings(BaseSettings):
-    """Environment variables of the api-gateway (12-factor, validated at start)."""
-
-    # No populate_by_name: `port` must come from GATEWAY_PORT only, never from the PORT that honcho
-    # and many platforms set, nor `host` from HOST.
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+class GatewaySettings(ProcessSettings):
+    """Environment variables of the api-gateway (12-factor, validated at start). Logging, tracing
+    and the metrics bind address come from the chassis base like every service's."""
 
     service_name: ClassVar[str] = "api-gateway"
 
+    # `port` comes from GATEWAY_PORT only, never from the PORT that honcho and many platforms set,
+    # nor `host` from HOST (the chassis settings never populate an aliased field by its name).
     host: str = Field("0.0.0.0", validation_alias="GATEWAY_HOST")
     port: int = Field(8080, ge=0, le=65535, validation_alias="GATEWAY_PORT")
     workers: int = Field(1, ge=1, le=64, validation_alias="GATEWAY_WORKERS")
-    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
-    otel_exporter_otlp_endpoint: str | None = Field(
-        None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
+    metrics_port: int = Field(0, ge=0, le=65535, validation_alias="GATEWAY_METRICS_PORT")
 
     # An empty address disables that upstream (its routes answer 503, /readyz skips it).
     user_service_addr: str = Field("127.0.0.1:50051", validation_alias="USER_SERVICE_ADDR")

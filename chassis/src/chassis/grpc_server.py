@@ -164,7 +164,7 @@ class ServiceRuntime:
         settings = self.settings
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         try:
-            start_metrics_server(settings.metrics_port)
+            start_metrics_server(settings.metrics_port, settings.metrics_host)
             self.bound_port = self.server.add_insecure_port(address)
         except (OSError, RuntimeError) as error:
             # A taken port is an operator problem: one clear line and a non-zero exit, no traceback.

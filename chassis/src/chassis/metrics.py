@@ -17,7 +17,7 @@ RPC_LATENCY = Histogram(
 )
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
+def start_metrics_server(port: int, addr: str = "127.0.0.1") -> None:
     """Serve /metrics on `port` in a daemon thread; port 0 means no metrics server."""
     if port:
         start_http_server(port, addr=addr)

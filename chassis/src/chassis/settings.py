@@ -14,8 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 _CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
 
-class ServiceSettings(BaseSettings):
-    """What every service process needs; subclasses redefine the ports with their own aliases."""
+class ProcessSettings(BaseSettings):
+    """What every process of the platform needs (the gateway included): logging, tracing and the
+    Prometheus endpoint. Subclasses redefine `metrics_port` with their own alias."""
 
     model_config = _CONFIG
 
@@ -23,9 +24,17 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
-    grpc_host: str = "0.0.0.0"
-    grpc_port: int = Field(50051, ge=0, le=65535)
+    # Internal ports listen on loopback unless told otherwise (containers set 0.0.0.0): outside
+    # a container, nothing but the gateway should be reachable from another machine.
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535)
+
+
+class ServiceSettings(ProcessSettings):
+    """What every gRPC service process needs; subclasses redefine the ports with their own aliases."""
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(50051, ge=0, le=65535)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     readiness_interval_seconds: float = Field(3.0, gt=0)
     startup_retry_max_seconds: float = Field(5.0, gt=0)
