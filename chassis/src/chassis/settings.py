@@ -31,7 +31,7 @@ class ProcessSettings(BaseSettings):
 
 
 class ServiceSettings(ProcessSettings):
-    """What every gRPC service process needs; subclasses redefine the ports with their own aliases."""
+    """What every gRPC service process needs; subclasses redefine the ports with their aliases."""
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(50051, ge=0, le=65535)
