@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,6 +51,12 @@ async def ensure_database(server_url: str, database: str) -> None:
             _log.info("database_created_concurrently", database=database)
     finally:
         await conn.close(timeout=CONNECT_TIMEOUT_S)
+
+
+def package_migrations(package: str) -> Path:
+    """The Alembic scripts shipped inside `package` (its `migrations/` folder), so that a wheel or
+    an image without the source tree migrates exactly like a checkout does."""
+    return Path(str(resources.files(package).joinpath("migrations")))
 
 
 async def migrate(url: str, migrations_dir: Path, *, timeout_s: float = MIGRATE_TIMEOUT_S) -> None:

@@ -19,7 +19,7 @@ from product_service.cache import ProductCache, connect_redis
 from product_service.grpc_api import SERVICE_FULL_NAME, ProductServicer
 from product_service.handlers import Catalog
 from product_service.settings import ProductSettings
-from product_service.store import ProductStore
+from product_service.store import MIGRATIONS_DIR, ProductStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ async def build_app(settings: ProductSettings) -> ProductApp:
 
     async def prepare_database() -> None:
         await postgres.ensure_database(settings.postgres_url, settings.db_name)
-        await postgres.migrate(url, settings.migrations_dir)
+        await postgres.migrate(url, MIGRATIONS_DIR)
 
     async def check_postgres() -> None:
         await postgres.check(pool)

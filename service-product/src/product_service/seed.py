@@ -11,7 +11,7 @@ from chassis.postgres import create_pool, database_url, ensure_database, migrate
 from chassis.settings import load_settings
 from product_service.domain import NewProduct, new_product
 from product_service.settings import ProductSettings
-from product_service.store import ProductStore
+from product_service.store import MIGRATIONS_DIR, ProductStore
 
 CATALOGUE_SIZE = 1200
 RANDOM_SEED = 20_240_601
@@ -69,7 +69,7 @@ async def seed_catalogue(settings: ProductSettings) -> int:
     """Migrate, then insert the sample products whose sku is missing; how many were inserted."""
     await ensure_database(settings.postgres_url, settings.db_name)
     url = database_url(settings.postgres_url, settings.db_name)
-    await migrate(url, settings.migrations_dir)
+    await migrate(url, MIGRATIONS_DIR)
     pool = await create_pool(url, max_size=2)
     try:
         store = ProductStore(pool)

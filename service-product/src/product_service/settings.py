@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
 
 from chassis.settings import PostgresSettings, RedisSettings, ServiceSettings
-
-# src/product_service/settings.py -> service-product/migrations in a source checkout.
-_SOURCE_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
 class ProductSettings(ServiceSettings, PostgresSettings, RedisSettings):
@@ -26,4 +22,3 @@ class ProductSettings(ServiceSettings, PostgresSettings, RedisSettings):
     redis_timeout_seconds: float = Field(
         0.25, gt=0, validation_alias="PRODUCT_REDIS_TIMEOUT_SECONDS"
     )
-    migrations_dir: Path = Field(_SOURCE_MIGRATIONS, validation_alias="PRODUCT_MIGRATIONS_DIR")

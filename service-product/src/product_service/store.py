@@ -10,6 +10,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import asyncpg
 
 from chassis.errors import AlreadyExists, Unavailable
+from chassis.postgres import package_migrations
 from product_service.domain import (
     NewProduct,
     PageCursor,
@@ -18,6 +19,9 @@ from product_service.domain import (
     ProductPatch,
     substring_pattern,
 )
+
+# The schema this store reads and writes, shipped inside the package.
+MIGRATIONS_DIR = package_migrations("product_service")
 
 _COLUMNS = "id, sku, name, description, price_cents, currency, stock, created_at, updated_at"
 QUERY_TIMEOUT_SECONDS = 5.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 from chassis import postgres
@@ -14,7 +13,7 @@ from user_service import handlers
 from user_service.grpc_api import SERVICE_NAME, UserServicer
 from user_service.passwords import PasswordHashing
 from user_service.settings import UserSettings
-from user_service.store import UserStore
+from user_service.store import MIGRATIONS_DIR, UserStore
 from user_service.throttle import LoginThrottle, create_redis
 from user_service.tokens import (
     SigningKeyError,
@@ -22,8 +21,6 @@ from user_service.tokens import (
     load_signing_key,
     retired_public_keys,
 )
-
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def token_issuer_from(settings: UserSettings) -> TokenIssuer:

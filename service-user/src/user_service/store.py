@@ -8,7 +8,11 @@ from typing import Any
 import asyncpg
 
 from chassis.errors import AlreadyExists
+from chassis.postgres import package_migrations
 from user_service.domain import Role, User
+
+# The schema this store reads and writes, shipped inside the package.
+MIGRATIONS_DIR = package_migrations("user_service")
 
 _INSERT = """
     INSERT INTO users (email, full_name, role, password_hash) VALUES ($1, $2, $3, $4)

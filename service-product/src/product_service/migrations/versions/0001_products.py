@@ -7,8 +7,43 @@ Revises:
 
 from alembic import op
 
-from chassis.messaging import INBOX_DDL, OUTBOX_DDL
 from chassis.migrations import execute_script
+
+# The chassis outbox and inbox tables as they were when this revision was written: a migration is
+# history, so it never reads the library's live DDL (a later change is a later revision).
+OUTBOX_DDL = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id              bigserial PRIMARY KEY,
+    event_id        uuid NOT NULL UNIQUE,
+    event_type      text NOT NULL,
+    routing_key     text NOT NULL,
+    correlation_id  text NOT NULL,
+    payload         bytea NOT NULL,
+    trace_context   jsonb NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    published_at    timestamptz
+);
+CREATE INDEX IF NOT EXISTS outbox_unpublished_idx ON outbox (id) WHERE published_at IS NULL;
+CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('outbox', '');
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS outbox_notify ON outbox;
+CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+"""
+
+INBOX_DDL = """
+CREATE TABLE IF NOT EXISTS inbox (
+    consumer      text NOT NULL,
+    event_id      uuid NOT NULL,
+    event_type    text NOT NULL,
+    processed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+);
+"""
 
 revision = "0001_products"
 down_revision = None
