@@ -8,7 +8,8 @@ import pytest
 from redis.asyncio import Redis
 
 from chassis.errors import ResourceExhausted
-from user_service.throttle import LoginThrottle, create_redis
+from chassis.redis_client import create_redis
+from user_service.throttle import LoginThrottle
 
 
 @pytest.fixture

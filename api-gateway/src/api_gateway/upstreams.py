@@ -1,31 +1,39 @@
 """gRPC channels to the upstream services: created once, shared by every request.
 
-Each channel has keepalive options and the chassis tracing interceptors; every call made
-through `Upstreams` carries the configured deadline.
+Each channel comes from the chassis factory (keepalive, tracing, client metrics, a default
+deadline, retries of idempotent reads on UNAVAILABLE); every call made through `Upstreams`
+carries the configured deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from api_gateway.config import GatewaySettings
-from chassis.telemetry import grpc_client_interceptors
-from ecommerce.cart.v1 import cart_pb2_grpc
-from ecommerce.product.v1 import product_pb2_grpc
-from ecommerce.user.v1 import user_pb2_grpc
+from chassis.grpc_client import create_channel, full_method_names
+from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
+from ecommerce.product.v1 import product_pb2, product_pb2_grpc
+from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-]
+# Reads that may be retried on UNAVAILABLE (the request never reached a server that acted on it).
+IDEMPOTENT_READS: dict[str, list[str]] = {
+    "service-user": full_method_names(
+        user_pb2.DESCRIPTOR.services_by_name["UserService"], "GetUser", "GetJwks"
+    ),
+    "service-product": full_method_names(
+        product_pb2.DESCRIPTOR.services_by_name["ProductService"],
+        "GetProduct",
+        "BatchGetProducts",
+        "ListProducts",
+    ),
+    "service-cart": full_method_names(
+        cart_pb2.DESCRIPTOR.services_by_name["CartService"], "GetCart"
+    ),
+}
 
 
 class UpstreamNotConfigured(Exception):
@@ -52,10 +60,10 @@ class Upstreams:
         }
         for name, address in addresses.items():
             if address.strip():
-                upstreams.channels[name] = grpc.aio.insecure_channel(
+                upstreams.channels[name] = create_channel(
                     address.strip(),
-                    options=CHANNEL_OPTIONS,
-                    interceptors=grpc_client_interceptors(),
+                    default_timeout=settings.rpc_timeout_seconds,
+                    idempotent_methods=IDEMPOTENT_READS.get(name, ()),
                 )
         if channel := upstreams.channels.get("service-user"):
             upstreams._users = user_pb2_grpc.UserServiceStub(channel)

@@ -8,7 +8,7 @@ import grpc
 
 from cart_service.domain import ProductNotFound, ProductSnapshot
 from chassis.errors import Unavailable
-from chassis.telemetry import grpc_client_interceptors
+from chassis.grpc_client import create_channel, full_method_names
 from ecommerce.product.v1 import product_pb2, product_pb2_grpc
 
 # Codes that mean "service-product cannot answer now": the caller may retry.
@@ -45,8 +45,17 @@ class ProductCatalog:
 
     @classmethod
     def connect(cls, address: str, *, timeout_seconds: float) -> ProductCatalog:
-        """A lazily connecting channel: nothing is dialled until the first call."""
-        channel = grpc.aio.insecure_channel(address, interceptors=grpc_client_interceptors())
+        """A lazily connecting channel: nothing is dialled until the first call; both reads are
+        retried on UNAVAILABLE within their deadline."""
+        channel = create_channel(
+            address,
+            default_timeout=timeout_seconds,
+            idempotent_methods=full_method_names(
+                product_pb2.DESCRIPTOR.services_by_name["ProductService"],
+                "GetProduct",
+                "BatchGetProducts",
+            ),
+        )
         return cls(channel, timeout_seconds=timeout_seconds)
 
     async def get(self, product_id: str) -> ProductSnapshot:

@@ -26,6 +26,7 @@ from cart_service.domain import (
 )
 from cart_service.store import CartStoreUnavailable, from_document, now_ms
 from chassis.errors import Unavailable
+from chassis.redis_client import create_redis
 
 _SCRIPT = resources.files("cart_service").joinpath("cart_mutation.lua").read_text()
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -52,12 +53,7 @@ class RedisCartStore:
     async def connect(
         cls, url: str, key_prefix: str, *, ttl_days: int, timeout_seconds: float = 2.0
     ) -> RedisCartStore:
-        client = redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-        )
+        client = create_redis(url, timeout_seconds=timeout_seconds, decode_responses=True)
         try:
             await client.ping()
         except _UNREACHABLE as error:

@@ -16,8 +16,6 @@ from typing import TypeVar, cast
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from chassis.logging import get_logger
@@ -39,17 +37,6 @@ TOMBSTONE = b"tombstone"
 
 T = TypeVar("T")
 log = get_logger(__name__)
-
-
-def connect_redis(url: str, *, timeout_seconds: float) -> Redis:
-    """A client that fails fast: short socket timeouts and no retries (we fall back instead)."""
-    client: Redis = Redis.from_url(
-        url,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=Retry(NoBackoff(), 0),
-    )
-    return client
 
 
 class ProductCache:

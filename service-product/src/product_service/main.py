@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from chassis import postgres
 from chassis.grpc_server import ServiceRuntime, run
+from chassis.redis_client import create_redis
 from chassis.settings import load_settings
 from ecommerce.product.v1 import product_pb2_grpc
 from product_service import seed
-from product_service.cache import ProductCache, connect_redis
+from product_service.cache import ProductCache
 from product_service.grpc_api import SERVICE_FULL_NAME, ProductServicer
 from product_service.handlers import Catalog
 from product_service.settings import ProductSettings
@@ -34,7 +35,7 @@ async def build_app(settings: ProductSettings) -> ProductApp:
     runtime = ServiceRuntime(settings)
     url = postgres.database_url(settings.postgres_url, settings.db_name)
     pool = await postgres.create_pool(url, max_size=settings.postgres_pool_max)
-    redis = connect_redis(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
+    redis = create_redis(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
     store = ProductStore(pool)
     cache = ProductCache(
         redis,

@@ -7,6 +7,7 @@ from typing import NoReturn
 
 from chassis import postgres
 from chassis.grpc_server import ServiceRuntime, run
+from chassis.redis_client import create_redis
 from chassis.settings import load_settings
 from ecommerce.user.v1 import user_pb2_grpc
 from user_service import handlers
@@ -14,7 +15,7 @@ from user_service.grpc_api import SERVICE_NAME, UserServicer
 from user_service.passwords import PasswordHashing
 from user_service.settings import UserSettings
 from user_service.store import MIGRATIONS_DIR, UserStore
-from user_service.throttle import LoginThrottle, create_redis
+from user_service.throttle import LoginThrottle
 from user_service.tokens import (
     SigningKeyError,
     TokenIssuer,

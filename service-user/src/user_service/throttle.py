@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -83,13 +83,3 @@ class LoginThrottle:
         except (TimeoutError, RedisError, OSError) as error:
             log.error("redis unavailable for login throttling", error=repr(error))
             raise Unavailable("login is temporarily unavailable, try again shortly") from error
-
-
-def create_redis(url: str, *, timeout_seconds: float) -> Redis:
-    """A Redis client whose connects and reads give up after the deadline."""
-    options: dict[str, Any] = {
-        "socket_timeout": timeout_seconds,
-        "socket_connect_timeout": timeout_seconds,
-        "health_check_interval": 30,
-    }
-    return Redis.from_url(url, **options)
