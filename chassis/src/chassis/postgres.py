@@ -4,13 +4,17 @@ migrations under an advisory lock, the asyncpg pool and its readiness check; eve
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
+from collections.abc import Callable, Coroutine
 from importlib import resources
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from chassis.errors import Unavailable
 from chassis.logging import get_logger
 
 CONNECT_TIMEOUT_S = 10.0
@@ -20,6 +24,39 @@ _log = get_logger("chassis.postgres")
 # Alembic keeps its `context` in module globals, so one process runs one upgrade at a time;
 # the advisory lock in chassis.migrations serialises migrators across processes.
 _ALEMBIC_LOCK = threading.Lock()
+
+
+# The database being down, restarting or too slow: the caller's UNAVAILABLE (retryable), never an
+# INTERNAL error.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+AsyncMethod = Callable[P, Coroutine[Any, Any, R]]
+
+
+def unavailable_on_outage(what: str) -> Callable[[AsyncMethod[P, R]], AsyncMethod[P, R]]:
+    """Decorate a store method so that a database outage raises `Unavailable(f"{what} is
+    unavailable")` instead of leaking a driver error (which would be INTERNAL)."""
+
+    def decorate(method: AsyncMethod[P, R]) -> AsyncMethod[P, R]:
+        @functools.wraps(method)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return await method(*args, **kwargs)
+            except OUTAGE_ERRORS as error:
+                raise Unavailable(f"{what} is unavailable") from error
+
+        return guarded
+
+    return decorate
 
 
 def database_url(server_url: str, database: str) -> str:

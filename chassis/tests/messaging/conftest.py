@@ -12,18 +12,20 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from chassis.messaging import INBOX_DDL, OUTBOX_DDL, Broker
+from chassis.messaging import INBOX_DDL, OUTBOX_DDL, Broker, topology
 from chassis.settings import AmqpSettings
 from chassis.testing.plugin import AmqpIsolation, CreateDatabase
 
 
 @pytest.fixture
 def amqp_settings(amqp_url: str, amqp_isolation: AmqpIsolation) -> AmqpSettings:
+    # Each test gets its own exchange and queues (all under the run's prefix, removed at the end),
+    # so a leftover or unrouted message cannot leak into the next spec.
+    prefix = f"{amqp_isolation.queue_prefix}{uuid.uuid4().hex[:6]}."
     return AmqpSettings(
         amqp_url=amqp_url,
-        events_exchange=amqp_isolation.exchange,
-        # Each test gets its own queues, so a leftover message cannot leak into the next spec.
-        queue_prefix=f"{amqp_isolation.queue_prefix}{uuid.uuid4().hex[:6]}.",
+        events_exchange=f"{prefix}events",
+        queue_prefix=prefix,
         delivery_limit=2,
     )
 
@@ -79,10 +81,9 @@ class Tap:
 @pytest.fixture
 async def tap(amqp_settings: AmqpSettings) -> AsyncIterator[Tap]:
     connection = await aio_pika.connect(amqp_settings.amqp_url, timeout=10)
+    await topology.declare_events_exchange(connection, amqp_settings)
     channel = await connection.channel()
-    exchange = await channel.declare_exchange(
-        amqp_settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-    )
+    exchange = await channel.get_exchange(amqp_settings.events_exchange)
     queue = await channel.declare_queue(exclusive=True)
     await queue.bind(exchange, routing_key="#")
     recorder = Tap()

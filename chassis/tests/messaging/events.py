@@ -22,3 +22,14 @@ def order_created(order_id: str | None = None, quantity: int = 1) -> events_pb2.
     )
     event.occurred_at.GetCurrentTime()
     return event
+
+
+def order_cancelled(order_id: str | None = None) -> events_pb2.OrderCancelled:
+    event = events_pb2.OrderCancelled(
+        event_id=str(uuid.uuid4()),
+        order_id=order_id or str(uuid.uuid4()),
+        user_id=str(uuid.uuid4()),
+        reason=events_pb2.ORDER_CANCEL_REASON_USER_CANCELLED,
+    )
+    event.occurred_at.GetCurrentTime()
+    return event

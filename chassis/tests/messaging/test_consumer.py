@@ -1,11 +1,10 @@
-"""Specs of the event consumer and the Postgres inbox, against real Postgres and RabbitMQ."""
+"""Specs of the event consumer, against real Postgres and RabbitMQ."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aio_pika
 import asyncpg
@@ -15,41 +14,22 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from chassis.messaging import Broker, EventConsumer, postgres_inbox
+from chassis.errors import Unavailable
+from chassis.messaging import Broker, EventConsumer, Subscription, topology
 from chassis.settings import AmqpSettings
+from chassis.unit_of_work import UnitOfWork, handled_once
 from ecommerce.events.v1 import events_pb2
 
-from .events import order_created
-
-ORDER_CREATED = "ecommerce.events.v1.OrderCreated"
-
-
-@contextlib.asynccontextmanager
-async def consuming(consumer: EventConsumer) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(consumer.run())
-    try:
-        # Publishing before the queue is bound would route the event nowhere.
-        await asyncio.wait_for(consumer.consuming.wait(), 20)
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], within: float = 20.0, every: float = 0.05
-) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if await condition():
-                return
-            await asyncio.sleep(every)
-
-
-def consumed(outcome: str, event_type: str = ORDER_CREATED) -> float:
-    labels = {"event_type": event_type, "outcome": outcome}
-    return REGISTRY.get_sample_value("events_consumed_total", labels) or 0.0
+from .events import order_cancelled, order_created
+from .support import (
+    ORDER_CREATED,
+    close_connection_named,
+    consumed,
+    consuming,
+    eventually,
+    on_order_created,
+    queue_is,
+)
 
 
 class Recorder:
@@ -76,26 +56,22 @@ async def test_handler_receives_the_decoded_event_and_the_message_is_acknowledge
     broker: Broker,
 ) -> None:
     recorder = Recorder()
-    consumer = EventConsumer(broker, "orders", {"order.created": recorder})
+    consumer = EventConsumer(broker, "orders", on_order_created(recorder))
     event = order_created(quantity=3)
     async with consuming(consumer):
         await broker.publish(event, routing_key="order.created", correlation_id=event.order_id)
         await eventually(lambda: recorder.has(1))
-        await eventually(lambda: _is_empty(broker, consumer.queue_name))
+        await eventually(lambda: queue_is(broker, consumer.queue_name, 0))
 
     assert recorder.events == [event]
     assert isinstance(recorder.events[0], events_pb2.OrderCreated)
-
-
-async def _is_empty(broker: Broker, queue: str) -> bool:
-    return await broker.queue_depth(queue) == 0
 
 
 async def test_handler_runs_in_the_trace_of_the_publisher(broker: Broker) -> None:
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(TracerProvider())
     recorder = Recorder()
-    consumer = EventConsumer(broker, "orders", {"order.created": recorder})
+    consumer = EventConsumer(broker, "orders", on_order_created(recorder))
     event = order_created()
     async with consuming(consumer):
         with trace.get_tracer("spec").start_as_current_span("checkout") as span:
@@ -110,15 +86,15 @@ async def test_duplicate_delivery_of_an_event_has_one_effect(
 ) -> None:
     await pool.execute("CREATE TABLE reservations (order_id uuid, quantity int)")
 
-    async def reserve(conn: asyncpg.Connection, event: events_pb2.OrderCreated) -> None:
-        await conn.execute(
+    async def reserve(uow: UnitOfWork, event: events_pb2.OrderCreated) -> None:
+        await uow.connection.execute(
             "INSERT INTO reservations VALUES ($1, $2)",
             uuid.UUID(event.order_id),
             event.lines[0].quantity,
         )
 
-    handler = postgres_inbox(pool, "product-reservations", reserve)
-    consumer = EventConsumer(broker, "products", {"order.created": handler})
+    handler = handled_once(lambda: UnitOfWork(pool, consumer="products"), reserve)
+    consumer = EventConsumer(broker, "products", on_order_created(handler))
     event = order_created(quantity=2)
     processed, duplicates = consumed("processed"), consumed("duplicate")
     async with consuming(consumer):
@@ -144,16 +120,15 @@ async def test_a_failing_handler_rolls_back_its_inbox_entry_so_the_retry_takes_e
     await pool.execute("CREATE TABLE effects (event_id uuid)")
     calls = 0
 
-    async def flaky(conn: asyncpg.Connection, event: events_pb2.OrderCreated) -> None:
+    async def flaky(uow: UnitOfWork, event: events_pb2.OrderCreated) -> None:
         nonlocal calls
         calls += 1
-        await conn.execute("INSERT INTO effects VALUES ($1)", uuid.UUID(event.event_id))
+        await uow.connection.execute("INSERT INTO effects VALUES ($1)", uuid.UUID(event.event_id))
         if calls == 1:
-            raise ConnectionResetError("downstream went away")
+            raise RuntimeError("a bug that went away")
 
-    consumer = EventConsumer(
-        broker, "products", {"order.created": postgres_inbox(pool, "flaky", flaky)}
-    )
+    handler = handled_once(lambda: UnitOfWork(pool, consumer="flaky"), flaky)
+    consumer = EventConsumer(broker, "products", on_order_created(handler))
     event = order_created()
     async with consuming(consumer):
         await broker.publish(event, routing_key="order.created", correlation_id="c")
@@ -172,46 +147,215 @@ async def test_message_failing_every_attempt_goes_to_the_dlq_and_the_queue_keeps
 ) -> None:
     poison = order_created()
     recorder = Recorder(failing_orders=frozenset({poison.order_id}))
-    consumer = EventConsumer(broker, "orders", {"order.created": recorder})
+    consumer = EventConsumer(broker, "orders", on_order_created(recorder))
     labels = {"queue": consumer.queue_name, "event_type": ORDER_CREATED}
     behind = [order_created() for _ in range(5)]
     with capture_logs() as logs:
         async with consuming(consumer):
             for event in [poison, *behind]:
-                await broker.publish(event, routing_key="order.created", correlation_id="c")
+                await broker.publish(
+                    event, routing_key="order.created", correlation_id=event.order_id
+                )
             await eventually(lambda: recorder.has(5))
-
-            async def in_dlq() -> bool:
-                return await broker.queue_depth(consumer.dead_letter_queue_name) == 1
-
-            await eventually(in_dlq)
+            await eventually(lambda: queue_is(broker, consumer.dead_letter_queue_name, 1))
 
     assert recorder.events == behind
-    # The first delivery plus `delivery_limit` redeliveries, then the broker dead-letters it.
-    assert recorder.attempts[poison.order_id] == amqp_settings.delivery_limit + 1
+    assert recorder.attempts[poison.order_id] == amqp_settings.delivery_limit
     assert REGISTRY.get_sample_value("events_dead_lettered_total", labels) == 1
-    [line] = [log for log in logs if "dead-letter" in log["event"]]
+    [line] = [log for log in logs if log["event"] == "event_dead_lettered"]
     assert line["message_id"] == poison.event_id
     assert line["log_level"] == "error"
+    assert line["reason"] == "handler_failed"
     assert "cannot handle order" in line["error"]
 
 
-async def test_message_of_an_unknown_type_goes_straight_to_the_dlq(broker: Broker) -> None:
+@pytest.mark.parametrize(
+    ("message_type", "body"),
+    [
+        ("ecommerce.events.v1.NoSuchEvent", b"\x00garbage"),
+        ("ecommerce.events.v1.OrderCancelled", order_cancelled().SerializeToString()),
+        (ORDER_CREATED, b"\xff\xff\xff not protobuf"),
+        (None, b""),
+    ],
+    ids=["unknown type", "another type than subscribed", "unparsable body", "no type"],
+)
+async def test_a_poison_message_goes_straight_to_the_dlq_with_its_reason(
+    broker: Broker, message_type: str | None, body: bytes
+) -> None:
     recorder = Recorder()
-    consumer = EventConsumer(broker, "orders", {"order.created": recorder})
-    async with consuming(consumer):
-        exchange = await broker.connection.channel()
-        events = await exchange.get_exchange(broker.settings.events_exchange)
-        await events.publish(
-            aio_pika.Message(b"\x00garbage", type="ecommerce.events.v1.NoSuchEvent"),
-            routing_key="order.created",
-        )
-
-        async def in_dlq() -> bool:
-            return await broker.queue_depth(consumer.dead_letter_queue_name) == 1
-
-        await eventually(in_dlq)
+    consumer = EventConsumer(broker, "orders", on_order_created(recorder))
+    with capture_logs() as logs:
+        async with consuming(consumer):
+            channel = await broker.connection.channel()
+            events = await channel.get_exchange(broker.settings.events_exchange)
+            await events.publish(
+                aio_pika.Message(body, type=message_type, message_id=str(uuid.uuid4())),
+                routing_key="order.created",
+            )
+            await eventually(lambda: queue_is(broker, consumer.dead_letter_queue_name, 1))
+            await channel.close()
     assert recorder.attempts == {}
+    [line] = [log for log in logs if log["event"] == "event_dead_lettered"]
+    assert line["reason"] == "poison"
+
+
+async def test_events_of_one_order_are_handled_in_the_order_the_queue_delivered_them(
+    broker: Broker,
+) -> None:
+    seen: dict[str, list[str]] = {}
+
+    async def record(event: events_pb2.OrderCreated | events_pb2.OrderCancelled) -> None:
+        # Handling a creation takes longer than a cancellation: without ordering, the
+        # cancellation would overtake it.
+        if isinstance(event, events_pb2.OrderCreated):
+            await asyncio.sleep(random.uniform(0.005, 0.03))
+        seen.setdefault(event.order_id, []).append(type(event).__name__)
+
+    consumer = EventConsumer(
+        broker,
+        "orders",
+        [
+            Subscription("order.created", events_pb2.OrderCreated, record),
+            Subscription("order.cancelled", events_pb2.OrderCancelled, record),
+        ],
+        prefetch=64,
+    )
+    orders = [str(uuid.uuid4()) for _ in range(150)]
+    async with consuming(consumer):
+        for order_id in orders:
+            await broker.publish(
+                order_created(order_id), routing_key="order.created", correlation_id=order_id
+            )
+            await broker.publish(
+                order_cancelled(order_id), routing_key="order.cancelled", correlation_id=order_id
+            )
+
+        async def all_seen() -> bool:
+            return sum(len(v) for v in seen.values()) == 2 * len(orders)
+
+        await eventually(all_seen, within=60)
+    assert {tuple(v) for v in seen.values()} == {("OrderCreated", "OrderCancelled")}
+
+
+async def test_a_dependency_outage_pauses_handling_without_burning_delivery_attempts(
+    broker: Broker,
+) -> None:
+    """A handler whose database is down raises Unavailable: the consumer keeps the message and
+    retries it with growing delays, so a few seconds of outage dead-letter nothing."""
+    down = True
+    handled: list[str] = []
+
+    async def needs_database(event: events_pb2.OrderCreated) -> None:
+        if down:
+            raise Unavailable("the database is unavailable")
+        handled.append(event.event_id)
+
+    consumer = EventConsumer(broker, "orders", on_order_created(needs_database))
+    events = [order_created() for _ in range(40)]
+    async with consuming(consumer):
+        for event in events:
+            await broker.publish(event, routing_key="order.created", correlation_id=event.order_id)
+        await asyncio.sleep(3)  # longer than delivery_limit (2) immediate retries would take
+        down = False
+
+        async def all_handled() -> bool:
+            return len(handled) == len(events)
+
+        await eventually(all_handled, within=30)
+        assert await broker.queue_depth(consumer.dead_letter_queue_name) == 0
+    assert sorted(handled) == sorted(e.event_id for e in events)
+
+
+@pytest.mark.slow
+async def test_a_consumer_dying_again_and_again_does_not_dead_letter_healthy_events(
+    amqp_settings: AmqpSettings, broker: Broker
+) -> None:
+    """The broker counts every return of an unacknowledged message as a delivery; a consumer
+    that crashes with messages in flight must not push healthy events into the DLQ."""
+    events = [order_created() for _ in range(10)]
+    await topology.declare_service_queue(
+        broker.connection, amqp_settings, "orders", ["order.created"]
+    )
+    for event in events:
+        await broker.publish(event, routing_key="order.created", correlation_id=event.order_id)
+
+    for _crash in range(amqp_settings.delivery_limit + 2):
+        dying = Broker(amqp_settings, "messaging-tests", connection_name=f"dying-{uuid.uuid4()}")
+        await dying.connect()
+        holding = asyncio.Event()
+
+        async def hold(_: events_pb2.OrderCreated, holding: asyncio.Event = holding) -> None:
+            holding.set()
+            await asyncio.Event().wait()  # in flight when the process "dies"
+
+        consumer = EventConsumer(dying, "orders", on_order_created(hold))
+        async with consuming(consumer):
+            await asyncio.wait_for(holding.wait(), 20)
+            await close_connection_named(dying.connection_name)
+            await asyncio.sleep(0.3)
+        await dying.close()
+
+    recorder = Recorder()
+    survivor = EventConsumer(broker, "orders", on_order_created(recorder))
+    async with consuming(survivor):
+        await eventually(lambda: recorder.has(len(events)), within=30)
+        assert await broker.queue_depth(survivor.dead_letter_queue_name) == 0
+
+
+async def test_a_message_already_in_the_dlq_shows_in_the_depth_gauge_and_a_warning(
+    broker: Broker,
+) -> None:
+    consumer = EventConsumer(broker, "orders", on_order_created(Recorder()))
+    async with consuming(consumer):
+        pass
+    await broker.publish_message(
+        aio_pika.Message(b"dead", message_id=str(uuid.uuid4())),
+        routing_key=consumer.queue_name,
+        exchange=f"{broker.settings.events_exchange}.dlx",
+    )
+    with capture_logs() as logs:
+        async with consuming(consumer):
+
+            async def warned() -> bool:
+                return any(log["event"] == "dead_letter_queue_not_empty" for log in logs)
+
+            await eventually(warned, within=10)
+    depth = REGISTRY.get_sample_value(
+        "events_dlq_depth", {"queue": consumer.dead_letter_queue_name}
+    )
+    assert depth == 1
+
+
+async def test_readiness_fails_while_the_consumer_is_not_consuming(broker: Broker) -> None:
+    consumer = EventConsumer(broker, "orders", on_order_created(Recorder()))
+    with pytest.raises(Exception, match="not consuming"):
+        await consumer.check()
+    async with consuming(consumer):
+        await consumer.check()
+    with pytest.raises(Exception, match="not consuming"):
+        await consumer.check()
+
+
+async def test_changing_the_delivery_limit_keeps_the_consumer_consuming(
+    amqp_settings: AmqpSettings, broker: Broker
+) -> None:
+    consumer = EventConsumer(broker, "orders", on_order_created(Recorder()))
+    async with consuming(consumer):
+        pass
+    changed = amqp_settings.model_copy(update={"delivery_limit": 7})
+    other = Broker(changed, "messaging-tests", connection_name=str(uuid.uuid4()))
+    await other.connect()
+    try:
+        recorder = Recorder()
+        restarted = EventConsumer(other, "orders", on_order_created(recorder))
+        async with consuming(restarted) as task:
+            await restarted.check()
+            event = order_created()
+            await other.publish(event, routing_key="order.created", correlation_id="c")
+            await eventually(lambda: recorder.has(1))
+            assert not task.done()
+    finally:
+        await other.close()
 
 
 @pytest.mark.slow
@@ -223,7 +367,7 @@ async def test_consumer_keeps_consuming_after_the_broker_closes_its_connection(
     reconnected = asyncio.Event()
     consumer_broker.connection.reconnect_callbacks.add(lambda *_: reconnected.set())
     recorder = Recorder()
-    consumer = EventConsumer(consumer_broker, "orders", {"order.created": recorder})
+    consumer = EventConsumer(consumer_broker, "orders", on_order_created(recorder))
     try:
         async with consuming(consumer) as task:
             first, second = order_created(), order_created()
@@ -239,23 +383,3 @@ async def test_consumer_keeps_consuming_after_the_broker_closes_its_connection(
     finally:
         await consumer_broker.close()
     assert recorder.events == [first, second]
-
-
-async def close_connection_named(connection_name: str) -> None:
-    """Close only this connection from the broker side, as a broker restart or blip would."""
-    listing = await _rabbitmqctl("list_connections", "pid", "client_properties")
-    [pid] = [
-        line.split("\t", 1)[0]
-        for line in listing.splitlines()
-        if f'{{"connection_name","{connection_name}"}}' in line
-    ]
-    await _rabbitmqctl("close_connection", pid, "messaging spec: simulated outage")
-
-
-async def _rabbitmqctl(*args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "-q", *args, stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await process.communicate()
-    assert process.returncode == 0, f"rabbitmqctl {args} failed"
-    return out.decode()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 import asyncpg
@@ -13,22 +14,19 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from chassis.messaging import OUTBOX_DDL, Broker, OutboxRelay, add_to_outbox
+from chassis.messaging import (
+    OUTBOX_DDL,
+    Broker,
+    EventConsumer,
+    InvalidEnvelope,
+    OutboxRelay,
+    add_to_outbox,
+)
 from ecommerce.events.v1 import events_pb2
 
 from .conftest import Tap
 from .events import order_created
-
-
-@contextlib.asynccontextmanager
-async def running(relay: OutboxRelay) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(relay.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+from .support import consuming, eventually, on_order_created, running
 
 
 async def commit_events(
@@ -188,3 +186,78 @@ async def test_relay_retries_until_its_database_becomes_usable(
             await conn.close()
         [message] = await tap.wait_for(1)
     assert message.message_id == event.event_id
+
+
+async def test_an_event_whose_envelope_amqp_cannot_carry_is_refused_when_queued(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(InvalidEnvelope, match="correlation_id"):
+            await add_to_outbox(
+                conn, order_created(), routing_key="order.created", correlation_id="x" * 300
+            )
+
+
+async def test_one_row_the_broker_refuses_is_set_aside_and_never_blocks_the_others(
+    pool: asyncpg.Pool, database_url: str, broker: Broker, tap: Tap
+) -> None:
+    """A row written by an older version (or by hand) with a 300-byte correlation id cannot be
+    published; the rows around it are, exactly once, and the bad one is parked with its error."""
+    before = await commit_events(pool, 50)
+    bad = order_created()
+    await pool.execute(
+        "INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, payload)"
+        " VALUES ($1, $2, 'order.created', $3, $4)",
+        uuid.UUID(bad.event_id),
+        "ecommerce.events.v1.OrderCreated",
+        "x" * 300,
+        bad.SerializeToString(),
+    )
+    after = await commit_events(pool, 150)
+    relay = OutboxRelay(database_url, broker, batch_size=100, max_attempts=3, poll_interval=0.1)
+    async with running(relay):
+        await tap.wait_for(200)
+
+        async def parked() -> bool:
+            return bool(
+                await pool.fetchval(
+                    "SELECT parked_at IS NOT NULL FROM outbox WHERE event_id = $1",
+                    uuid.UUID(bad.event_id),
+                )
+            )
+
+        await eventually(parked)
+        await asyncio.sleep(0.3)
+    received = Counter(message.message_id for message in tap.messages)
+    assert received == Counter(e.event_id for e in [*before, *after])
+    row = await pool.fetchrow(
+        "SELECT attempts, last_error, published_at FROM outbox WHERE event_id = $1",
+        uuid.UUID(bad.event_id),
+    )
+    assert row["attempts"] == 3
+    assert row["published_at"] is None
+    assert row["last_error"]
+    assert await unpublished(pool) == 1
+
+
+async def test_an_event_published_before_any_queue_is_bound_reaches_the_queue_bound_later(
+    pool: asyncpg.Pool, database_url: str, broker: Broker
+) -> None:
+    """A fresh install where the publisher starts first: the broker confirms an event no queue
+    is bound to; the alternate exchange keeps it until a consumer binds and re-drives it."""
+    events = await commit_events(pool, 100)
+    async with running(OutboxRelay(database_url, broker)):
+        await all_marked_published(pool)
+    received: list[str] = []
+
+    async def record(event: events_pb2.OrderCreated) -> None:
+        received.append(event.event_id)
+
+    consumer = EventConsumer(broker, "late-consumer", on_order_created(record))
+    async with consuming(consumer):
+
+        async def all_arrived() -> bool:
+            return len(received) >= len(events)
+
+        await eventually(all_arrived)
+    assert sorted(received) == sorted(e.event_id for e in events)

@@ -1,25 +1,38 @@
-"""RabbitMQ messaging for services: broker connection, transactional outbox, inbox and consumer."""
+"""RabbitMQ messaging for services: broker connection, transactional outbox, inbox, consumer,
+retention and the re-drive of unrouted and dead-lettered events."""
 
 from chassis.messaging.broker import Broker, BrokerUnavailable, ConfirmTimeout, OutgoingEvent
-from chassis.messaging.codec import InvalidEventId, PoisonMessage, UndecodableEvent
-from chassis.messaging.consumer import EventConsumer
-from chassis.messaging.inbox import INBOX_DDL, Handler, Outcome, postgres_inbox
-from chassis.messaging.outbox import OUTBOX_DDL, OutboxRelay, add_to_outbox
+from chassis.messaging.codec import (
+    InvalidEnvelope,
+    InvalidEventId,
+    PoisonMessage,
+    UndecodableEvent,
+)
+from chassis.messaging.consumer import Backoff, EventConsumer, Subscription, is_transient
+from chassis.messaging.inbox import INBOX_DDL, Handler, Inbox, Outcome
+from chassis.messaging.outbox import OUTBOX_DDL, OutboxRelay, PendingEvent, add_to_outbox
+from chassis.messaging.retention import MessagingRetention
 
 __all__ = [
     "INBOX_DDL",
     "OUTBOX_DDL",
+    "Backoff",
     "Broker",
     "BrokerUnavailable",
     "ConfirmTimeout",
     "EventConsumer",
     "Handler",
+    "Inbox",
+    "InvalidEnvelope",
     "InvalidEventId",
+    "MessagingRetention",
     "OutboxRelay",
     "Outcome",
     "OutgoingEvent",
+    "PendingEvent",
     "PoisonMessage",
+    "Subscription",
     "UndecodableEvent",
     "add_to_outbox",
-    "postgres_inbox",
+    "is_transient",
 ]

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aio_pika
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, AbstractRobustExchange
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 from google.protobuf.message import Message
 from opentelemetry import propagate
 
@@ -49,9 +53,9 @@ class OutgoingEvent:
         propagate.inject(headers)
         return cls(
             event_id=str(codec.event_id_of(event)),
-            event_type=codec.type_name(event),
-            routing_key=routing_key,
-            correlation_id=correlation_id,
+            event_type=codec.check_short_string(codec.type_name(event), "event type"),
+            routing_key=codec.check_short_string(routing_key, "routing_key"),
+            correlation_id=codec.check_short_string(correlation_id, "correlation_id"),
             body=event.SerializeToString(),
             headers=headers,
         )
@@ -79,7 +83,11 @@ class Broker:
         self._publish_timeout = publish_timeout
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._exchange: AbstractRobustExchange | None = None
+        self._exchange: AbstractExchange | None = None
+        # One publishing channel at a time: after a timeout it is replaced once, under this lock,
+        # and only if it is still the one that failed (a batch of publishes timing out together
+        # must not open one channel each).
+        self._channel_lock = asyncio.Lock()
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -88,13 +96,16 @@ class Broker:
         return self._connection
 
     async def connect(self) -> None:
-        """Open the connection and publishing channel, declare the events exchange."""
+        """Open the connection and publishing channel, declare the events exchange (with its
+        alternate exchange, so no event is dropped for want of a bound queue)."""
         connection = await aio_pika.connect_robust(
             self.settings.amqp_url,
             timeout=self._connect_timeout,
             client_properties={"connection_name": self.connection_name},
         )
         try:
+            async with asyncio.timeout(self._connect_timeout):
+                await topology.declare_events_exchange(connection, self.settings)
             await self._open_publishing_channel(connection)
         except BaseException:
             await connection.close()
@@ -104,16 +115,35 @@ class Broker:
     async def _open_publishing_channel(self, connection: AbstractRobustConnection) -> None:
         async with asyncio.timeout(self._connect_timeout):
             channel = await connection.channel(publisher_confirms=True)
-            self._exchange = await topology.declare_events_exchange(channel, self.settings)
+            self._exchange = await topology.get_events_exchange(channel, self.settings)
         self._channel = channel
 
-    async def _drop_publishing_channel(self) -> None:
+    async def _publishing_exchange(self, connection: AbstractRobustConnection) -> AbstractExchange:
+        exchange = self._exchange
+        if exchange is not None:
+            return exchange
+        async with self._channel_lock:
+            if self._exchange is None:
+                await self._open_publishing_channel(connection)
+            assert self._exchange is not None
+            return self._exchange
+
+    async def _drop_publishing_channel(self, failed: AbstractExchange | None) -> None:
         """After a publish that timed out, the next one opens a fresh channel: a channel that
-        lost a confirm may never resolve another (aio-pika issue 689)."""
-        old, self._channel, self._exchange = self._channel, None, None
+        lost a confirm may never resolve another (aio-pika issue 689). Only the channel that
+        failed is dropped, once, however many publishes on it timed out."""
+        async with self._channel_lock:
+            if failed is None or self._exchange is not failed:
+                return
+            old, self._channel, self._exchange = self._channel, None, None
         if old is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(old.close(), self._connect_timeout)
+
+    @property
+    def publishing_channel(self) -> AbstractRobustChannel | None:
+        """The channel publishes go through right now (None until the next publish opens one)."""
+        return self._channel
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -161,19 +191,35 @@ class Broker:
             headers=dict(event.headers),
             app_id=self.service_name,
         )
-        # Events nobody subscribes to yet are fine: do not ask the broker to return them.
+        await self.publish_message(message, routing_key=event.routing_key)
+
+    async def publish_message(
+        self, message: aio_pika.Message, *, routing_key: str, exchange: str | None = None
+    ) -> None:
+        """Publish a prepared message to the events exchange (or the exchange named) and wait
+        for its confirm, within the publish deadline (`ConfirmTimeout` past it)."""
+        if self._connection is None:
+            raise BrokerUnavailable("broker is not connected")
+        # An event no queue is bound to yet goes to the alternate exchange (see topology), so
+        # the broker is not asked to return it.
+        events: AbstractExchange | None = None
         try:
             async with asyncio.timeout(self._publish_timeout):
-                if self._exchange is None:
-                    await self._open_publishing_channel(self._connection)
-                assert self._exchange is not None
-                await self._exchange.publish(
-                    message, event.routing_key, mandatory=False, timeout=self._publish_timeout
+                events = await self._publishing_exchange(self._connection)
+                target = events
+                if exchange is not None and exchange != events.name and self._channel:
+                    target = (
+                        self._channel.default_exchange
+                        if exchange == ""
+                        else await self._channel.get_exchange(exchange, ensure=False)
+                    )
+                await target.publish(
+                    message, routing_key, mandatory=False, timeout=self._publish_timeout
                 )
         except TimeoutError:
-            await self._drop_publishing_channel()
+            await self._drop_publishing_channel(events)
             raise ConfirmTimeout(
-                f"no publisher confirm for {event.event_id} within {self._publish_timeout}s"
+                f"no publisher confirm for {message.message_id} within {self._publish_timeout}s"
             ) from None
 
     async def queue_depth(self, queue: str) -> int:

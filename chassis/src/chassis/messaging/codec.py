@@ -1,19 +1,19 @@
-"""Event (de)serialisation: protobuf bytes on the wire, message class looked up by its full name.
+"""Event (de)serialisation: protobuf bytes on the wire, typed by the message class a service
+subscribed with.
 
-The AMQP `type` property carries the full protobuf name; the default descriptor pool maps it back.
+The chassis knows no event of the platform: a service hands the consumer the message class each
+routing key carries, and the AMQP `type` property (the full protobuf name) must match it.
 """
 
 from __future__ import annotations
 
 import uuid
 
-from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
-# Imported for its side effect: registers the saga events in the default descriptor pool.
-from ecommerce.events.v1 import events_pb2  # noqa: F401
-
 CONTENT_TYPE = "application/x-protobuf"
+# AMQP 0-9-1 short strings (routing key, type, correlation_id, message_id) hold at most 255 bytes.
+SHORT_STRING_MAX_BYTES = 255
 
 
 class PoisonMessage(Exception):
@@ -21,14 +21,18 @@ class PoisonMessage(Exception):
 
 
 class UndecodableEvent(PoisonMessage):
-    """The message's type is missing or unknown, or its body does not parse as that type."""
+    """The message's type is missing or not the one subscribed, or its body does not parse."""
 
 
 class InvalidEventId(UndecodableEvent, ValueError):
     """The event's `event_id` is missing or not a UUID (refused on publish, poison on receipt)."""
 
 
-def type_name(event: Message) -> str:
+class InvalidEnvelope(ValueError):
+    """A property of the event does not fit its AMQP field (refused when it is queued)."""
+
+
+def type_name(event: Message | type[Message]) -> str:
     """Full protobuf name, e.g. `ecommerce.events.v1.OrderCreated` (the AMQP `type`)."""
     return str(event.DESCRIPTOR.full_name)
 
@@ -44,15 +48,25 @@ def event_id_of(event: Message) -> uuid.UUID:
         raise InvalidEventId(f"{type_name(event)}.event_id is not a UUID: {raw!r}") from None
 
 
-def decode(event_type: str | None, body: bytes) -> Message:
-    """Parse `body` as the protobuf message named `event_type`."""
+def check_short_string(value: str, what: str) -> str:
+    """`value` when it fits an AMQP short string; otherwise `InvalidEnvelope` naming `what`.
+    Checked when an event is queued, so that one bad row can never block a relay."""
+    size = len(value.encode("utf-8"))
+    if size > SHORT_STRING_MAX_BYTES:
+        raise InvalidEnvelope(
+            f"{what} is {size} bytes; AMQP allows at most {SHORT_STRING_MAX_BYTES}"
+        )
+    return value
+
+
+def decode(message_class: type[Message], event_type: str | None, body: bytes) -> Message:
+    """Parse `body` as `message_class`, which the AMQP `type` property must name."""
+    expected = type_name(message_class)
     if not event_type:
         raise UndecodableEvent("message has no type property")
-    try:
-        descriptor = descriptor_pool.Default().FindMessageTypeByName(event_type)
-    except KeyError:
-        raise UndecodableEvent(f"unknown event type {event_type!r}") from None
-    event: Message = message_factory.GetMessageClass(descriptor)()
+    if event_type != expected:
+        raise UndecodableEvent(f"type {event_type!r} is not the subscribed {expected!r}")
+    event = message_class()
     try:
         event.ParseFromString(body)
     except DecodeError as exc:

@@ -1,26 +1,46 @@
-"""Event consumer: one durable quorum queue per service, handlers by routing key, ack after commit.
+"""Event consumer: one durable quorum queue per service, a typed handler per routing key, ack after
+the handler's transaction committed.
 
-A failing handler nacks with requeue so the quorum queue counts the delivery; past the queue's
-delivery limit the broker moves the message to the service's DLQ. Undecodable messages go there
-at once.
+Failures, by kind:
+- poison (no type, another type than subscribed, a body that does not parse, no handler, or a
+  handler raising `PoisonMessage` for an event it finds malformed): copied to the service's
+  dead-letter queue at once, with the reason in its headers;
+- a dependency that is down (`is_transient`: the database, Redis or a service unavailable): retried
+  in place with a growing delay, holding the message, so consuming pauses while the outage lasts
+  and no delivery attempt is burnt;
+- any other handler error: redelivered after a growing delay; the attempt that reaches
+  `DELIVERY_LIMIT` copies it to the dead-letter queue with the error, a log line and a metric.
+
+Ordering: events with the same `correlation_id` (an order's saga) are handled one at a time, in
+the order the queue delivered them; events of different orders run concurrently (up to the
+prefetch). The queue's order can still differ from the order the events were committed in (two
+relays, a redelivery), so every saga handler also tolerates any order (see the chassis README).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-from aio_pika.abc import AbstractIncomingMessage
+import grpc
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Gauge
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.stdlib import BoundLogger
 
+from chassis.errors import Unavailable
 from chassis.logging import get_logger
-from chassis.messaging import codec, topology
-from chassis.messaging.broker import Broker
+from chassis.messaging import codec, redrive, topology
+from chassis.messaging.broker import Broker, BrokerUnavailable
 from chassis.messaging.inbox import Handler, Outcome
+from chassis.postgres import OUTAGE_ERRORS
 
 EVENTS_CONSUMED = Counter(
     "events_consumed", "Events taken off a queue, by outcome", ["event_type", "outcome"]
@@ -29,89 +49,180 @@ EVENTS_DEAD_LETTERED = Counter(
     "events_dead_lettered", "Events sent to a dead-letter queue", ["queue", "event_type"]
 )
 DLQ_DEPTH = Gauge("events_dlq_depth", "Messages waiting in a dead-letter queue", ["queue"])
+UNROUTED_DEPTH = Gauge(
+    "events_unrouted_depth", "Events waiting because no queue was bound to their routing key"
+)
 
 logger = get_logger(__name__)
 _tracer = trace.get_tracer("chassis.messaging")
+_TRANSIENT_RPC_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` says a dependency is down (retry later) rather than the event is bad."""
+    dependency_down = (Unavailable, BrokerUnavailable, RedisConnectionError, RedisTimeoutError)
+    if isinstance(error, dependency_down + OUTAGE_ERRORS):
+        return True
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() in _TRANSIENT_RPC_CODES
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """Events with `routing_key` carry `message_class` and go to `handler`."""
+
+    routing_key: str
+    message_class: type[Message]
+    handler: Handler
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays of the consumer's retries: `first * 2**n`, at most `cap` seconds."""
+
+    first: float = 0.2
+    cap: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.first * 2 ** max(attempt - 1, 0), self.cap))
 
 
 class EventConsumer:
-    """Consumes the service queue `queue`, dispatching each event to `handlers[routing_key]`."""
+    """Consumes the service queue `queue` (the name before QUEUE_PREFIX) for `subscriptions`."""
 
     def __init__(
         self,
         broker: Broker,
         queue: str,
-        handlers: Mapping[str, Handler],
+        subscriptions: Iterable[Subscription],
         *,
         prefetch: int = 32,
         handler_timeout: float = 30.0,
         dlq_poll_interval: float = 15.0,
+        backoff: Backoff = Backoff(),
+        transient_retry_window: float = 300.0,
+        transient: Callable[[BaseException], bool] = is_transient,
     ) -> None:
-        if not handlers:
-            raise ValueError("an EventConsumer needs at least one handler")
+        self._subscriptions = {s.routing_key: s for s in subscriptions}
+        if not self._subscriptions:
+            raise ValueError("an EventConsumer needs at least one subscription")
         self._broker = broker
-        self._handlers = dict(handlers)
         self._prefetch = prefetch
         self._handler_timeout = handler_timeout
         self._dlq_poll_interval = dlq_poll_interval
+        self._backoff = backoff
+        self._transient_window = transient_retry_window
+        self._is_transient = transient
         self.queue_name = topology.queue_name(broker.settings, queue)
         self.dead_letter_queue_name = topology.dead_letter_queue_name(broker.settings, queue)
         self._queue = queue
+        self._channel: AbstractRobustChannel | None = None
+        self._ordering: dict[str, tuple[asyncio.Lock, int]] = {}
         # Set once the queue is declared, bound and consumed (publishers may rely on routing).
         self.consuming = asyncio.Event()
 
+    @property
+    def routing_keys(self) -> list[str]:
+        return sorted(self._subscriptions)
+
+    async def check(self) -> None:
+        """Readiness: raises unless this consumer is consuming right now."""
+        await self._broker.check()
+        if not self.consuming.is_set() or self._channel is None or self._channel.is_closed:
+            raise BrokerUnavailable(f"not consuming {self.queue_name}")
+
     async def run(self) -> None:
-        """Declare the queue, consume until cancelled, refresh the DLQ depth gauge meanwhile."""
+        """Declare and bind the queue, re-drive events published before it was bound, consume
+        until cancelled, and refresh the dead-letter gauges meanwhile."""
+        connection = self._broker.connection
+        await topology.declare_service_queue(
+            connection, self._broker.settings, self._queue, self._subscriptions
+        )
         channel = await self._broker.channel(prefetch=self._prefetch)
+        self._channel = channel
         try:
-            queue = await topology.declare_service_queue(
-                channel, self._broker.settings, self._queue, self._handlers
-            )
+            queue = await topology.passive_queue(channel, self.queue_name)
             tag = await queue.consume(self._on_message)
             self.consuming.set()
-            logger.info("consuming", queue=self.queue_name, routing_keys=sorted(self._handlers))
+            logger.info("consuming", queue=self.queue_name, routing_keys=self.routing_keys)
             try:
+                await self._after_binding()
                 while True:
-                    await self._refresh_dlq_depth()
+                    await self._refresh_depths()
                     await asyncio.sleep(self._dlq_poll_interval)
             finally:
                 self.consuming.clear()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(queue.cancel(tag), 5)
         finally:
+            self._channel = None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(channel.close(), 5)
 
-    async def _refresh_dlq_depth(self) -> None:
+    async def _after_binding(self) -> None:
+        """Events published while no queue was bound wait in the unrouted queue: re-drive them
+        now, and once more shortly after (one in flight to it while the first pass ran)."""
+        for pause in (0.0, 2.0):
+            await asyncio.sleep(pause)
+            try:
+                await redrive.redrive_unrouted(self._broker)
+            except Exception as error:  # best effort: the next start or pass tries again
+                logger.warning("unrouted_redrive_failed", error=f"{type(error).__name__}: {error}")
+        depth = await self._refresh_depths()
+        if depth:
+            logger.warning(
+                "dead_letter_queue_not_empty", queue=self.dead_letter_queue_name, messages=depth
+            )
+
+    async def _refresh_depths(self) -> int:
         try:
             depth = await self._broker.queue_depth(self.dead_letter_queue_name)
-        except Exception as exc:  # the gauge is best effort; consuming must go on
+            unrouted = await self._broker.queue_depth(topology.unrouted_name(self._broker.settings))
+        except Exception as exc:  # the gauges are best effort; consuming must go on
             logger.warning(
-                "dlq depth unavailable", queue=self.dead_letter_queue_name, error=str(exc)
+                "dlq_depth_unavailable", queue=self.dead_letter_queue_name, error=str(exc)
             )
-            return
+            return 0
         DLQ_DEPTH.labels(queue=self.dead_letter_queue_name).set(depth)
+        UNROUTED_DEPTH.set(unrouted)
+        return depth
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        key = message.correlation_id or message.message_id or ""
+        lock, waiting = self._ordering.get(key) or (asyncio.Lock(), 0)
+        self._ordering[key] = (lock, waiting + 1)
+        try:
+            async with lock:
+                await self._traced(message)
+        finally:
+            lock, waiting = self._ordering[key]
+            if waiting == 1:
+                del self._ordering[key]
+            else:
+                self._ordering[key] = (lock, waiting - 1)
+
+    async def _traced(self, message: AbstractIncomingMessage) -> None:
         headers = message.headers or {}
         carrier = {key: value for key, value in headers.items() if isinstance(value, str)}
         token = otel_context.attach(propagate.extract(carrier))
+        routing_key = redrive.original_routing_key(message)
         try:
             with _tracer.start_as_current_span(
-                f"{message.routing_key} process",
+                f"{routing_key} process",
                 kind=trace.SpanKind.CONSUMER,
                 attributes={
                     "messaging.system": "rabbitmq",
+                    "messaging.operation": "process",
                     "messaging.destination.name": self.queue_name,
-                    "messaging.rabbitmq.destination.routing_key": message.routing_key or "",
+                    "messaging.rabbitmq.destination.routing_key": routing_key,
                     "messaging.message.id": message.message_id or "",
+                    "messaging.message.conversation_id": message.correlation_id or "",
                 },
             ):
-                await self._process(message)
+                await self._process(message, routing_key)
         finally:
             otel_context.detach(token)
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def _process(self, message: AbstractIncomingMessage, routing_key: str) -> None:
         event_type = message.type or "unknown"
         log = logger.bind(
             queue=self.queue_name,
@@ -120,21 +231,56 @@ class EventConsumer:
             correlation_id=message.correlation_id,
         )
         try:
-            event = codec.decode(message.type, message.body)
-            handler = self._handlers.get(message.routing_key or "")
-            if handler is None:
-                raise codec.PoisonMessage(f"no handler for routing key {message.routing_key!r}")
-            outcome = await asyncio.wait_for(handler(event), self._handler_timeout)
+            subscription = self._subscriptions.get(routing_key)
+            if subscription is None:
+                raise codec.PoisonMessage(f"no handler for routing key {routing_key!r}")
+            event = codec.decode(subscription.message_class, message.type, message.body)
         except codec.PoisonMessage as exc:
-            log.error("poison message, sending it to the dead-letter queue", reason=str(exc))
-            self._count_dead_lettered(event_type)
-            await message.reject(requeue=False)
+            await self._dead_letter(message, event_type, "poison", str(exc), log)
             return
-        except Exception as exc:
-            await self._retry_or_dead_letter(message, event_type, exc, log)
-            return
-        await message.ack()
-        EVENTS_CONSUMED.labels(event_type=event_type, outcome=outcome or Outcome.PROCESSED).inc()
+        outcome = await self._handle(subscription.handler, event, message, event_type, log)
+        if outcome is not None:
+            await message.ack()
+            EVENTS_CONSUMED.labels(event_type=event_type, outcome=outcome).inc()
+
+    async def _handle(
+        self,
+        handler: Handler,
+        event: Message,
+        message: AbstractIncomingMessage,
+        event_type: str,
+        log: BoundLogger,
+    ) -> Outcome | None:
+        """The handler's outcome, or None when the message was nacked or dead-lettered."""
+        started = time.monotonic()
+        transient_attempt = 0
+        while True:
+            try:
+                return await asyncio.wait_for(handler(event), self._handler_timeout) or (
+                    Outcome.PROCESSED
+                )
+            except codec.PoisonMessage as exc:
+                # The handler found the event itself malformed: no retry can change that.
+                await self._dead_letter(message, event_type, "poison", str(exc), log)
+                return None
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if self._is_transient(exc) and (
+                    time.monotonic() - started < self._transient_window
+                ):
+                    transient_attempt += 1
+                    delay = self._backoff.delay(transient_attempt)
+                    log.warning(
+                        "handler_dependency_unavailable",
+                        attempt=transient_attempt,
+                        retry_in_s=delay,
+                        error=error,
+                    )
+                    EVENTS_CONSUMED.labels(event_type=event_type, outcome="retried").inc()
+                    await asyncio.sleep(delay)
+                    continue
+                await self._retry_or_dead_letter(message, event_type, exc, log)
+                return None
 
     async def _retry_or_dead_letter(
         self,
@@ -143,30 +289,53 @@ class EventConsumer:
         exc: Exception,
         log: BoundLogger,
     ) -> None:
-        # x-delivery-count counts earlier failed deliveries; the broker dead-letters a message once
-        # that count would exceed the limit, so this is the last attempt when it equals the limit.
-        failed_before = _delivery_count(message)
+        attempt = _delivery_count(message) + 1
         limit = self._broker.settings.delivery_limit
-        if failed_before >= limit:
+        error = f"{type(exc).__name__}: {exc}"
+        if attempt >= limit:
             log.error(
-                "handler failed on its last attempt, message goes to the dead-letter queue",
-                dead_letter_queue=self.dead_letter_queue_name,
-                attempt=failed_before + 1,
-                error=f"{type(exc).__name__}: {exc}",
+                "handler_failed_on_last_attempt",
+                attempt=attempt,
+                delivery_limit=limit,
+                error=error,
                 exc_info=exc,
             )
-            self._count_dead_lettered(event_type)
-        else:
-            log.warning(
-                "handler failed, message will be redelivered",
-                attempt=failed_before + 1,
-                delivery_limit=limit,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            EVENTS_CONSUMED.labels(event_type=event_type, outcome="failed").inc()
+            await self._dead_letter(message, event_type, "handler_failed", error, log)
+            return
+        delay = self._backoff.delay(attempt)
+        log.warning(
+            "handler_failed_will_retry",
+            attempt=attempt,
+            delivery_limit=limit,
+            retry_in_s=delay,
+            error=error,
+        )
+        EVENTS_CONSUMED.labels(event_type=event_type, outcome="failed").inc()
+        await asyncio.sleep(delay)
         await message.nack(requeue=True)
 
-    def _count_dead_lettered(self, event_type: str) -> None:
+    async def _dead_letter(
+        self,
+        message: AbstractIncomingMessage,
+        event_type: str,
+        reason: str,
+        error: str,
+        log: BoundLogger,
+    ) -> None:
+        try:
+            await redrive.dead_letter(
+                self._broker, message, queue=self.queue_name, reason=reason, error=error
+            )
+        except Exception as exc:  # not copied: leave it to a redelivery, never lose it
+            log.warning("dead_letter_failed", error=f"{type(exc).__name__}: {exc}")
+            await message.nack(requeue=True)
+            return
+        log.error(
+            "event_dead_lettered",
+            dead_letter_queue=self.dead_letter_queue_name,
+            reason=reason,
+            error=error,
+        )
         EVENTS_CONSUMED.labels(event_type=event_type, outcome="dead_lettered").inc()
         EVENTS_DEAD_LETTERED.labels(queue=self.queue_name, event_type=event_type).inc()
 

@@ -1,19 +1,22 @@
-"""Idempotent consumption: the event id is recorded in the same transaction as the handler's effect.
+"""Idempotent consumption: the event id is claimed in the same transaction as the handler's effect.
 
-A redelivered event finds its id already in the inbox and is acknowledged with no effect.
+A redelivered event finds its id already in the inbox and is acknowledged with no effect. The
+claim is made through the unit of work (`uow.inbox.claim(event)`), so the claim, the effect and
+the events the effect produced commit together or not at all.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 from google.protobuf.message import Message
 
 from chassis.messaging import codec
 
+# The table a service's migrations must create (see OUTBOX_DDL for how migrations hold it).
 INBOX_DDL = """
 CREATE TABLE IF NOT EXISTS inbox (
     consumer      text NOT NULL,
@@ -22,6 +25,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     processed_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (consumer, event_id)
 );
+CREATE INDEX IF NOT EXISTS inbox_processed_at_idx ON inbox (processed_at);
 """
 
 
@@ -32,36 +36,29 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"
 
 
-E = TypeVar("E", bound=Message)
-
 # Receives the decoded protobuf event; returning None counts as PROCESSED.
 Handler = Callable[[Any], Awaitable[Outcome | None]]
 
 
-def postgres_inbox(
-    pool: asyncpg.Pool,
-    consumer: str,
-    fn: Callable[[asyncpg.Connection, E], Awaitable[None]],
-    *,
-    acquire_timeout: float = 10.0,
-) -> Callable[[E], Awaitable[Outcome]]:
-    """Wrap `fn(conn, event)` in a transaction that first claims the event id for `consumer`."""
+class Inbox:
+    """The ids of the events one consumer has already handled, on a transaction's connection."""
 
-    async def handle(event: E) -> Outcome:
-        event_id = codec.event_id_of(event)
-        async with pool.acquire(timeout=acquire_timeout) as conn, conn.transaction():
-            # A concurrent duplicate blocks on the key until the first transaction ends, then
-            # either conflicts (it committed) or claims the id (it rolled back).
-            claimed = await conn.fetchval(
-                "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING RETURNING true",
-                consumer,
-                event_id,
-                codec.type_name(event),
-            )
-            if not claimed:
-                return Outcome.DUPLICATE
-            await fn(conn, event)
-        return Outcome.PROCESSED
+    def __init__(self, conn: asyncpg.Connection, consumer: str) -> None:
+        self._conn = conn
+        self._consumer = consumer
 
-    return handle
+    async def claim(self, event: Message) -> bool:
+        """True the first time this consumer sees the event; False for a duplicate.
+
+        A concurrent duplicate blocks on the key until the first transaction ends, then either
+        conflicts (it committed) or claims the id (it rolled back)."""
+        if not self._consumer:
+            raise RuntimeError("this unit of work was opened without an inbox consumer name")
+        claimed = await self._conn.fetchval(
+            "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING RETURNING true",
+            self._consumer,
+            codec.event_id_of(event),
+            codec.type_name(event),
+        )
+        return bool(claimed)

@@ -1,8 +1,10 @@
 """Transactional outbox: events saved with the business change, relayed to the broker after commit.
 
-`add_to_outbox` writes in the caller's transaction; `OutboxRelay` publishes what was committed,
-woken by NOTIFY (with a slow fallback poll), claiming rows with `FOR UPDATE SKIP LOCKED` so any
-number of relays can run side by side.
+`write_outbox` inserts in the caller's transaction (the unit of work calls it at commit);
+`OutboxRelay` publishes what was committed, woken by NOTIFY (with a slow fallback poll), claiming
+rows with `FOR UPDATE SKIP LOCKED` so any number of relays can run side by side. Each confirmed
+row is marked published on its own: a row the broker keeps refusing is retried a few times, then
+set aside (`parked_at`, with its last error, a log line and a metric) and never blocks the rest.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -21,10 +24,12 @@ from prometheus_client import Counter, Gauge
 
 from chassis.logging import get_logger
 from chassis.messaging import codec
-from chassis.messaging.broker import Broker, OutgoingEvent
+from chassis.messaging.broker import Broker, BrokerUnavailable, OutgoingEvent
 
 NOTIFY_CHANNEL = "outbox"
 
+# The tables a service's migrations must create (each service's migration holds this SQL as it
+# was when written; the relay and the unit of work read and write these columns).
 OUTBOX_DDL = f"""
 CREATE TABLE IF NOT EXISTS outbox (
     id              bigserial PRIMARY KEY,
@@ -35,9 +40,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload         bytea NOT NULL,
     trace_context   jsonb NOT NULL DEFAULT '{{}}',
     created_at      timestamptz NOT NULL DEFAULT now(),
-    published_at    timestamptz
+    published_at    timestamptz,
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    parked_at       timestamptz
 );
-CREATE INDEX IF NOT EXISTS outbox_unpublished_idx ON outbox (id) WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_pending_idx ON outbox (id)
+    WHERE published_at IS NULL AND parked_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_published_at_idx ON outbox (published_at)
+    WHERE published_at IS NOT NULL;
 CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
@@ -50,36 +61,82 @@ CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
 """
 
 OUTBOX_BACKLOG = Gauge("outbox_backlog", "Outbox events committed but not yet published")
+OUTBOX_OLDEST_AGE = Gauge(
+    "outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest outbox event waiting to be published (0 when none waits)",
+)
+OUTBOX_PARKED = Gauge(
+    "outbox_parked", "Outbox events set aside after repeated publish failures (need an operator)"
+)
 OUTBOX_PUBLISHED = Counter(
     "outbox_published", "Outbox events published and confirmed by the broker", ["event_type"]
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "outbox_publish_failures",
+    "Publish attempts of one outbox row that failed for that row (not a broker outage)",
+    ["event_type"],
 )
 
 _tracer = trace.get_tracer("chassis.messaging")
 logger = get_logger(__name__)
 
 
-async def add_to_outbox(
-    conn: asyncpg.Connection, event: Message, *, routing_key: str, correlation_id: str
-) -> None:
-    """Queue `event` for publishing, inside the transaction that makes the change it reports."""
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event queued by a unit of work, checked and serialised, waiting for its commit."""
+
+    event_id: Any
+    event_type: str
+    routing_key: str
+    correlation_id: str
+    payload: bytes
+    trace_context: str
+
+    @classmethod
+    def of(cls, event: Message, *, routing_key: str, correlation_id: str) -> PendingEvent:
+        """Check what AMQP limits now, so a bad event fails its own transaction instead of
+        blocking the relay later; the current trace context travels with it."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return cls(
+            event_id=codec.event_id_of(event),
+            event_type=codec.check_short_string(codec.type_name(event), "event type"),
+            routing_key=codec.check_short_string(routing_key, "routing_key"),
+            correlation_id=codec.check_short_string(correlation_id, "correlation_id"),
+            payload=event.SerializeToString(),
+            trace_context=json.dumps(carrier),
+        )
+
+
+async def write_outbox(conn: asyncpg.Connection, events: Sequence[PendingEvent]) -> None:
+    """Insert `events` in the caller's open transaction, in one statement."""
+    if not events:
+        return
     if not conn.is_in_transaction():
-        raise RuntimeError("add_to_outbox must run inside the caller's transaction")
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+        raise RuntimeError("the outbox is written inside the transaction of the change it reports")
     await conn.execute(
         "INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, payload,"
-        " trace_context) VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        codec.event_id_of(event),
-        codec.type_name(event),
-        routing_key,
-        correlation_id,
-        event.SerializeToString(),
-        json.dumps(carrier),
+        " trace_context) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],"
+        " $5::bytea[], $6::jsonb[])",
+        [e.event_id for e in events],
+        [e.event_type for e in events],
+        [e.routing_key for e in events],
+        [e.correlation_id for e in events],
+        [e.payload for e in events],
+        [e.trace_context for e in events],
     )
 
 
+async def add_to_outbox(
+    conn: asyncpg.Connection, event: Message, *, routing_key: str, correlation_id: str
+) -> None:
+    """Queue one event inside the caller's transaction (the unit of work is the usual way)."""
+    pending = PendingEvent.of(event, routing_key=routing_key, correlation_id=correlation_id)
+    await write_outbox(conn, [pending])
+
+
 class OutboxRelay:
-    """Publishes committed outbox rows with confirms and marks them published in one transaction."""
+    """Publishes committed outbox rows with confirms and marks each confirmed row published."""
 
     def __init__(
         self,
@@ -90,7 +147,7 @@ class OutboxRelay:
         poll_interval: float = 5.0,
         db_timeout: float = 10.0,
         max_backoff: float = 30.0,
-        retention: timedelta = timedelta(days=1),
+        max_attempts: int = 5,
     ) -> None:
         self._url = pool_url
         self._broker = broker
@@ -98,7 +155,7 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._db_timeout = db_timeout
         self._max_backoff = max_backoff
-        self._retention = retention
+        self._max_attempts = max_attempts
         self._backoff = 0.0
 
     async def run(self) -> None:
@@ -112,7 +169,7 @@ class OutboxRelay:
     async def _back_off(self, exc: BaseException) -> None:
         self._backoff = min(max(self._backoff * 2, 0.5), self._max_backoff)
         logger.warning(
-            "outbox relay failed, retrying",
+            "outbox_relay_failed",
             error=f"{type(exc).__name__}: {exc}",
             retry_in_seconds=self._backoff,
         )
@@ -130,42 +187,85 @@ class OutboxRelay:
                 listener.add_termination_listener(lambda *_: wake.set())
                 while True:
                     wake.clear()
-                    published = self._batch_size
-                    while published == self._batch_size:
-                        published = await self._publish_batch(worker)
+                    claimed = self._batch_size
+                    while claimed == self._batch_size:
+                        claimed = await self._publish_batch(worker)
                     self._backoff = 0.0
-                    OUTBOX_BACKLOG.set(await self._backlog(worker))
+                    await self._refresh_gauges(worker)
                     if listener.is_closed():
                         raise ConnectionError("outbox LISTEN connection lost")
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), self._poll_interval)
-                    except TimeoutError:
-                        await self._purge_published(worker)
             finally:
                 await _close(worker)
         finally:
             await _close(listener)
 
     async def _publish_batch(self, conn: asyncpg.Connection) -> int:
-        """Claim, publish and mark one batch; returns how many rows it published."""
+        """Claim one batch, publish it, mark every confirmed row; returns how many were claimed.
+
+        A broker outage (nothing could be published) raises, so the relay backs off; a row that
+        failed on its own is counted against that row and, after `max_attempts`, parked.
+        """
         async with conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, event_id, event_type, routing_key, correlation_id, payload,"
-                " trace_context, created_at FROM outbox WHERE published_at IS NULL"
+                " trace_context, created_at, attempts FROM outbox"
+                " WHERE published_at IS NULL AND parked_at IS NULL"
                 " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._batch_size,
             )
             if not rows:
                 return 0
             # Confirms arrive in pipeline; waiting for each in turn would cost a round trip per row.
-            await asyncio.gather(*(self._publish_row(row) for row in rows))
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [row["id"] for row in rows],
+            results = await asyncio.gather(
+                *(self._publish_row(row) for row in rows), return_exceptions=True
             )
-        for row in rows:
+            published = [row for row, result in zip(rows, results, strict=True) if result is None]
+            failed = [
+                (row, result)
+                for row, result in zip(rows, results, strict=True)
+                if isinstance(result, BaseException)
+            ]
+            if published:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                    [row["id"] for row in published],
+                )
+            outage = [error for _, error in failed if _is_outage(error)]
+            for row, error in failed:
+                if not _is_outage(error):
+                    await self._count_failure(conn, row, error)
+        for row in published:
             OUTBOX_PUBLISHED.labels(event_type=row["event_type"]).inc()
+        if outage and not published:
+            raise outage[0]
         return len(rows)
+
+    async def _count_failure(
+        self, conn: asyncpg.Connection, row: asyncpg.Record, error: BaseException
+    ) -> None:
+        attempts = row["attempts"] + 1
+        park = attempts >= self._max_attempts
+        message = f"{type(error).__name__}: {error}"[:1000]
+        await conn.execute(
+            "UPDATE outbox SET attempts = $2, last_error = $3,"
+            " parked_at = CASE WHEN $4 THEN now() END WHERE id = $1",
+            row["id"],
+            attempts,
+            message,
+            park,
+        )
+        OUTBOX_PUBLISH_FAILURES.labels(event_type=row["event_type"]).inc()
+        log = logger.error if park else logger.warning
+        log(
+            "outbox_row_parked" if park else "outbox_row_publish_failed",
+            outbox_id=row["id"],
+            event_id=str(row["event_id"]),
+            event_type=row["event_type"],
+            attempts=attempts,
+            error=message,
+        )
 
     async def _publish_row(self, row: asyncpg.Record) -> None:
         parent = propagate.extract(_trace_carrier(row["trace_context"]))
@@ -176,9 +276,11 @@ class OutboxRelay:
                 kind=trace.SpanKind.PRODUCER,
                 attributes={
                     "messaging.system": "rabbitmq",
+                    "messaging.operation": "publish",
                     "messaging.destination.name": self._broker.settings.events_exchange,
                     "messaging.rabbitmq.destination.routing_key": row["routing_key"],
                     "messaging.message.id": str(row["event_id"]),
+                    "messaging.message.conversation_id": row["correlation_id"],
                 },
             ):
                 headers: dict[str, str] = {}
@@ -197,14 +299,23 @@ class OutboxRelay:
         finally:
             otel_context.detach(token)
 
-    async def _backlog(self, conn: asyncpg.Connection) -> int:
-        count = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        return int(count)
-
-    async def _purge_published(self, conn: asyncpg.Connection) -> None:
-        await conn.execute(
-            "DELETE FROM outbox WHERE published_at < now() - $1::interval", self._retention
+    async def _refresh_gauges(self, conn: asyncpg.Connection) -> None:
+        row = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE parked_at IS NULL) AS backlog,"
+            " count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked,"
+            " coalesce(extract(epoch FROM now() - min(created_at)"
+            " FILTER (WHERE parked_at IS NULL)), 0) AS oldest"
+            " FROM outbox WHERE published_at IS NULL"
         )
+        assert row is not None
+        OUTBOX_BACKLOG.set(int(row["backlog"]))
+        OUTBOX_PARKED.set(int(row["parked"]))
+        OUTBOX_OLDEST_AGE.set(float(row["oldest"]))
+
+
+def _is_outage(error: BaseException) -> bool:
+    """The broker (not this row) is the problem: nothing is counted against the row."""
+    return isinstance(error, BrokerUnavailable | ConnectionError | TimeoutError | OSError)
 
 
 def _trace_carrier(raw: Any) -> dict[str, str]:

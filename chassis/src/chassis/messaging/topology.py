@@ -1,18 +1,37 @@
-"""Broker topology: the events topic exchange, its dead-letter exchange, per-service quorum queues.
+"""Broker topology: the events topic exchange, its alternate exchange for events nobody was bound to
+yet, the dead-letter exchange, and per-service quorum queues.
 
-Each service queue dead-letters into `<exchange>.dlx` with its own name as routing key, so every
-service has a private `<queue>.dlq`. Dead-lettering is at-least-once (quorum queues otherwise drop a
-message whose dead-lettering fails), which needs `reject-publish` overflow on the source queue.
+- `<exchange>` (topic) has the alternate exchange `<exchange>.unrouted` (fanout) bound to the quorum
+  queue `<exchange>.unrouted`: an event published before any queue is bound to its routing key is
+  kept there instead of being dropped, and re-driven when a consumer binds (see `redrive`).
+- Each service queue dead-letters into `<exchange>.dlx` (direct) with its own name as routing key,
+  so every service has a private `<queue>.dlq`. Dead-lettering is at-least-once (quorum queues
+  otherwise drop a message whose dead-lettering fails), which needs `reject-publish` overflow.
+- Queue arguments never depend on a setting: an argument cannot change on an existing queue (the
+  broker refuses the declaration), so the configurable `DELIVERY_LIMIT` is applied by the consumer
+  and the broker only holds a fixed safety net, `BROKER_DELIVERY_LIMIT`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+import aiormq
 from aio_pika import ExchangeType
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustExchange, AbstractRobustQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 
+from chassis.logging import get_logger
 from chassis.settings import AmqpSettings
+
+# Deliveries after which the broker itself dead-letters a message, whatever the consumer does:
+# only reached by a message that kills its consumer process every time (the consumer applies the
+# configurable, lower DELIVERY_LIMIT to handler failures itself).
+BROKER_DELIVERY_LIMIT = 20
+# Events nobody subscribes to, kept in the unrouted queue at most this long.
+UNROUTED_TTL_MS = 7 * 24 * 3600 * 1000
+
+_log = get_logger(__name__)
 
 
 def queue_name(settings: AmqpSettings, queue: str) -> str:
@@ -27,41 +46,98 @@ def dead_letter_exchange_name(settings: AmqpSettings) -> str:
     return f"{settings.events_exchange}.dlx"
 
 
-async def declare_events_exchange(
-    channel: AbstractRobustChannel, settings: AmqpSettings
-) -> AbstractRobustExchange:
-    return await channel.declare_exchange(
-        settings.events_exchange, ExchangeType.TOPIC, durable=True
-    )
+def unrouted_name(settings: AmqpSettings) -> str:
+    """Name of both the alternate exchange and the queue behind it."""
+    return f"{settings.events_exchange}.unrouted"
+
+
+def service_queue_arguments(settings: AmqpSettings, queue: str) -> dict[str, Any]:
+    name = queue_name(settings, queue)
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": BROKER_DELIVERY_LIMIT,
+        "x-dead-letter-exchange": dead_letter_exchange_name(settings),
+        "x-dead-letter-routing-key": name,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+async def declare_events_exchange(connection: AbstractConnection, settings: AmqpSettings) -> None:
+    """Declare the events exchange with its alternate exchange and unrouted queue.
+
+    An events exchange declared by an older version without the alternate exchange cannot be
+    changed in place: that is logged as an error (unroutable events would be lost until it is
+    re-created) and the exchange is used as it is.
+    """
+    unrouted = unrouted_name(settings)
+    async with connection.channel() as channel:
+        alternate = await channel.declare_exchange(unrouted, ExchangeType.FANOUT, durable=True)
+        queue = await channel.declare_queue(
+            unrouted,
+            durable=True,
+            arguments={"x-queue-type": "quorum", "x-message-ttl": UNROUTED_TTL_MS},
+        )
+        await queue.bind(alternate)
+    try:
+        async with connection.channel() as channel:
+            await channel.declare_exchange(
+                settings.events_exchange,
+                ExchangeType.TOPIC,
+                durable=True,
+                arguments={"alternate-exchange": unrouted},
+            )
+    except aiormq.exceptions.ChannelPreconditionFailed as error:
+        _log.error(
+            "events_exchange_without_alternate",
+            exchange=settings.events_exchange,
+            error=str(error),
+            fix="delete the exchange so the next start declares it with its alternate exchange",
+        )
+
+
+async def get_events_exchange(channel: AbstractChannel, settings: AmqpSettings) -> AbstractExchange:
+    """The (already declared) events exchange on `channel`, for publishing."""
+    return await channel.get_exchange(settings.events_exchange, ensure=True)
 
 
 async def declare_service_queue(
-    channel: AbstractRobustChannel, settings: AmqpSettings, queue: str, routing_keys: Iterable[str]
-) -> AbstractRobustQueue:
-    """Declare the service's quorum queue, its DLQ, and bind it to `routing_keys`."""
+    connection: AbstractConnection,
+    settings: AmqpSettings,
+    queue: str,
+    routing_keys: Iterable[str],
+) -> None:
+    """Declare the service's quorum queue and its DLQ, and bind it to `routing_keys`.
+
+    A queue declared by an older version with other arguments is used as it is (with a warning):
+    the broker refuses to redeclare it, and refusing to consume would stop the service for good.
+    """
     name = queue_name(settings, queue)
-    exchange = await declare_events_exchange(channel, settings)
-    dlx = await channel.declare_exchange(
-        dead_letter_exchange_name(settings), ExchangeType.DIRECT, durable=True
-    )
-    dlq = await channel.declare_queue(
-        dead_letter_queue_name(settings, queue),
-        durable=True,
-        arguments={"x-queue-type": "quorum"},
-    )
-    await dlq.bind(dlx, routing_key=name)
-    service_queue = await channel.declare_queue(
-        name,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": settings.delivery_limit,
-            "x-dead-letter-exchange": dlx.name,
-            "x-dead-letter-routing-key": name,
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        },
-    )
-    for key in routing_keys:
-        await service_queue.bind(exchange, routing_key=key)
-    return service_queue
+    await declare_events_exchange(connection, settings)
+    async with connection.channel() as channel:
+        dlx = await channel.declare_exchange(
+            dead_letter_exchange_name(settings), ExchangeType.DIRECT, durable=True
+        )
+        dlq = await channel.declare_queue(
+            dead_letter_queue_name(settings, queue),
+            durable=True,
+            arguments={"x-queue-type": "quorum"},
+        )
+        await dlq.bind(dlx, routing_key=name)
+    try:
+        async with connection.channel() as channel:
+            await channel.declare_queue(
+                name, durable=True, arguments=service_queue_arguments(settings, queue)
+            )
+    except aiormq.exceptions.ChannelPreconditionFailed as error:
+        _log.warning("service_queue_arguments_differ", queue=name, error=str(error))
+    async with connection.channel() as channel:
+        service_queue = await channel.declare_queue(name, passive=True)
+        exchange = await get_events_exchange(channel, settings)
+        for key in routing_keys:
+            await service_queue.bind(exchange, routing_key=key)
+
+
+async def passive_queue(channel: AbstractChannel, name: str) -> AbstractQueue:
+    """An existing queue, without (re)declaring its arguments."""
+    return await channel.declare_queue(name, passive=True)

@@ -1,0 +1,160 @@
+"""The unit of work: one PostgreSQL transaction that a service's repositories share, with the events
+it produced (outbox) and the claim of the event that caused it (inbox).
+
+```python
+async with uow:                                  # BEGIN
+    if not await uow.inbox.claim(event):         # seen before: no effect
+        return
+    await uow.stock.reserve(...)                 # repositories work on uow.connection
+    uow.publish(stock_reserved, routing_key="stock.reserved", correlation_id=order_id)
+    uow.after_commit(lambda: cache.invalidate(ids))
+# leaving the block writes the outbox rows and commits, or rolls everything back (outbox included)
+```
+
+A service subclasses `UnitOfWork` and binds its repositories in `bind(connection)`. A database
+outage anywhere in the block (acquire, a query, the commit) surfaces as `Unavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import asyncpg
+from google.protobuf.message import Message
+
+from chassis.errors import Unavailable
+from chassis.logging import get_logger
+from chassis.messaging.inbox import Handler, Inbox, Outcome
+from chassis.messaging.outbox import PendingEvent, write_outbox
+from chassis.postgres import OUTAGE_ERRORS
+
+_log = get_logger(__name__)
+AfterCommit = Callable[[], Awaitable[Any]]
+
+
+class UnitOfWork:
+    """`async with` opens a transaction; leaving the block commits it (with the queued events) or,
+    on any exception, rolls all of it back. One instance is one transaction: make a new one (the
+    service's factory) for every use case or event."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, *, consumer: str = "", acquire_timeout: float = 5.0
+    ) -> None:
+        self._pool = pool
+        self._consumer = consumer
+        self._acquire_timeout = acquire_timeout
+        self._conn: asyncpg.Connection | None = None
+        self._transaction: Any = None
+        self._events: list[PendingEvent] = []
+        self._after_commit: list[AfterCommit] = []
+        self.committed = False
+
+    def bind(self, connection: asyncpg.Connection) -> None:
+        """Subclasses build their repositories on the transaction's connection here."""
+
+    @property
+    def connection(self) -> asyncpg.Connection:
+        if self._conn is None:
+            raise RuntimeError("the unit of work is not open: use it as `async with uow:`")
+        return self._conn
+
+    @property
+    def inbox(self) -> Inbox:
+        """The consumer's processed-event ids, in this transaction."""
+        return Inbox(self.connection, self._consumer)
+
+    def publish(self, event: Message, *, routing_key: str, correlation_id: str) -> None:
+        """Queue `event` for the outbox; written in this transaction when it commits. What AMQP
+        cannot carry (a field over 255 bytes, a missing event id) is refused here, at once."""
+        self.connection  # noqa: B018 - refuses an event queued outside the block
+        self._events.append(
+            PendingEvent.of(event, routing_key=routing_key, correlation_id=correlation_id)
+        )
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        """Run `callback` once the transaction has committed (never after a rollback); a failing
+        callback is logged and does not undo the commit."""
+        self._after_commit.append(callback)
+
+    async def __aenter__(self) -> Self:
+        if self._conn is not None or self.committed:
+            raise RuntimeError("a unit of work is one transaction: open a new one")
+        try:
+            conn = await self._pool.acquire(timeout=self._acquire_timeout)
+        except OUTAGE_ERRORS as error:
+            raise Unavailable("the database is unavailable") from error
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+        except BaseException as error:
+            await self._release(conn)
+            if isinstance(error, OUTAGE_ERRORS):
+                raise Unavailable("the database is unavailable") from error
+            raise
+        self._conn, self._transaction = conn, transaction
+        self.bind(conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        conn, transaction = self.connection, self._transaction
+        try:
+            if exc is None:
+                await write_outbox(conn, self._events)
+                await transaction.commit()
+                self.committed = True
+            else:
+                await transaction.rollback()
+        except OUTAGE_ERRORS as error:
+            if exc is None:
+                raise Unavailable("the database is unavailable") from error
+            # The rollback failed too (the connection is gone, taking the transaction with it):
+            # the block's own error below is the one to report.
+        finally:
+            self._conn = None
+            await self._release(conn)
+        if isinstance(exc, OUTAGE_ERRORS):
+            raise Unavailable("the database is unavailable") from exc
+        if self.committed:
+            await self._run_after_commit()
+        return False
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        try:
+            await self._pool.release(conn, timeout=self._acquire_timeout)
+        except OUTAGE_ERRORS:
+            conn.terminate()
+
+    async def _run_after_commit(self) -> None:
+        for callback in self._after_commit:
+            try:
+                await callback()
+            except Exception as error:  # committed already: report, never undo
+                _log.error("after_commit_failed", error=f"{type(error).__name__}: {error}")
+
+
+U = TypeVar("U", bound=UnitOfWork)
+E = TypeVar("E", bound=Message)
+
+
+def handled_once(
+    new_unit_of_work: Callable[[], U], effect: Callable[[U, E], Awaitable[None]]
+) -> Handler:
+    """An event handler whose inbox claim and `effect` share one unit of work: a redelivered
+    event is acknowledged as a DUPLICATE with no effect, and a failure leaves no claim behind."""
+
+    async def handle(event: E) -> Outcome:
+        async with new_unit_of_work() as uow:
+            if not await uow.inbox.claim(event):
+                return Outcome.DUPLICATE
+            await effect(uow, event)
+        return Outcome.PROCESSED
+
+    handle.__qualname__ = getattr(effect, "__qualname__", "handle")
+    return handle

@@ -1,0 +1,237 @@
+"""Specs of the unit of work: the business change, the events it produced and the claim of the
+event that caused it commit together or not at all (real PostgreSQL and RabbitMQ)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from chassis.errors import Unavailable
+from chassis.messaging import Broker, EventConsumer, MessagingRetention, OutboxRelay
+from chassis.testing.proxy import TcpProxy
+from chassis.unit_of_work import UnitOfWork, handled_once
+from ecommerce.events.v1 import events_pb2
+
+from .conftest import Tap
+from .events import order_created
+from .support import consuming, eventually, on_order_created, queue_is, running
+
+
+class LedgerUnitOfWork(UnitOfWork):
+    """A service's unit of work: its repository bound to the transaction's connection."""
+
+    ledger: Ledger
+
+    def bind(self, connection: asyncpg.Connection) -> None:
+        self.ledger = Ledger(connection)
+
+
+class Ledger:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def record(self, order_id: str, quantity: int) -> None:
+        await self._conn.execute(
+            "INSERT INTO ledger (order_id, quantity) VALUES ($1, $2)", uuid.UUID(order_id), quantity
+        )
+
+
+@pytest.fixture
+async def ledger_pool(pool: asyncpg.Pool) -> asyncpg.Pool:
+    await pool.execute("CREATE TABLE ledger (order_id uuid, quantity int)")
+    return pool
+
+
+async def counts(pool: asyncpg.Pool) -> tuple[int, int]:
+    ledger = await pool.fetchval("SELECT count(*) FROM ledger")
+    outbox = await pool.fetchval("SELECT count(*) FROM outbox")
+    return int(ledger), int(outbox)
+
+
+async def test_leaving_the_block_commits_the_change_and_its_event_together(
+    ledger_pool: asyncpg.Pool,
+) -> None:
+    event = order_created()
+    async with LedgerUnitOfWork(ledger_pool) as uow:
+        await uow.ledger.record(event.order_id, 2)
+        uow.publish(event, routing_key="order.created", correlation_id=event.order_id)
+    assert uow.committed
+    assert await counts(ledger_pool) == (1, 1)
+    row = await ledger_pool.fetchrow("SELECT event_id, correlation_id FROM outbox")
+    assert (str(row["event_id"]), row["correlation_id"]) == (event.event_id, event.order_id)
+
+
+async def test_a_failure_after_an_event_was_added_leaves_neither_the_change_nor_the_event(
+    ledger_pool: asyncpg.Pool,
+) -> None:
+    event = order_created()
+    after_commit_ran = False
+
+    async def after_commit() -> None:
+        nonlocal after_commit_ran
+        after_commit_ran = True
+
+    uow = LedgerUnitOfWork(ledger_pool)
+
+    async def fail_after_publishing() -> None:
+        async with uow:
+            await uow.ledger.record(event.order_id, 2)
+            uow.publish(event, routing_key="order.created", correlation_id=event.order_id)
+            uow.after_commit(after_commit)
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        await fail_after_publishing()
+    assert await counts(ledger_pool) == (0, 0)
+    assert not uow.committed
+    assert not after_commit_ran
+
+
+async def test_an_inbox_duplicate_inside_a_unit_of_work_has_no_effect(
+    ledger_pool: asyncpg.Pool,
+) -> None:
+    event = order_created()
+
+    async def effect(uow: LedgerUnitOfWork, received: events_pb2.OrderCreated) -> None:
+        await uow.ledger.record(received.order_id, 1)
+        uow.publish(order_created(), routing_key="stock.reserved", correlation_id="c")
+
+    handle = handled_once(lambda: LedgerUnitOfWork(ledger_pool, consumer="ledger"), effect)
+    outcomes = [await handle(event) for _ in range(3)]
+    assert outcomes == ["processed", "duplicate", "duplicate"]
+    assert await counts(ledger_pool) == (1, 1)
+
+
+async def test_concurrent_duplicates_have_one_effect(ledger_pool: asyncpg.Pool) -> None:
+    event = order_created()
+
+    async def effect(uow: LedgerUnitOfWork, received: events_pb2.OrderCreated) -> None:
+        await uow.ledger.record(received.order_id, 1)
+        await asyncio.sleep(0.05)
+
+    handle = handled_once(lambda: LedgerUnitOfWork(ledger_pool, consumer="ledger"), effect)
+    outcomes = await asyncio.gather(*(handle(event) for _ in range(8)))
+    assert sorted(outcomes) == ["duplicate"] * 7 + ["processed"]
+    assert await counts(ledger_pool) == (1, 0)
+
+
+async def test_an_event_amqp_cannot_carry_fails_its_own_unit_of_work(
+    ledger_pool: asyncpg.Pool,
+) -> None:
+
+    async def publish_oversized() -> None:
+        async with LedgerUnitOfWork(ledger_pool) as uow:
+            await uow.ledger.record(str(uuid.uuid4()), 1)
+            uow.publish(order_created(), routing_key="order.created", correlation_id="é" * 200)
+
+    with pytest.raises(ValueError, match="correlation_id"):
+        await publish_oversized()
+    assert await counts(ledger_pool) == (0, 0)
+
+
+async def test_a_database_that_cannot_be_reached_is_unavailable(database_url: str) -> None:
+    async with TcpProxy(*_host_port(database_url)) as proxy:
+        pool = await asyncpg.create_pool(_via(database_url, proxy.port), min_size=0, timeout=2)
+        try:
+            await proxy.cut()
+            with pytest.raises(Unavailable):
+                async with UnitOfWork(pool):
+                    pass
+        finally:
+            pool.terminate()
+
+
+async def test_a_short_database_outage_dead_letters_nothing_and_every_effect_happens_once(
+    ledger_pool: asyncpg.Pool, database_url: str, broker: Broker
+) -> None:
+    """The handler's database goes away for three seconds while events flow: the consumer
+    pauses and resumes; no event reaches the dead-letter queue, none has its effect twice."""
+    async with TcpProxy(*_host_port(database_url)) as proxy:
+        pool = await asyncpg.create_pool(
+            _via(database_url, proxy.port), min_size=0, max_size=8, timeout=2, command_timeout=2
+        )
+
+        async def effect(uow: LedgerUnitOfWork, event: events_pb2.OrderCreated) -> None:
+            await uow.ledger.record(event.order_id, event.lines[0].quantity)
+
+        handler = handled_once(lambda: LedgerUnitOfWork(pool, consumer="ledger"), effect)
+        consumer = EventConsumer(broker, "ledger", on_order_created(handler))
+        events = [order_created() for _ in range(300)]
+        try:
+            async with consuming(consumer):
+                for index, event in enumerate(events):
+                    if index == 50:
+                        await proxy.cut()
+                    await broker.publish(
+                        event, routing_key="order.created", correlation_id=event.order_id
+                    )
+                await asyncio.sleep(3)
+                await proxy.restore()
+
+                async def all_recorded() -> bool:
+                    return await ledger_pool.fetchval("SELECT count(*) FROM ledger") == len(events)
+
+                await eventually(all_recorded, within=60)
+                assert await queue_is(broker, consumer.dead_letter_queue_name, 0)
+        finally:
+            pool.terminate()
+    rows = await ledger_pool.fetch("SELECT order_id FROM ledger")
+    assert sorted(str(r["order_id"]) for r in rows) == sorted(e.order_id for e in events)
+
+
+async def test_events_of_a_unit_of_work_reach_the_broker_through_the_relay(
+    ledger_pool: asyncpg.Pool, database_url: str, broker: Broker, tap: Tap
+) -> None:
+    event = order_created()
+    async with LedgerUnitOfWork(ledger_pool) as uow:
+        await uow.ledger.record(event.order_id, 1)
+        uow.publish(event, routing_key="order.created", correlation_id=event.order_id)
+    async with running(OutboxRelay(database_url, broker)):
+        [message] = await tap.wait_for(1)
+    assert message.message_id == event.event_id
+
+
+async def test_retention_purges_old_rows_in_chunks_and_keeps_what_is_pending(
+    ledger_pool: asyncpg.Pool,
+) -> None:
+    await ledger_pool.execute(
+        "INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, payload,"
+        " published_at) SELECT gen_random_uuid(), 't', 'k', 'c', '', now() - interval '2 days'"
+        " FROM generate_series(1, 250)"
+    )
+    await ledger_pool.execute(
+        "INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, payload)"
+        " SELECT gen_random_uuid(), 't', 'k', 'c', '' FROM generate_series(1, 5)"
+    )
+    await ledger_pool.execute(
+        "INSERT INTO inbox (consumer, event_id, event_type, processed_at) SELECT 'c',"
+        " gen_random_uuid(), 't', now() - interval '30 days' FROM generate_series(1, 120)"
+    )
+    await ledger_pool.execute(
+        "INSERT INTO inbox (consumer, event_id, event_type) VALUES ('c', gen_random_uuid(), 't')"
+    )
+    retention = MessagingRetention(
+        ledger_pool,
+        outbox_retention=timedelta(days=1),
+        inbox_retention=timedelta(days=7),
+        chunk=100,
+    )
+    assert await retention.purge_once() == {"outbox": 250, "inbox": 120}
+    assert await ledger_pool.fetchval("SELECT count(*) FROM outbox") == 5
+    assert await ledger_pool.fetchval("SELECT count(*) FROM inbox") == 1
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+def _via(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{port}"))
