@@ -24,12 +24,13 @@ from chassis.messaging import (
     Broker,
     EventConsumer,
     OutboxRelay,
+    Subscription,
     add_to_outbox,
-    postgres_inbox,
 )
 from chassis.messaging.consumer import EVENTS_CONSUMED
 from chassis.postgres import database_url, ensure_database
 from chassis.settings import AmqpSettings
+from chassis.unit_of_work import UnitOfWork, handled_once
 from ecommerce.events.v1 import events_pb2
 
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -118,22 +119,37 @@ def consumed_so_far() -> float:
 async def bench_consumer(
     broker: Broker, pool: asyncpg.Pool, events: int, prefetch: int
 ) -> tuple[float, int]:
-    """Events/s through EventConsumer + postgres_inbox, 10% of deliveries being duplicates."""
+    """Events/s through EventConsumer + a unit of work with its inbox claim, 10% of deliveries
+    being duplicates."""
     await pool.execute("CREATE TABLE IF NOT EXISTS effects (order_id uuid PRIMARY KEY)")
 
-    async def effect(conn: asyncpg.Connection, event: events_pb2.OrderCreated) -> None:
-        await conn.execute("INSERT INTO effects VALUES ($1)", uuid.UUID(event.order_id))
+    async def effect(uow: UnitOfWork, event: events_pb2.OrderCreated) -> None:
+        await uow.connection.execute("INSERT INTO effects VALUES ($1)", uuid.UUID(event.order_id))
 
+    handler = handled_once(lambda: UnitOfWork(pool, consumer="bench"), effect)
     consumer = EventConsumer(
-        broker, "bench", {"order.created": postgres_inbox(pool, "bench", effect)}, prefetch=prefetch
+        broker,
+        "bench",
+        [Subscription("order.created", events_pb2.OrderCreated, handler)],
+        prefetch=prefetch,
     )
+    # The relay scenarios published to an exchange no queue was bound to: forget those events.
+    channel = await broker.channel()
+    unrouted = await channel.declare_queue(
+        f"{broker.settings.events_exchange}.unrouted", passive=True
+    )
+    await unrouted.purge()
+    await channel.close()
     # Declare and bind the queue, then stop consuming so the backlog builds up.
     async with running(consumer.run()):
         await consumer.consuming.wait()
     unique = [order_created() for _ in range(events * 9 // 10)]
     deliveries = [*unique, *unique[: events - len(unique)]]
     await asyncio.gather(
-        *(broker.publish(e, routing_key="order.created", correlation_id="b") for e in deliveries)
+        *(
+            broker.publish(e, routing_key="order.created", correlation_id=e.order_id)
+            for e in deliveries
+        )
     )
     baseline = consumed_so_far()
     started = time.perf_counter()
@@ -201,7 +217,10 @@ async def cleanup(broker: Broker, settings: AmqpSettings, databases: list[str]) 
     for queue in (f"{settings.queue_prefix}bench", f"{settings.queue_prefix}bench.dlq"):
         with contextlib.suppress(aio_pika.exceptions.AMQPError):
             await channel.queue_delete(queue)
-    for exchange in (settings.events_exchange, f"{settings.events_exchange}.dlx"):
+    exchanges = [settings.events_exchange, f"{settings.events_exchange}.dlx"]
+    with contextlib.suppress(aio_pika.exceptions.AMQPError):
+        await channel.queue_delete(f"{settings.events_exchange}.unrouted")
+    for exchange in [*exchanges, f"{settings.events_exchange}.unrouted"]:
         with contextlib.suppress(aio_pika.exceptions.AMQPError):
             await channel.exchange_delete(exchange)
     await broker.close()

@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+import aiormq
 import grpc
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from google.protobuf.message import Message
@@ -239,8 +240,7 @@ class EventConsumer:
             await self._dead_letter(message, event_type, "poison", str(exc), log)
             return
         outcome = await self._handle(subscription.handler, event, message, event_type, log)
-        if outcome is not None:
-            await message.ack()
+        if outcome is not None and await _settled(message.ack(), log):
             EVENTS_CONSUMED.labels(event_type=event_type, outcome=outcome).inc()
 
     async def _handle(
@@ -312,7 +312,7 @@ class EventConsumer:
         )
         EVENTS_CONSUMED.labels(event_type=event_type, outcome="failed").inc()
         await asyncio.sleep(delay)
-        await message.nack(requeue=True)
+        await _settled(message.nack(requeue=True), log)
 
     async def _dead_letter(
         self,
@@ -328,7 +328,7 @@ class EventConsumer:
             )
         except Exception as exc:  # not copied: leave it to a redelivery, never lose it
             log.warning("dead_letter_failed", error=f"{type(exc).__name__}: {exc}")
-            await message.nack(requeue=True)
+            await _settled(message.nack(requeue=True), log)
             return
         log.error(
             "event_dead_lettered",
@@ -338,6 +338,17 @@ class EventConsumer:
         )
         EVENTS_CONSUMED.labels(event_type=event_type, outcome="dead_lettered").inc()
         EVENTS_DEAD_LETTERED.labels(queue=self.queue_name, event_type=event_type).inc()
+
+
+async def _settled(settling: Awaitable[None], log: BoundLogger) -> bool:
+    """Ack or nack; False when the channel closed meanwhile (the broker then redelivers the
+    message, and the inbox makes a second delivery of a handled event a no-op)."""
+    try:
+        await settling
+    except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as error:
+        log.warning("message_not_settled", error=f"{type(error).__name__}: {error}")
+        return False
+    return True
 
 
 def _delivery_count(message: AbstractIncomingMessage) -> int:
