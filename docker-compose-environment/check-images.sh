@@ -125,8 +125,9 @@ command -v flock >/dev/null 2>&1 || cannot_run "flock (util-linux) is missing"
 mkdir -p "$state_dir"
 # One run at a time on a machine: runs share the private engine and sweep each other's leftovers.
 exec 9>"$state_dir/lock"
-flock 9
+flock --timeout 900 9 || cannot_run "another image check has held $state_dir/lock for 15 minutes"
 trap stop_private_dockerd EXIT
+trap 'exit 130' INT TERM  # so that the EXIT trap stops the private dockerd
 
 if ! "$docker" info >/dev/null 2>&1; then
   start_private_dockerd
