@@ -92,6 +92,7 @@ make_base_image() {
         rm -rf "$rootfs"
         cannot_run "debootstrap failed: $(tail -n 2 "$state_dir/debootstrap.log" | tr '\n' ' ')"
       fi
+      log "debootstrap done in $((SECONDS - t0)) s"
       rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
       mkdir -p "$cache_dir"
       tar --numeric-owner -C "$rootfs" -c . | gzip -1 >"$tarball.tmp"
