@@ -44,11 +44,15 @@ stop_private_dockerd() {
   log "stopping the private dockerd (pid $private_dockerd_pid)"
   kill -TERM "$private_dockerd_pid" 2>/dev/null || true
   for _ in $(seq 1 60); do
-    kill -0 "$private_dockerd_pid" 2>/dev/null || return 0
+    kill -0 "$private_dockerd_pid" 2>/dev/null || break
     sleep 0.5
   done
-  log "dockerd $private_dockerd_pid did not stop in 30 s; killing it"
-  kill -KILL "$private_dockerd_pid" 2>/dev/null || true
+  if kill -0 "$private_dockerd_pid" 2>/dev/null; then
+    log "dockerd $private_dockerd_pid did not stop in 30 s; killing it"
+    kill -KILL "$private_dockerd_pid" 2>/dev/null || true
+  fi
+  # dockerd leaves its default network namespace mounted under its exec root.
+  umount "$run_dir/exec/netns/default" 2>/dev/null || true
 }
 
 start_private_dockerd() {
