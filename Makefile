@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 BUF_VERSION ?= 1.75.0
 
-.PHONY: help install test lint format proto proto-check proto-lint dev seed compose-validate clean
+.PHONY: help install test lint format proto proto-check proto-lint dev seed compose-validate check-images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ seed: install ## load the sample catalogue (idempotent)
 
 compose-validate: ## offline checks of the compose environment and Dockerfiles (see its README)
 	docker-compose-environment/validate.sh
+
+check-images: install ## build every service image, start each container and wait for its HEALTHCHECK
+	docker-compose-environment/check-images.sh
 
 clean: ## remove caches
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

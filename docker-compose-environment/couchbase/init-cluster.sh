@@ -9,7 +9,7 @@ password="${COUCHBASE_PASSWORD:?COUCHBASE_PASSWORD is required}"
 bucket="${COUCHBASE_BUCKET:-carts}"
 cluster_ram="${COUCHBASE_RAM_MB:-512}"
 bucket_ram="${COUCHBASE_BUCKET_RAM_MB:-256}"
-cli=/opt/couchbase/bin/couchbase-cli
+cli="${COUCHBASE_CLI:-/opt/couchbase/bin/couchbase-cli}"
 
 log() { printf 'couchbase-init: %s\n' "$*"; }
 
@@ -31,7 +31,10 @@ else
     --index-storage-setting default
 fi
 
-if "${cli}" bucket-list -c "${host}:8091" -u "${user}" -p "${password}" | grep -qx "${bucket}"; then
+# Listed first, then searched: `bucket-list | grep -q` under pipefail fails when grep stops
+# reading early and the CLI dies of SIGPIPE, which would try to create an existing bucket.
+buckets=$("${cli}" bucket-list -c "${host}:8091" -u "${user}" -p "${password}")
+if grep -qx "${bucket}" <<<"${buckets}"; then
   log "bucket ${bucket} already exists"
 else
   log "creating bucket ${bucket} (${bucket_ram} MB)"

@@ -51,6 +51,13 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
+def infra_override() -> dict[str, Any]:
+    """compose.infra.yml: the infrastructure's ports for a service run from the workspace."""
+    data: dict[str, Any] = yaml.safe_load((ENVIRONMENT / "compose.infra.yml").read_text())
+    return data
+
+
+@pytest.fixture(scope="session")
 def env_example() -> str:
     return (ENVIRONMENT / ".env.example").read_text()
 

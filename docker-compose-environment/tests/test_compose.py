@@ -6,7 +6,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-PUBLISHED = {"api-gateway", "grafana", "jaeger", "kibana", "rabbitmq"}
+PUBLISHED = {"api-gateway", "grafana", "jaeger", "kibana", "prometheus", "rabbitmq"}
+# Where the original platform's users find each UI: host port by default -> container port.
+UI_PORTS = {
+    "jaeger": ("16686", "16686"),
+    "prometheus": ("9090", "9090"),
+    "grafana": ("3001", "3000"),
+    "kibana": ("5601", "5601"),
+    "rabbitmq": ("15672", "15672"),
+}
+INFRASTRUCTURE = {"postgres", "redis", "rabbitmq", "couchbase", "jaeger"}
 ALLOWED_CONDITIONS = {"service_healthy", "service_completed_successfully"}
 # `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?message}`; `$$` is a literal dollar.
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)(?:[:?-][^}]*)?\}")
@@ -71,14 +80,16 @@ def test_only_the_gateway_and_the_uis_publish_ports(services: dict[str, dict[str
     assert publishing == PUBLISHED
 
 
-def test_the_uis_publish_only_their_web_port_on_the_ui_bind_address(
+def test_the_uis_publish_only_their_web_port_on_the_ui_bind_address_at_the_documented_port(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    web_ports = {"grafana": "3000", "jaeger": "16686", "kibana": "5601", "rabbitmq": "15672"}
-    for name, container_port in web_ports.items():
+    for name, (host_port, container_port) in UI_PORTS.items():
         (mapping,) = services[name]["ports"]
-        assert mapping.startswith("${UI_BIND_ADDRESS:-127.0.0.1}:"), name
-        assert mapping.endswith(f":{container_port}"), name
+        match = re.fullmatch(
+            r"\$\{UI_BIND_ADDRESS:-127\.0\.0\.1\}:\$\{[A-Z_]+:-(\d+)\}:(\d+)", mapping
+        )
+        assert match, f"{name}: {mapping}"
+        assert match.groups() == (host_port, container_port), name
 
 
 def test_the_gateway_publishes_its_http_port(services: dict[str, dict[str, Any]]) -> None:
@@ -111,10 +122,50 @@ def test_the_seed_job_runs_the_product_image_with_the_seed_command(
     assert seed["command"] == ["service-product", "seed"]
 
 
+def test_no_admin_is_created_with_a_default_password(
+    services: dict[str, dict[str, Any]], env_example: str
+) -> None:
+    # service-user creates the admin only when both variables are set: unset, there is none.
+    assert _environment(services["service-user"])["ADMIN_PASSWORD"] == "${ADMIN_PASSWORD:-}"
+    assert re.search(r"^ADMIN_PASSWORD=$", env_example, flags=re.MULTILINE)
+
+
+def test_the_infrastructure_file_publishes_only_infrastructure_ports_on_loopback(
+    infra_override: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    published = infra_override["services"]
+    assert set(published) == INFRASTRUCTURE
+    for name, override in published.items():
+        assert set(override) == {"ports"}, f"{name}: the override only publishes ports"
+        for mapping in override["ports"]:
+            assert mapping.startswith("127.0.0.1:"), f"{name}: {mapping}"
+            container_port = mapping.rsplit(":", 1)[1]
+            assert mapping not in services[name].get("ports", []), name
+            assert container_port.isdigit(), name
+
+
+def test_the_infrastructure_file_publishes_each_server_at_its_standard_port(
+    infra_override: dict[str, Any],
+) -> None:
+    ports = {
+        name: {m.rsplit(":", 1)[1]: m.split(":-")[1].split("}")[0] for m in o["ports"]}
+        for name, o in infra_override["services"].items()
+    }
+    assert ports["postgres"] == {"5432": "5432"}
+    assert ports["redis"] == {"6379": "6379"}
+    assert ports["rabbitmq"] == {"5672": "5672"}
+    assert ports["couchbase"] == {"8091": "8091", "11210": "11210"}
+    assert ports["jaeger"] == {"4317": "4317"}
+
+
 def test_every_variable_the_compose_file_reads_is_in_env_example(
     env_example: str, environment_dir: Path
 ) -> None:
-    read = set(INTERPOLATION.findall((environment_dir / "docker-compose.yml").read_text()))
+    read = {
+        name
+        for file in ("docker-compose.yml", "compose.infra.yml")
+        for name in INTERPOLATION.findall((environment_dir / file).read_text())
+    }
     defined = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", env_example, flags=re.MULTILINE))
     assert read - defined == set(), "read by compose but missing from .env.example"
     # COMPOSE_PROJECT_NAME is read by compose itself, not interpolated.
@@ -196,3 +247,19 @@ def test_every_named_volume_is_declared_and_every_bind_mount_exists(
                 assert (environment_dir / source).exists(), f"{name}: {source}"
             elif not source.startswith("/"):
                 assert source in compose["volumes"], f"{name}: {source}"
+
+
+def test_down_with_volumes_leaves_nothing_behind(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    # `docker compose down -v` removes the project's network and named volumes, never external
+    # ones; host folders are only ever read, so nothing is written outside Docker's volumes.
+    for name, network in compose["networks"].items():
+        assert not (network or {}).get("external"), f"network {name} is external"
+    for name, volume in compose["volumes"].items():
+        assert not (volume or {}).get("external"), f"volume {name} is external"
+    for name, service in services.items():
+        for mount in service.get("volumes", []):
+            source = mount.split(":", 1)[0]
+            if source.startswith(("./", "/")):
+                assert mount.endswith(":ro"), f"{name}: {mount} may write to the host"

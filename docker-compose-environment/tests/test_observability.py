@@ -164,3 +164,56 @@ def test_kibana_gets_a_data_view_over_the_log_indices(environment_dir: Path) -> 
     script = (environment_dir / "kibana/create-data-view.sh").read_text()
     assert '"title": "ecommerce-logs-*"' in script
     assert '"timeFieldName": "@timestamp"' in script
+
+
+# Metrics the alert rules read that other parts of the platform are still adding: the contract
+# the compose README writes down (README: Alerts), by name.
+ALERT_CONTRACT = {"orders_total", "outbox_oldest_unpublished_age_seconds"}
+
+
+def _alert_rules(environment_dir: Path) -> dict[str, dict[str, Any]]:
+    groups = yaml.safe_load((environment_dir / "prometheus/alerts.yml").read_text())["groups"]
+    return {rule["alert"]: rule for group in groups for rule in group["rules"]}
+
+
+def test_prometheus_loads_the_alert_rules_mounted_beside_its_config(
+    prometheus_config: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert prometheus_config["rule_files"] == ["alerts.yml"]
+    volumes = services["prometheus"]["volumes"]
+    assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in volumes
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in volumes
+
+
+def test_alerts_cover_saga_failures_dead_letters_outbox_age_and_gateway_errors(
+    environment_dir: Path,
+) -> None:
+    rules = _alert_rules(environment_dir)
+    expressions = {name: " ".join(rule["expr"].split()) for name, rule in rules.items()}
+    assert 'orders_total{status="CANCELLED"}' in expressions["SagaFailureRateHigh"]
+    assert "max by (queue) (events_dlq_depth) > 0" in expressions["DeadLetterQueueNotEmpty"]
+    assert "outbox_oldest_unpublished_age_seconds" in expressions["OutboxBacklogStale"]
+    assert 'http_requests_total{status=~"5.."}' in expressions["GatewayServerErrorRateHigh"]
+    for name, rule in rules.items():
+        assert rule.get("for"), f"{name} fires on a single evaluation"
+        assert rule["labels"]["severity"] in {"warning", "critical"}, name
+        assert rule["annotations"]["summary"], name
+
+
+def test_alerts_read_only_metrics_the_platform_defines_or_the_documented_contract(
+    environment_dir: Path,
+) -> None:
+    root = environment_dir.parent
+    defined = {
+        _base_name(name)
+        for folder in (*SOURCE_FOLDERS, "api-gateway/src")
+        for path in (root / folder).rglob("*.py")
+        for name in METRIC_DEFINITION.findall(path.read_text())
+    } | {"up"}
+    readme = (environment_dir / "README.md").read_text()
+    for name, rule in _alert_rules(environment_dir).items():
+        for metric in _metric_names(rule["expr"]):
+            if metric in ALERT_CONTRACT:
+                assert f"`{metric}" in readme, f"{metric}: the contract is not in the README"
+            else:
+                assert _base_name(metric) in defined, f"{name}: {metric} is defined nowhere"

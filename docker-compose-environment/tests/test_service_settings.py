@@ -147,7 +147,9 @@ def test_each_service_loads_its_settings_in_its_container_and_points_at_no_loopb
 def test_the_compose_env_example_shows_the_compose_defaults(
     compose: dict[str, Any], environment_dir: Path
 ) -> None:
-    text = (environment_dir / "docker-compose.yml").read_text()
+    text = "".join(
+        (environment_dir / file).read_text() for file in ("docker-compose.yml", "compose.infra.yml")
+    )
     defaults = {name: default for name, default in INTERPOLATION.findall(text)}
     example = env_file(environment_dir / ".env.example")
     project_name = example.pop("COMPOSE_PROJECT_NAME")
