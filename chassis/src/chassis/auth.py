@@ -21,6 +21,7 @@ import grpc
 import jwt
 
 from chassis.errors import Unauthenticated, Unavailable
+from chassis.grpc_client import create_channel
 from chassis.logging import get_logger
 from chassis.settings import TokenVerificationSettings
 
@@ -37,6 +38,8 @@ AUTHORIZATION_KEY = "authorization"
 # ports that read it are internal (never published), not an identity.
 CLIENT_ADDRESS_KEY = "x-client-address"
 _JWK_FIELDS = ("kid", "kty", "alg", "use", "crv", "x", "n", "e")
+# service-user's public key set; named here (not imported) because the chassis knows no protos.
+GET_JWKS_METHOD = "/ecommerce.user.v1.UserService/GetJwks"
 
 JwksFetcher = Callable[[], Awaitable[Sequence[Mapping[str, str]]]]
 
@@ -65,6 +68,29 @@ class Principal:
 def jwk_mapping(jwk: Any) -> dict[str, str]:
     """The JWK fields of any object that carries them as attributes (e.g. a protobuf JsonWebKey)."""
     return {name: str(value) for name in _JWK_FIELDS if (value := getattr(jwk, name, ""))}
+
+
+def user_service_jwks(
+    settings: TokenVerificationSettings, parse_reply: Callable[[bytes], Any]
+) -> tuple[JwksFetcher, grpc.aio.Channel]:
+    """A fetcher of service-user's JWKS at USER_SERVICE_ADDR (each call bounded by
+    JWKS_TIMEOUT_SECONDS, retried on UNAVAILABLE), and its channel to close at shutdown.
+
+    `parse_reply` is `ecommerce.user.v1.user_pb2.GetJwksResponse.FromString`.
+    """
+    channel = create_channel(
+        settings.user_service_addr,
+        default_timeout=settings.jwks_timeout_seconds,
+        idempotent_methods=[GET_JWKS_METHOD],
+    )
+    # An empty GetJwksRequest serialises to no bytes.
+    get_jwks = channel.unary_unary(GET_JWKS_METHOD, response_deserializer=parse_reply)
+
+    async def fetch() -> list[dict[str, str]]:
+        reply = await get_jwks(b"", timeout=settings.jwks_timeout_seconds)
+        return [jwk_mapping(key) for key in reply.keys]
+
+    return fetch, channel
 
 
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:

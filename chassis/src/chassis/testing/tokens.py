@@ -9,14 +9,16 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
+import grpc
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from chassis.auth import bearer_metadata
+from chassis.auth import GET_JWKS_METHOD, bearer_metadata
 
 ISSUER = "ecommerce-user-service"
 AUDIENCE = "ecommerce-api"
@@ -91,3 +93,47 @@ class TokenAuthority:
     ) -> tuple[tuple[str, str], ...]:
         """gRPC metadata carrying a fresh token for `user_id` with `role`."""
         return bearer_metadata(self.token(user_id, role=role))
+
+
+@asynccontextmanager
+async def serving_jwks(
+    authority: TokenAuthority, encode_reply: Callable[[list[dict[str, str]]], bytes]
+) -> AsyncIterator[str]:
+    """A gRPC server answering service-user's GetJwks with `authority`'s key, for services under
+    test that fetch keys from USER_SERVICE_ADDR; yields its address. `encode_reply` builds the
+    serialised GetJwksResponse from the JWKs (the chassis knows no protos)."""
+
+    async def get_jwks(_request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+        return encode_reply(authority.jwks())
+
+    service, method = GET_JWKS_METHOD.strip("/").split("/")
+    handler = grpc.method_handlers_generic_handler(
+        service, {method: grpc.unary_unary_rpc_method_handler(get_jwks)}
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds a caller's token to every call on a test channel that gives no metadata of its own."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        if not client_call_details.metadata:
+            client_call_details = client_call_details._replace(
+                metadata=grpc.aio.Metadata(*self._metadata)
+            )
+        return await continuation(client_call_details, request)
