@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import socket
 import statistics
 import sys
 import threading
@@ -39,8 +40,6 @@ def healthz(host: str, port: int, until: float) -> list[float]:
 
 
 def attack(host: str, port: int, request: bytes, until: float) -> None:
-    import socket
-
     while time.monotonic() < until:
         try:
             with socket.create_connection((host, port), timeout=60) as sock:
