@@ -113,6 +113,7 @@ def test_readyz_is_503_while_service_user_is_down_and_200_once_it_is_up(
     env["PRODUCT_SERVICE_ADDR"] = ""
     env["CART_SERVICE_ADDR"] = ""
     env["GATEWAY_PORT"] = str(procfile.free_port())
+    env["GATEWAY_METRICS_PORT"] = str(procfile.free_port())
     env["USER_GRPC_PORT"] = str(procfile.free_port())
     env["USER_SERVICE_ADDR"] = f"127.0.0.1:{env['USER_GRPC_PORT']}"
     base_url = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
