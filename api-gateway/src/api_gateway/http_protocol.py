@@ -84,9 +84,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(rest)
 
     def on_message_begin(self) -> None:
+        # `header_bytes` is not reset here: this runs inside the feed of bytes already counted.
         super().on_message_begin()
         self.reading_headers = True
-        self.header_bytes = 0
 
     def on_headers_complete(self) -> None:
         self.reading_headers = False
