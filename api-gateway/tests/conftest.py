@@ -48,6 +48,8 @@ class Platform:
     gateway_url: str
     user_addr: str
     product_addr: str
+    cart_addr: str
+    metrics_url: str
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def log_lines(self) -> list[str]:
@@ -76,11 +78,16 @@ async def wait_http_ok(process: ServiceProcess, url: str, timeout_s: float = 120
             await asyncio.sleep(0.1)
 
 
-def start_gateway(env: dict[str, str]) -> tuple[ServiceProcess, str]:
+def start_gateway(env: dict[str, str], metrics_port: int = 0) -> tuple[ServiceProcess, str]:
     port = free_port()
     process = ServiceProcess(
         service_command("api-gateway"),
-        env={"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), **env},
+        env={
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_METRICS_PORT": str(metrics_port),
+            **env,
+        },
         name="api-gateway",
     ).start()
     return process, f"http://127.0.0.1:{port}"
@@ -101,6 +108,9 @@ def start_user_service(
         "JWT_PRIVATE_KEY_FILE": str(key_path),
         "ADMIN_EMAIL": ADMIN_EMAIL,
         "ADMIN_PASSWORD": ADMIN_PASSWORD,
+        # Every test client is 127.0.0.1: the per-client limits are specified in service-user.
+        "LOGIN_RATE_PER_CLIENT": "100000",
+        "REGISTER_RATE_PER_CLIENT": "100000",
         **FAST_ARGON2,
         **extra,
     }
@@ -109,7 +119,7 @@ def start_user_service(
 
 
 def start_product_service(
-    database_url: str, redis_url: str, prefix: str
+    database_url: str, redis_url: str, prefix: str, user_addr: str
 ) -> tuple[ServiceProcess, str]:
     port = free_port()
     parsed = urlparse(database_url)
@@ -120,13 +130,14 @@ def start_product_service(
         "REDIS_KEY_PREFIX": prefix,
         "PRODUCT_GRPC_PORT": str(port),
         "PRODUCT_METRICS_PORT": "0",
+        "USER_SERVICE_ADDR": user_addr,
     }
     process = ServiceProcess(service_command("service-product"), env=env, name="service-product")
     return process.start(), f"127.0.0.1:{port}"
 
 
 def start_cart_service(
-    redis_url: str, prefix: str, product_addr: str
+    redis_url: str, prefix: str, product_addr: str, user_addr: str
 ) -> tuple[ServiceProcess, str]:
     port = free_port()
     env = {
@@ -136,6 +147,7 @@ def start_cart_service(
         "CART_GRPC_PORT": str(port),
         "CART_METRICS_PORT": "0",
         "PRODUCT_SERVICE_ADDR": product_addr,
+        "USER_SERVICE_ADDR": user_addr,
     }
     process = ServiceProcess(service_command("service-cart"), env=env, name="service-cart")
     return process.start(), f"127.0.0.1:{port}"
@@ -174,23 +186,34 @@ async def platform(
         )
         processes["service-user"] = users
         products, product_addr = start_product_service(
-            products_db, redis_url, redis_key_prefix + "products:"
+            products_db, redis_url, redis_key_prefix + "products:", user_addr
         )
         processes["service-product"] = products
         waits = [users.wait_serving(user_addr, 120), products.wait_serving(product_addr, 120)]
-        carts, cart_addr = start_cart_service(redis_url, redis_key_prefix + "carts:", product_addr)
+        carts, cart_addr = start_cart_service(
+            redis_url, redis_key_prefix + "carts:", product_addr, user_addr
+        )
         processes["service-cart"] = carts
         waits.append(carts.wait_serving(cart_addr, 120))
+        metrics_port = free_port()
         gateway, gateway_url = start_gateway(
             {
                 "USER_SERVICE_ADDR": user_addr,
                 "PRODUCT_SERVICE_ADDR": product_addr,
                 "CART_SERVICE_ADDR": cart_addr,
-            }
+            },
+            metrics_port,
         )
         processes["api-gateway"] = gateway
         await asyncio.gather(*waits, wait_http_ok(gateway, gateway_url + "/healthz"))
-        yield Platform(gateway_url, user_addr, product_addr, processes)
+        yield Platform(
+            gateway_url,
+            user_addr,
+            product_addr,
+            cart_addr,
+            f"http://127.0.0.1:{metrics_port}/metrics",
+            processes,
+        )
     finally:
         await asyncio.gather(*(asyncio.to_thread(p.stop) for p in processes.values()))
 

@@ -19,7 +19,7 @@ METRICS_ENDPOINTS = {
     "service-user": UserSettings.model_fields["metrics_port"].default,
     "service-product": ProductSettings.model_fields["metrics_port"].default,
     "service-cart": CartSettings.model_fields["metrics_port"].default,
-    "api-gateway": GatewaySettings.model_fields["port"].default,
+    "api-gateway": GatewaySettings.model_fields["metrics_port"].default,
 }
 SOURCE_FOLDERS = ("chassis/src", "service-user/src", "service-product/src", "service-cart/src")
 METRIC_DEFINITION = re.compile(

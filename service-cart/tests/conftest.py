@@ -25,10 +25,47 @@ from cart_service.settings import CartSettings, CouchbaseLocation
 from cart_service.store import CartStore
 from chassis.grpc_server import ServiceRuntime
 from chassis.testing.process import ServiceProcess, free_port
+from chassis.testing.tokens import BearerInterceptor, TokenAuthority, serving_jwks
 from ecommerce.cart.v1 import cart_pb2_grpc
 from ecommerce.product.v1 import product_pb2, product_pb2_grpc
+from ecommerce.user.v1 import user_pb2
 
 TTL_DAYS = 30
+# The key the services under test trust (served as service-user's GetJwks) and tests sign with.
+AUTHORITY = TokenAuthority()
+
+
+class OwnerTokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Sends each cart call with a token of the user it names, as the gateway does, unless the
+    test gives metadata of its own."""
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        if not details.metadata:
+            try:
+                owner: str | None = str(uuid.UUID(request.user_id))
+            except ValueError:
+                owner = None  # a malformed id under test: some valid user's token
+            metadata = AUTHORITY.metadata(owner)
+            details = details._replace(metadata=grpc.aio.Metadata(*metadata))
+        return await continuation(details, request)
+
+
+def encode_jwks(keys: list[dict[str, str]]) -> bytes:
+    reply = user_pb2.GetJwksResponse(keys=[user_pb2.JsonWebKey(**key) for key in keys])
+    return reply.SerializeToString()
+
+
+@pytest.fixture(scope="session")
+def authority() -> TokenAuthority:
+    return AUTHORITY
+
+
+@pytest.fixture(scope="session")
+async def jwks_address() -> AsyncIterator[str]:
+    async with serving_jwks(AUTHORITY, encode_jwks) as address:
+        yield address
 
 
 @dataclass
@@ -120,9 +157,10 @@ def user_id() -> str:
 class Platform:
     """service-product as a real subprocess and service-cart in-process, both on real sockets."""
 
-    products: product_pb2_grpc.ProductServiceStub
-    carts: cart_pb2_grpc.CartServiceStub
+    products: product_pb2_grpc.ProductServiceStub  # as an admin
+    carts: cart_pb2_grpc.CartServiceStub  # as the user each request names
     product_address: str
+    cart_address: str
 
     async def create_product(
         self, *, stock: int = 10, price_cents: int = 250, currency: str = "USD"
@@ -142,10 +180,21 @@ class Platform:
 
 
 @pytest.fixture(scope="session")
+async def product_db_url(create_database: Any) -> str:
+    """The database of the service-product the cart tests run against."""
+    url: str = await create_database("cart_products")
+    return url
+
+
+@pytest.fixture(scope="session")
 async def product_address(
-    create_database: Any, postgres_url: str, redis_url: str, redis_key_prefix: str
+    product_db_url: str,
+    postgres_url: str,
+    redis_url: str,
+    redis_key_prefix: str,
+    jwks_address: str,
 ) -> AsyncIterator[str]:
-    database = urlsplit(await create_database("cart_products")).path.lstrip("/")
+    database = urlsplit(product_db_url).path.lstrip("/")
     port = free_port()
     process = ServiceProcess(
         [sys.executable, "-c", "from product_service.main import main; main()"],
@@ -159,6 +208,7 @@ async def product_address(
             "REDIS_KEY_PREFIX": f"{redis_key_prefix}product:",
             "READINESS_INTERVAL_SECONDS": "0.2",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+            "USER_SERVICE_ADDR": jwks_address,
         },
         name="service-product",
     ).start()
@@ -197,21 +247,27 @@ async def running_cart(settings: CartSettings) -> AsyncIterator[ServiceRuntime]:
 
 @pytest.fixture(scope="session")
 async def platform(
-    product_address: str, redis_url: str, redis_key_prefix: str
+    product_address: str, redis_url: str, redis_key_prefix: str, jwks_address: str
 ) -> AsyncIterator[Platform]:
     settings = cart_settings(
         CART_STORE="redis",
         REDIS_URL=redis_url,
         REDIS_KEY_PREFIX=f"{redis_key_prefix}svc:",
         PRODUCT_SERVICE_ADDR=product_address,
+        USER_SERVICE_ADDR=jwks_address,
     )
-    async with (
-        running_cart(settings) as runtime,
-        grpc.aio.insecure_channel(product_address) as product_channel,
-        grpc.aio.insecure_channel(f"127.0.0.1:{runtime.bound_port}") as cart_channel,
-    ):
-        yield Platform(
-            products=product_pb2_grpc.ProductServiceStub(product_channel),
-            carts=cart_pb2_grpc.CartServiceStub(cart_channel),
-            product_address=product_address,
-        )
+    admin = BearerInterceptor(AUTHORITY.metadata(role="admin"))
+    async with running_cart(settings) as runtime:
+        cart_address = f"127.0.0.1:{runtime.bound_port}"
+        async with (
+            grpc.aio.insecure_channel(product_address, interceptors=[admin]) as product_channel,
+            grpc.aio.insecure_channel(
+                cart_address, interceptors=[OwnerTokenInterceptor()]
+            ) as cart_channel,
+        ):
+            yield Platform(
+                products=product_pb2_grpc.ProductServiceStub(product_channel),
+                carts=cart_pb2_grpc.CartServiceStub(cart_channel),
+                product_address=product_address,
+                cart_address=cart_address,
+            )

@@ -12,7 +12,7 @@ from chassis.errors import field_of
 from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
 from ecommerce.product.v1 import product_pb2
 
-from .conftest import Platform, cart_settings, running_cart
+from .conftest import OwnerTokenInterceptor, Platform, cart_settings, running_cart
 
 
 def new_user() -> str:
@@ -211,7 +211,7 @@ async def test_a_product_in_another_currency_is_refused(platform: Platform) -> N
 
 
 async def test_with_service_product_silent_writes_answer_unavailable_within_the_deadline(
-    redis_url: str, redis_key_prefix: str
+    redis_url: str, redis_key_prefix: str, jwks_address: str
 ) -> None:
     # A listener that accepts and never speaks HTTP/2: only the deadline ends the call.
     silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
@@ -222,12 +222,15 @@ async def test_with_service_product_silent_writes_answer_unavailable_within_the_
         REDIS_KEY_PREFIX=f"{redis_key_prefix}silent:",
         PRODUCT_SERVICE_ADDR=f"127.0.0.1:{port}",
         PRODUCT_RPC_TIMEOUT_SECONDS=0.5,
+        USER_SERVICE_ADDR=jwks_address,
     )
     user = new_user()
     async with (
         silent,
         running_cart(settings) as runtime,
-        grpc.aio.insecure_channel(f"127.0.0.1:{runtime.bound_port}") as channel,
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{runtime.bound_port}", interceptors=[OwnerTokenInterceptor()]
+        ) as channel,
     ):
         carts = cart_pb2_grpc.CartServiceStub(channel)
         error = await rpc_error(

@@ -8,14 +8,17 @@ import pytest
 
 from cart_service import domain
 from cart_service.domain import (
+    MAX_LINE_QUANTITY,
     MAX_LINES,
     Cart,
     CartLimitExceeded,
     CartLine,
     LineNotInCart,
     ProductSnapshot,
+    priced,
 )
 from chassis.errors import InvalidArgument
+from chassis.validation import MAX_PRICE_CENTS
 
 USER = str(uuid.uuid4())
 
@@ -135,3 +138,25 @@ def test_ordered_quantities_must_be_positive(quantity: int) -> None:
 def test_ordered_quantities_are_keyed_by_canonical_product_id() -> None:
     product = pid()
     assert domain.parse_ordered_quantities({product.upper(): 2}) == {product: 2}
+
+
+def test_the_fullest_cart_at_the_highest_price_totals_within_int64() -> None:
+    lines = tuple(CartLine(str(uuid.uuid4()), MAX_LINE_QUANTITY, 0) for _ in range(MAX_LINES))
+    products = {
+        line.product_id: ProductSnapshot(line.product_id, "p", MAX_PRICE_CENTS, "USD", 100)
+        for line in lines
+    }
+    cart = priced(Cart("u", lines, "USD"), products)
+    assert len(cart.items) == MAX_LINES
+    assert cart.total_cents < 2**63
+
+
+def test_a_line_priced_past_the_cap_is_left_out_of_the_priced_cart() -> None:
+    lines = (CartLine("a", 1, 0), CartLine("b", 2, 0))
+    products = {
+        "a": ProductSnapshot("a", "cheap", 100, "USD", 5),
+        "b": ProductSnapshot("b", "legacy", 2**62, "USD", 5),
+    }
+    cart = priced(Cart("u", lines, "USD"), products)
+    assert [item.product_id for item in cart.items] == ["a"]
+    assert cart.total_cents == 100

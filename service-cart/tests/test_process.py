@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chassis.testing.process import ServiceProcess, free_port
 from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
 
-from .conftest import Platform
+from .conftest import AUTHORITY, Platform
 
 ENTRY = [sys.executable, "-c", "from cart_service.main import main; main()"]
 
@@ -36,13 +36,14 @@ def cart_process(**env: str) -> tuple[ServiceProcess, str]:
 
 
 async def test_the_process_serves_carts_on_redis_and_stops_cleanly_on_sigterm(
-    platform: Platform, redis_url: str, redis_key_prefix: str
+    platform: Platform, redis_url: str, redis_key_prefix: str, jwks_address: str
 ) -> None:
     process, address = cart_process(
         CART_STORE="redis",
         REDIS_URL=redis_url,
         REDIS_KEY_PREFIX=f"{redis_key_prefix}proc:",
         PRODUCT_SERVICE_ADDR=platform.product_address,
+        USER_SERVICE_ADDR=jwks_address,
     )
     product = await platform.create_product(stock=5)
     user = str(uuid.uuid4())
@@ -52,6 +53,7 @@ async def test_the_process_serves_carts_on_redis_and_stops_cleanly_on_sigterm(
             cart = (
                 await cart_pb2_grpc.CartServiceStub(channel).AddItem(
                     cart_pb2.AddItemRequest(user_id=user, product_id=product.id, quantity=2),
+                    metadata=AUTHORITY.metadata(user),
                     timeout=5,
                 )
             ).cart

@@ -16,7 +16,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from chassis.testing.process import free_port
+from chassis.testing.tokens import BearerInterceptor, TokenAuthority, serving_jwks
 from ecommerce.product.v1 import product_pb2, product_pb2_grpc
+from ecommerce.user.v1 import user_pb2
 from product_service.main import ProductApp, build_app
 from product_service.settings import ProductSettings
 
@@ -26,8 +28,31 @@ SettingsFactory = Callable[..., ProductSettings]
 @dataclass
 class RunningProduct:
     app: ProductApp
-    stub: product_pb2_grpc.ProductServiceStub
+    stub: product_pb2_grpc.ProductServiceStub  # calls carry an admin's token unless told otherwise
     channel: grpc.aio.Channel
+    address: str
+
+
+def encode_jwks(keys: list[dict[str, str]]) -> bytes:
+    return user_pb2.GetJwksResponse(
+        keys=[user_pb2.JsonWebKey(**key) for key in keys]
+    ).SerializeToString()
+
+
+# One signing key for the whole run: `running` (used outside fixtures too) signs with it.
+AUTHORITY = TokenAuthority()
+
+
+@pytest.fixture(scope="session")
+def authority() -> TokenAuthority:
+    return AUTHORITY
+
+
+@pytest.fixture(scope="session")
+async def jwks_address(authority: TokenAuthority) -> AsyncIterator[str]:
+    """Where the service under test fetches the verification keys (service-user's GetJwks)."""
+    async with serving_jwks(authority, encode_jwks) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +63,11 @@ async def products_db_name(create_database: Any) -> str:
 
 @pytest.fixture(scope="session")
 def make_settings(
-    postgres_url: str, products_db_name: str, redis_url: str, redis_key_prefix: str
+    postgres_url: str,
+    products_db_name: str,
+    redis_url: str,
+    redis_key_prefix: str,
+    jwks_address: str,
 ) -> SettingsFactory:
     def make(**overrides: Any) -> ProductSettings:
         values: dict[str, Any] = {
@@ -51,6 +80,7 @@ def make_settings(
             "REDIS_KEY_PREFIX": redis_key_prefix,
             "READINESS_INTERVAL_SECONDS": 0.2,
             "SHUTDOWN_GRACE_SECONDS": 1,
+            "USER_SERVICE_ADDR": jwks_address,
             **overrides,
         }
         return ProductSettings(**values)
@@ -64,9 +94,11 @@ async def running(settings: ProductSettings) -> AsyncIterator[RunningProduct]:
     app = await build_app(settings)
     serving = asyncio.create_task(app.runtime.run())
     await asyncio.wait_for(app.runtime.started.wait(), 30)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.runtime.bound_port}")
+    address = f"127.0.0.1:{app.runtime.bound_port}"
+    admin = BearerInterceptor(AUTHORITY.metadata(role="admin"))
+    channel = grpc.aio.insecure_channel(address, interceptors=[admin])
     try:
-        yield RunningProduct(app, product_pb2_grpc.ProductServiceStub(channel), channel)
+        yield RunningProduct(app, product_pb2_grpc.ProductServiceStub(channel), channel, address)
     finally:
         await channel.close()
         app.runtime.stop()

@@ -17,10 +17,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chassis.grpc_server import ServiceRuntime
+from chassis.testing.tokens import TokenAuthority
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 from user_service.main import build_runtime
 from user_service.settings import UserSettings
-from user_service.tokens import SigningKey
 
 LOW_ARGON2 = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_COST_KIB": 64, "ARGON2_PARALLELISM": 1}
 PASSWORD = "correct horse battery"
@@ -47,8 +47,14 @@ async def user_db(create_database: Any) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="session")
-def signing_key_pem() -> str:
-    return SigningKey.generate().to_pem().decode()
+def authority() -> TokenAuthority:
+    """Holds the key the service signs with, so tests can mint tokens for any user or admin."""
+    return TokenAuthority()
+
+
+@pytest.fixture(scope="session")
+def signing_key_pem(authority: TokenAuthority) -> str:
+    return authority.private_pem()
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +77,9 @@ def make_settings(
             "JWT_PRIVATE_KEY": signing_key_pem,
             "READINESS_INTERVAL_SECONDS": 0.2,
             "SHUTDOWN_GRACE_SECONDS": 1,
+            # Every test calls from 127.0.0.1; the per-client limits have tests of their own.
+            "LOGIN_RATE_PER_CLIENT": 100_000,
+            "REGISTER_RATE_PER_CLIENT": 100_000,
             **LOW_ARGON2,
         }
         values.update(overrides)

@@ -8,10 +8,11 @@ import grpc
 import pytest
 
 from chassis.errors import field_of
+from chassis.testing.tokens import TokenAuthority
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 
 
-async def test_registered_user_can_log_in_and_be_fetched(
+async def test_registered_user_can_log_in_and_be_fetched_with_the_token_it_got(
     stub: user_pb2_grpc.UserServiceStub, email: str, password: str
 ) -> None:
     registered = await stub.Register(
@@ -29,7 +30,11 @@ async def test_registered_user_can_log_in_and_be_fetched(
     assert login.token_type == "bearer"
     assert login.access_token.count(".") == 2
 
-    fetched = await stub.GetUser(user_pb2.GetUserRequest(id=user.id), timeout=10)
+    fetched = await stub.GetUser(
+        user_pb2.GetUserRequest(id=user.id),
+        metadata=(("authorization", f"Bearer {login.access_token}"),),
+        timeout=10,
+    )
     assert fetched.user == user
 
 
@@ -99,17 +104,81 @@ async def test_password_is_stored_only_as_an_argon2id_hash(
     assert password not in stored
 
 
-async def test_unknown_user_id_is_not_found(stub: user_pb2_grpc.UserServiceStub) -> None:
+async def test_unknown_user_id_is_not_found(
+    stub: user_pb2_grpc.UserServiceStub, authority: TokenAuthority
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.GetUser(user_pb2.GetUserRequest(id=str(uuid.uuid4())), timeout=10)
+        await stub.GetUser(
+            user_pb2.GetUserRequest(id=str(uuid.uuid4())),
+            metadata=authority.metadata(role="admin"),
+            timeout=10,
+        )
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 @pytest.mark.parametrize("bad_id", ["", "42", "not-a-uuid", "' OR 1=1 --"])
 async def test_malformed_user_id_is_an_invalid_argument_on_field_id(
-    stub: user_pb2_grpc.UserServiceStub, bad_id: str
+    stub: user_pb2_grpc.UserServiceStub, authority: TokenAuthority, bad_id: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.GetUser(user_pb2.GetUserRequest(id=bad_id), timeout=10)
+        await stub.GetUser(
+            user_pb2.GetUserRequest(id=bad_id), metadata=authority.metadata(), timeout=10
+        )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_of(raised.value) == "id"
+
+
+async def get_user_error(
+    stub: user_pb2_grpc.UserServiceStub, user_id: str, metadata: tuple[tuple[str, str], ...]
+) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetUser(user_pb2.GetUserRequest(id=user_id), metadata=metadata, timeout=10)
+    return raised.value.code()
+
+
+async def test_the_internal_port_gives_no_account_without_a_valid_token(
+    stub: user_pb2_grpc.UserServiceStub, registered: user_pb2.User
+) -> None:
+    forged = TokenAuthority().metadata(registered.id)  # right shape, another key
+    assert await get_user_error(stub, registered.id, ()) == grpc.StatusCode.UNAUTHENTICATED
+    assert await get_user_error(stub, registered.id, forged) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_customer_token_reads_its_own_account_only(
+    stub: user_pb2_grpc.UserServiceStub, registered: user_pb2.User, authority: TokenAuthority
+) -> None:
+    someone_else = authority.metadata(str(uuid.uuid4()))
+    code = await get_user_error(stub, registered.id, someone_else)
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_an_admin_token_reads_any_account(
+    stub: user_pb2_grpc.UserServiceStub, registered: user_pb2.User, authority: TokenAuthority
+) -> None:
+    reply = await stub.GetUser(
+        user_pb2.GetUserRequest(id=registered.id),
+        metadata=authority.metadata(role="admin"),
+        timeout=10,
+    )
+    assert reply.user.email == registered.email
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("full_name", "Ada\u202eecilA"),
+        ("full_name", "Ada\u200bLovelace"),
+        ("full_name", "Ada\x1b[31m"),
+        ("email", "ad\u200ba@example.com"),
+        ("email", "ada\u2066@example.com"),
+    ],
+    ids=["name-bidi-override", "name-zero-width", "name-control", "email-zero-width", "email-bidi"],
+)
+async def test_names_and_emails_that_disguise_themselves_are_invalid(
+    stub: user_pb2_grpc.UserServiceStub, password: str, field: str, value: str
+) -> None:
+    fields = {"email": f"u{uuid.uuid4().hex[:8]}@example.com", "full_name": "Ada", field: value}
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Register(user_pb2.RegisterRequest(password=password, **fields), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(raised.value) == field

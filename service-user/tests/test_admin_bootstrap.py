@@ -53,6 +53,26 @@ async def test_service_started_with_admin_settings_creates_an_admin_who_can_log_
         assert await role_in_token(service.stub, admin_email, ADMIN_PASSWORD) == "admin"
 
 
+@pytest.mark.parametrize("weak_password", ["change-me-admin", "Change-Me-Please", "short pw 1"])
+async def test_no_admin_is_created_with_a_default_or_short_password_and_one_line_says_why(
+    make_settings: Callable[..., Any],
+    start_service: Callable[..., Any],
+    admin_email: str,
+    users_table: asyncpg.Connection,
+    capsys: pytest.CaptureFixture[str],
+    weak_password: str,
+) -> None:
+    settings = make_settings(ADMIN_EMAIL=admin_email, ADMIN_PASSWORD=weak_password)
+    async with start_service(settings):
+        pass
+    count = await users_table.fetchval("SELECT count(*) FROM users WHERE email = $1", admin_email)
+    assert count == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if "ADMIN_PASSWORD" in line]
+    assert len(said) == 1
+    assert "no admin account was created" in said[0]
+    assert weak_password not in said[0]
+
+
 async def test_two_replicas_starting_together_create_one_admin_and_both_serve(
     make_settings: Callable[..., Any],
     start_service: Callable[..., Any],

@@ -12,18 +12,24 @@ import jwt
 import pytest
 from prometheus_client import REGISTRY
 
+from chassis.auth import client_metadata
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 
 
-async def login(stub: user_pb2_grpc.UserServiceStub, email: str, password: str) -> Any:
-    return await stub.Login(user_pb2.LoginRequest(email=email, password=password), timeout=10)
+async def login(
+    stub: user_pb2_grpc.UserServiceStub, email: str, password: str, client: str | None = None
+) -> Any:
+    metadata = client_metadata(client) if client else ()
+    return await stub.Login(
+        user_pb2.LoginRequest(email=email, password=password), metadata=metadata, timeout=10
+    )
 
 
 async def login_error(
-    stub: user_pb2_grpc.UserServiceStub, email: str, password: str
+    stub: user_pb2_grpc.UserServiceStub, email: str, password: str, client: str | None = None
 ) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await login(stub, email, password)
+        await login(stub, email, password, client)
     return raised.value
 
 
@@ -74,6 +80,19 @@ async def test_sixth_attempt_after_five_failures_is_refused_even_with_the_right_
     throttled = await login_error(stub, email.upper(), password)
     assert throttled.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert logins_counted("throttled") == throttled_before + 1
+
+
+async def test_the_owner_of_a_throttled_email_still_logs_in_from_another_client(
+    stub: user_pb2_grpc.UserServiceStub, registered: user_pb2.User, email: str, password: str
+) -> None:
+    attacker, owner = "203.0.113.66", "198.51.100.20"
+    for _ in range(5):
+        assert (await login_error(stub, email, "guess", attacker)).code().name == "UNAUTHENTICATED"
+    refused = await login_error(stub, email, password, attacker)
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (await login(stub, email, password, owner)).access_token
+    # ...and the attacker's lock on its own attempts holds.
+    assert (await login_error(stub, email, "guess", attacker)).code().name == "RESOURCE_EXHAUSTED"
 
 
 async def test_a_burst_of_parallel_guesses_gets_only_five_tries(

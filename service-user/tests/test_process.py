@@ -35,6 +35,8 @@ def process_env(
             "ARGON2_MEMORY_COST_KIB": "64",
             "ARGON2_PARALLELISM": "1",
             "READINESS_INTERVAL_SECONDS": "0.2",
+            "LOGIN_RATE_PER_CLIENT": "100000",
+            "REGISTER_RATE_PER_CLIENT": "100000",
             "JWT_PRIVATE_KEY": "",
             "JWT_PRIVATE_KEY_FILE": "",
             "ADMIN_EMAIL": "",

@@ -79,7 +79,7 @@ def platform_env(
     run_id: str, postgres_url: str, redis_url: str, redis_key_prefix: str, amqp_url: str
 ) -> dict[str, str]:
     """Every setting the Procfile's processes read, on free ports and run-scoped names."""
-    ports = {name: free_port() for name in ("user", "product", "cart", "gateway")}
+    ports = {name: free_port() for name in ("user", "product", "cart", "gateway", "metrics")}
     env = dict(os.environ)
     env.update(
         {
@@ -102,6 +102,7 @@ def platform_env(
             "CART_STORE": "redis",
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(ports["gateway"]),
+            "GATEWAY_METRICS_PORT": str(ports["metrics"]),
             "USER_SERVICE_ADDR": f"127.0.0.1:{ports['user']}",
             "PRODUCT_SERVICE_ADDR": f"127.0.0.1:{ports['product']}",
             "CART_SERVICE_ADDR": f"127.0.0.1:{ports['cart']}",

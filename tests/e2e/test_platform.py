@@ -28,9 +28,11 @@ def test_procfile_platform_is_ready_and_reports_health(platform) -> None:
     with httpx.Client(base_url=platform.base_url, timeout=10) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
-        metrics = client.get("/metrics")
-        assert metrics.status_code == 200
-        assert "http_requests_total" in metrics.text or "http_request" in metrics.text
+        assert client.get("/metrics").status_code == 404  # never on the public port
+    metrics_port = platform.env["GATEWAY_METRICS_PORT"]
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+    assert metrics.status_code == 200
+    assert "http_requests_total" in metrics.text
 
 
 def test_shopper_registers_logs_in_and_reads_own_profile(platform) -> None:
@@ -111,6 +113,7 @@ def test_readyz_is_503_while_service_user_is_down_and_200_once_it_is_up(
     env["PRODUCT_SERVICE_ADDR"] = ""
     env["CART_SERVICE_ADDR"] = ""
     env["GATEWAY_PORT"] = str(procfile.free_port())
+    env["GATEWAY_METRICS_PORT"] = str(procfile.free_port())
     env["USER_GRPC_PORT"] = str(procfile.free_port())
     env["USER_SERVICE_ADDR"] = f"127.0.0.1:{env['USER_GRPC_PORT']}"
     base_url = f"http://127.0.0.1:{env['GATEWAY_PORT']}"

@@ -10,14 +10,16 @@ from typing import Any
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from api_gateway.auth import TokenVerifier
+from api_gateway.api_docs import install_api_docs
 from api_gateway.config import GatewaySettings
 from api_gateway.errors import install_error_handlers, problems_only_as_problem_json
 from api_gateway.middleware import GatewayMiddleware
 from api_gateway.product_cache import ProductMicroCache
 from api_gateway.routes import auth, cart, health, products, users
 from api_gateway.upstreams import Upstreams
+from chassis.auth import TokenVerifier, jwk_mapping
 from chassis.logging import configure_logging, get_logger
+from chassis.metrics import start_metrics_server
 from chassis.settings import load_settings
 from chassis.telemetry import configure_tracing, shutdown_tracing
 from ecommerce.user.v1 import user_pb2
@@ -33,12 +35,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         upstreams = Upstreams.from_settings(settings)
 
-        async def fetch_jwks() -> list[user_pb2.JsonWebKey]:
+        async def fetch_jwks() -> list[dict[str, str]]:
             reply = await upstreams.users.GetJwks(
                 user_pb2.GetJwksRequest(), timeout=upstreams.timeout
             )
-            return list(reply.keys)
+            return [jwk_mapping(key) for key in reply.keys]
 
+        serve_metrics(settings)
         app.state.upstreams = upstreams
         app.state.token_verifier = TokenVerifier(
             fetch_jwks,
@@ -58,6 +61,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             shutdown_tracing()
 
     app = FastAPI(
+        # /docs and /redoc are served with their scripts from this gateway (api_docs.py), so
+        # they work on a machine without internet.
+        docs_url=None,
+        redoc_url=None,
         title="E-commerce API",
         version="1.0.0",
         description="The public REST entry of the platform. Errors are application/problem+json "
@@ -80,14 +87,27 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     # The catalogue first: route matching is linear and GET product is the hot path.
     for module in (products, cart, auth, users, health):
         app.include_router(module.router)
+    install_api_docs(app)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
     # Server spans only when they are exported: unexported, the instrumentation cost about a
     # third of a cached product read. receive/send sub-spans would double the span cost.
     if settings.otel_exporter_otlp_endpoint:
         FastAPIInstrumentor.instrument_app(
-            app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
+            app, excluded_urls="healthz,readyz", exclude_spans=["receive", "send"]
         )
     return app
+
+
+def serve_metrics(settings: GatewaySettings) -> None:
+    """Prometheus on GATEWAY_METRICS_PORT (METRICS_HOST), apart from the public port. With several
+    workers the first to bind serves its own metrics; the others log that they do not."""
+    try:
+        start_metrics_server(settings.metrics_port, settings.metrics_host)
+    except OSError as error:
+        if settings.workers == 1:
+            log.error("metrics_bind_failed", port=settings.metrics_port, error=str(error))
+            raise
+        log.warning("metrics_served_by_another_worker", port=settings.metrics_port)
 
 
 def create_app_from_env() -> FastAPI:

@@ -20,7 +20,8 @@ class GatewaySettings(ProcessSettings):
     host: str = Field("0.0.0.0", validation_alias="GATEWAY_HOST")
     port: int = Field(8080, ge=0, le=65535, validation_alias="GATEWAY_PORT")
     workers: int = Field(1, ge=1, le=64, validation_alias="GATEWAY_WORKERS")
-    metrics_port: int = Field(0, ge=0, le=65535, validation_alias="GATEWAY_METRICS_PORT")
+    # Prometheus /metrics is served here (on METRICS_HOST), never on the public port.
+    metrics_port: int = Field(9100, ge=0, le=65535, validation_alias="GATEWAY_METRICS_PORT")
 
     # An empty address disables that upstream (its routes answer 503, /readyz skips it).
     user_service_addr: str = Field("127.0.0.1:50051", validation_alias="USER_SERVICE_ADDR")
@@ -32,6 +33,14 @@ class GatewaySettings(ProcessSettings):
         1.0, gt=0, validation_alias="GATEWAY_READINESS_TIMEOUT_SECONDS"
     )
     max_body_bytes: int = Field(1_048_576, ge=1, validation_alias="GATEWAY_MAX_BODY_BYTES")
+    # Request line plus headers of one request (431 above, refused before parsing), and how long
+    # they may take to arrive (408 after it): bounded work per request, no slowloris.
+    max_header_bytes: int = Field(
+        16_384, ge=1024, le=1_048_576, validation_alias="GATEWAY_MAX_HEADER_BYTES"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias="GATEWAY_HEADER_TIMEOUT_SECONDS"
+    )
 
     jwt_issuer: str = Field("ecommerce-user-service", validation_alias="GATEWAY_JWT_ISSUER")
     jwt_audience: str = Field("ecommerce-api", validation_alias="GATEWAY_JWT_AUDIENCE")

@@ -1,5 +1,5 @@
-"""Annotated dependencies the routes declare: the caller (CurrentUser, AdminUser) and the
-shared per-process objects (upstream stubs, token verifier, product micro-cache)."""
+"""Annotated dependencies the routes declare: the caller (CurrentUser, AdminUser, ClientAddress)
+and the shared per-process objects (upstream stubs, token verifier, product micro-cache)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api_gateway.auth import InvalidToken, Principal, SigningKeysUnavailable, TokenVerifier
 from api_gateway.product_cache import ProductMicroCache
 from api_gateway.upstreams import Upstreams
+from chassis.auth import InvalidToken, Principal, SigningKeysUnavailable, TokenVerifier
 
 _BEARER = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/login")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -40,7 +40,7 @@ async def current_user(
     try:
         return await verifier.verify(credentials.credentials)
     except InvalidToken as exc:
-        raise HTTPException(401, str(exc), headers=_CHALLENGE) from exc
+        raise HTTPException(401, exc.message, headers=_CHALLENGE) from exc
     except SigningKeysUnavailable as exc:
         raise HTTPException(503, "token verification keys are unavailable, retry later") from exc
 
@@ -55,3 +55,11 @@ async def admin_user(user: CurrentUser) -> Principal:
 
 
 AdminUser = Annotated[Principal, Depends(admin_user)]
+
+
+async def client_address(request: Request) -> str:
+    """The TCP peer's address: service-user's per-client throttling key (never a header)."""
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddress = Annotated[str, Depends(client_address)]

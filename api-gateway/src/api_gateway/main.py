@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from api_gateway.config import GatewaySettings
+from api_gateway.http_protocol import BoundedHttpToolsProtocol
 from chassis.settings import load_settings
 
 
@@ -17,7 +18,11 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools with a header size bound and a header read timeout (http_protocol.py).
+        http=BoundedHttpToolsProtocol,
+        # The client address is the TCP peer's: X-Forwarded-For is never believed, so no client
+        # can pick its own login-throttling key.
+        proxy_headers=False,
         # The gateway writes its own structured access line per request.
         access_log=False,
         log_config=None,

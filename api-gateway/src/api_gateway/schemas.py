@@ -11,7 +11,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
-MAX_INT64 = 2**63 - 1
+from chassis.validation import MAX_PRICE_CENTS, hidden_character, hidden_character_message
+
 MAX_INT32 = 2**31 - 1
 
 
@@ -27,14 +28,38 @@ def storable_text(value: str) -> str:
     return value
 
 
+def visible_line(value: str) -> str:
+    """One line that shows what it is: no control, bidi-control or zero-width character (the
+    services apply the same rule, chassis.validation)."""
+    hidden = hidden_character(value)
+    if hidden is not None:
+        raise ValueError(hidden_character_message(hidden))
+    return value
+
+
+def visible_text(value: str) -> str:
+    """Like `visible_line`, but line breaks and tabs are allowed."""
+    hidden = hidden_character(value, multiline=True)
+    if hidden is not None:
+        raise ValueError(hidden_character_message(hidden))
+    return value
+
+
 Text = Annotated[str, AfterValidator(storable_text)]
+Line = Annotated[str, AfterValidator(storable_text), AfterValidator(visible_line)]
 
 Quantity = Annotated[int, Field(strict=True, ge=1, le=100, examples=[2])]
 QuantityOrZero = Annotated[int, Field(strict=True, ge=0, le=100, examples=[3])]
-PriceCents = Annotated[int, Field(strict=True, gt=0, le=MAX_INT64, examples=[1999])]
+# At most 10^12 cents: no line, cart or order total can then overflow int64.
+PriceCents = Annotated[int, Field(strict=True, gt=0, le=MAX_PRICE_CENTS, examples=[1999])]
 Stock = Annotated[int, Field(strict=True, ge=0, le=MAX_INT32, examples=[25])]
-ProductName = Annotated[Text, Field(min_length=1, max_length=200, examples=["Walnut desk lamp"])]
-Description = Annotated[Text, Field(max_length=5000, examples=["Warm light, solid walnut base."])]
+ProductName = Annotated[Line, Field(min_length=1, max_length=200, examples=["Walnut desk lamp"])]
+Description = Annotated[
+    str,
+    AfterValidator(storable_text),
+    AfterValidator(visible_text),
+    Field(max_length=5000, examples=["Warm light, solid walnut base."]),
+]
 
 
 class _Input(BaseModel):
@@ -43,9 +68,11 @@ class _Input(BaseModel):
 
 
 class RegisterIn(_Input):
-    email: EmailStr = Field(max_length=320, examples=["ada@example.com"])
+    email: Annotated[EmailStr, AfterValidator(visible_line)] = Field(
+        max_length=320, examples=["ada@example.com"]
+    )
     password: Text = Field(min_length=8, max_length=128, examples=["correct horse battery"])
-    full_name: Text = Field(min_length=1, max_length=200, examples=["Ada Lovelace"])
+    full_name: Line = Field(min_length=1, max_length=200, examples=["Ada Lovelace"])
 
 
 class LoginIn(_Input):
@@ -68,7 +95,7 @@ class UserOut(BaseModel):
 
 
 class ProductIn(_Input):
-    sku: Text = Field(min_length=1, max_length=64, examples=["SKU-000042"])
+    sku: Line = Field(min_length=1, max_length=64, examples=["SKU-000042"])
     name: ProductName
     description: Description = ""
     price_cents: PriceCents

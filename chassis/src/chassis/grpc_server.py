@@ -50,7 +50,8 @@ class ServiceRuntime:
         configure_logging(self.service_name, settings.log_level)
         configure_tracing(self.service_name, settings.otel_exporter_otlp_endpoint)
         self.server: grpc.aio.Server = grpc.aio.server(
-            interceptors=[grpc_server_interceptor(), RpcObserver(self.service_name)]
+            interceptors=[grpc_server_interceptor(), RpcObserver(self.service_name)],
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

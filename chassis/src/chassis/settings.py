@@ -35,9 +35,27 @@ class ServiceSettings(ProcessSettings):
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(50051, ge=0, le=65535)
+    # RPCs served at once; beyond it the server answers RESOURCE_EXHAUSTED at once instead of
+    # queueing work it cannot finish before the callers' deadlines.
+    grpc_max_concurrent_rpcs: int = Field(256, ge=1)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     readiness_interval_seconds: float = Field(3.0, gt=0)
     startup_retry_max_seconds: float = Field(5.0, gt=0)
+
+
+class TokenVerificationSettings(BaseSettings):
+    """What a service that verifies access tokens needs: where service-user publishes its keys
+    (GetJwks) and the claims it signs. The same JWT_ISSUER / JWT_AUDIENCE as service-user's."""
+
+    model_config = _CONFIG
+
+    user_service_addr: str = Field("127.0.0.1:50051", validation_alias="USER_SERVICE_ADDR")
+    jwt_issuer: str = Field("ecommerce-user-service", min_length=1, validation_alias="JWT_ISSUER")
+    jwt_audience: str = Field("ecommerce-api", min_length=1, validation_alias="JWT_AUDIENCE")
+    # Unknown `kid`s trigger a refetch at most this often; known keys are refreshed at this age.
+    jwks_min_refetch_seconds: float = Field(10.0, ge=0, validation_alias="JWKS_MIN_REFETCH_SECONDS")
+    jwks_max_age_seconds: float = Field(300.0, gt=0, validation_alias="JWKS_MAX_AGE_SECONDS")
+    jwks_timeout_seconds: float = Field(2.0, gt=0, validation_alias="JWKS_TIMEOUT_SECONDS")
 
 
 class PostgresSettings(BaseSettings):

@@ -10,7 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from chassis.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from chassis.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from chassis.validation import MAX_PRICE_CENTS
 
 MAX_LINE_QUANTITY = 100
 MAX_LINES = 50
@@ -103,12 +110,31 @@ class PricedCart:
         return sum(item.line_total_cents for item in self.items)
 
 
+def sellable(product: ProductSnapshot | None) -> bool:
+    """A product a cart may hold: it exists and its price is within the platform's cap (a price
+    stored before the cap existed could make a total overflow int64; such a product is not sold)."""
+    return product is not None and 0 < product.price_cents <= MAX_PRICE_CENTS
+
+
+def check_sellable(product: ProductSnapshot) -> None:
+    if not sellable(product):
+        raise CartLimitExceeded(f"product {product.product_id} has a price outside the valid range")
+
+
+def check_owner(caller_id: str, user_id: str) -> None:
+    """A cart is acted on only for the user whose verified token the request carries."""
+    if caller_id != user_id:
+        raise PermissionDenied("a token may act only on its own cart")
+
+
 def priced(cart: Cart, products: Mapping[str, ProductSnapshot]) -> PricedCart:
-    """Prices each line at the product's current price; lines whose product vanished are dropped."""
+    """Prices each line at the product's current price; lines whose product vanished (or is not
+    sellable) are dropped. With at most 50 lines of 100 units at MAX_PRICE_CENTS each, no line or
+    cart total can exceed int64."""
     items = tuple(
         PricedLine(line.product_id, product.name, line.quantity, product.price_cents)
         for line in cart.lines
-        if (product := products.get(line.product_id)) is not None
+        if (product := products.get(line.product_id)) is not None and sellable(product)
     )
     currency = cart.currency or next(
         (products[item.product_id].currency for item in items), DEFAULT_CURRENCY

@@ -47,6 +47,7 @@ async def add_item(carts: Carts, *, user_id: str, product_id: str, quantity: int
     product_id = domain.parse_id(product_id, "product_id")
     domain.check_requested_quantity(quantity, allow_zero=False)
     product = await carts.products.get(product_id)
+    domain.check_sellable(product)
     cart = await carts.store.add_item(
         user_id, product_id, quantity, stock=product.stock, currency=product.currency
     )
@@ -64,6 +65,7 @@ async def set_item_quantity(
         cart = await carts.store.remove_item(user_id, product_id)
     else:
         product = await carts.products.get(product_id)
+        domain.check_sellable(product)
         cart = await carts.store.set_quantity(
             user_id, product_id, quantity, stock=product.stock, currency=product.currency
         )

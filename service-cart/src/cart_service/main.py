@@ -7,9 +7,11 @@ from cart_service.handlers import Carts
 from cart_service.products import ProductCatalog
 from cart_service.settings import CartSettings
 from cart_service.store import open_store
+from chassis.auth import TokenVerifier, user_service_jwks
 from chassis.grpc_server import ServiceRuntime, run
 from chassis.settings import load_settings
 from ecommerce.cart.v1 import cart_pb2_grpc
+from ecommerce.user.v1 import user_pb2
 
 
 def build_runtime(settings: CartSettings) -> ServiceRuntime:
@@ -19,8 +21,11 @@ def build_runtime(settings: CartSettings) -> ServiceRuntime:
         settings.product_service_addr, timeout_seconds=settings.product_rpc_timeout_seconds
     )
     carts = Carts(products=products)
+    fetch_jwks, user_channel = user_service_jwks(settings, user_pb2.GetJwksResponse.FromString)
     runtime.add_servicer(
-        cart_pb2_grpc.add_CartServiceServicer_to_server, CartServicer(carts), SERVICE_NAME
+        cart_pb2_grpc.add_CartServiceServicer_to_server,
+        CartServicer(carts, TokenVerifier.from_settings(settings, fetch_jwks)),
+        SERVICE_NAME,
     )
 
     async def connect_store() -> None:
@@ -35,6 +40,7 @@ def build_runtime(settings: CartSettings) -> ServiceRuntime:
         if store is not None:
             await store.close()
         await products.close()
+        await user_channel.close()
 
     runtime.on_startup("cart_store", connect_store)
     # service-product is not part of readiness: an empty cart and ClearCart work without

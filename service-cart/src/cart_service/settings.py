@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
-from chassis.settings import RedisSettings, ServiceSettings
+from chassis.settings import RedisSettings, ServiceSettings, TokenVerificationSettings
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,9 @@ class CouchbaseLocation:
     collection: str = "_default"
 
 
-class CartSettings(ServiceSettings, RedisSettings):
-    """Every CART_*, COUCHBASE_* and PRODUCT_* variable, plus the chassis ones."""
+class CartSettings(ServiceSettings, RedisSettings, TokenVerificationSettings):
+    """Every CART_*, COUCHBASE_* and PRODUCT_* variable, plus the chassis ones (token
+    verification among them: every RPC acts for the user whose token it carries)."""
 
     service_name: ClassVar[str] = "service-cart"
 

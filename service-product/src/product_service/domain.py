@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chassis.errors import InvalidArgument
-from chassis.validation import checked_text
+from chassis.validation import checked_price_cents, checked_text
 
 SKU_MAX = 64
 NAME_MAX = 200
@@ -105,13 +105,12 @@ def _check_name(name: str) -> str:
 
 
 def _check_description(description: str) -> str:
-    return checked_text(description, field="description", max_len=DESCRIPTION_MAX)
+    return checked_text(description, field="description", max_len=DESCRIPTION_MAX, multiline=True)
 
 
 def _check_price(price_cents: int) -> int:
-    if price_cents <= 0:
-        raise InvalidArgument("price_cents must be positive", field="price_cents")
-    return price_cents
+    # Capped (chassis.validation.MAX_PRICE_CENTS) so that no cart or order total can overflow.
+    return checked_price_cents(price_cents)
 
 
 def _check_stock(stock: int) -> int:

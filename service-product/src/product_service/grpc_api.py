@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import grpc
 
+from chassis.auth import TokenVerifier, authenticate
+from chassis.errors import PermissionDenied
 from ecommerce.product.v1 import product_pb2, product_pb2_grpc
 from product_service.domain import new_product, page_request, parse_id, parse_ids, product_patch
 from product_service.handlers import Catalog
@@ -15,9 +17,19 @@ from product_service.proto_mapping import product_to_proto
 SERVICE_FULL_NAME = product_pb2.DESCRIPTOR.services_by_name["ProductService"].full_name
 
 
+async def require_admin(context: grpc.aio.ServicerContext, verifier: TokenVerifier) -> None:
+    """Writes are for admins: the caller's forwarded token must verify and carry the admin role."""
+    caller = await authenticate(context, verifier)
+    if not caller.is_admin:
+        raise PermissionDenied("this action needs the admin role")
+
+
 class ProductServicer(product_pb2_grpc.ProductServiceServicer):
-    def __init__(self, catalog: Catalog) -> None:
+    """Reads are public; CreateProduct and UpdateProduct verify an admin's token themselves."""
+
+    def __init__(self, catalog: Catalog, verifier: TokenVerifier) -> None:
         self._catalog = catalog
+        self._verifier = verifier
 
     async def GetProduct(
         self, request: product_pb2.GetProductRequest, context: grpc.aio.ServicerContext
@@ -50,6 +62,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     async def CreateProduct(
         self, request: product_pb2.CreateProductRequest, context: grpc.aio.ServicerContext
     ) -> product_pb2.CreateProductResponse:
+        await require_admin(context, self._verifier)
         product = await self._catalog.create_product(
             new_product(
                 sku=request.sku,
@@ -65,6 +78,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     async def UpdateProduct(
         self, request: product_pb2.UpdateProductRequest, context: grpc.aio.ServicerContext
     ) -> product_pb2.UpdateProductResponse:
+        await require_admin(context, self._verifier)
         product_id = parse_id(request.id)
         patch = product_patch(
             name=request.name if request.HasField("name") else None,

@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chassis import postgres
+from chassis.auth import TokenVerifier, user_service_jwks
 from chassis.grpc_server import ServiceRuntime, run
 from chassis.redis_client import create_redis
 from chassis.settings import load_settings
 from ecommerce.product.v1 import product_pb2_grpc
+from ecommerce.user.v1 import user_pb2
 from product_service import seed
 from product_service.cache import ProductCache
 from product_service.grpc_api import SERVICE_FULL_NAME, ProductServicer
@@ -45,9 +47,10 @@ async def build_app(settings: ProductSettings) -> ProductApp:
         tombstone_seconds=settings.cache_tombstone_seconds,
         timeout_seconds=settings.redis_timeout_seconds,
     )
+    fetch_jwks, user_channel = user_service_jwks(settings, user_pb2.GetJwksResponse.FromString)
     runtime.add_servicer(
         product_pb2_grpc.add_ProductServiceServicer_to_server,
-        ProductServicer(Catalog(store, cache)),
+        ProductServicer(Catalog(store, cache), TokenVerifier.from_settings(settings, fetch_jwks)),
         SERVICE_FULL_NAME,
     )
 
@@ -61,6 +64,7 @@ async def build_app(settings: ProductSettings) -> ProductApp:
     async def close_stores() -> None:
         await pool.close()
         await redis.aclose()
+        await user_channel.close()
 
     runtime.on_startup("postgres", prepare_database)
     # Redis is deliberately not a readiness check: every read falls back to Postgres when Redis

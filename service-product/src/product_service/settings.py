@@ -6,10 +6,15 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from chassis.settings import PostgresSettings, RedisSettings, ServiceSettings
+from chassis.settings import (
+    PostgresSettings,
+    RedisSettings,
+    ServiceSettings,
+    TokenVerificationSettings,
+)
 
 
-class ProductSettings(ServiceSettings, PostgresSettings, RedisSettings):
+class ProductSettings(ServiceSettings, PostgresSettings, RedisSettings, TokenVerificationSettings):
     service_name: ClassVar[str] = "service-product"
 
     grpc_port: int = Field(50052, ge=0, le=65535, validation_alias="PRODUCT_GRPC_PORT")

@@ -10,13 +10,33 @@ from datetime import datetime
 from email_validator import EmailNotValidError, validate_email
 
 from chassis.errors import InvalidArgument
-from chassis.validation import checked_text
+from chassis.validation import checked_text, hidden_character, hidden_character_message
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
 FULL_NAME_MAX_LENGTH = 200
 # RFC 5321 limits a forward path to 254 characters; longer input is never an address.
 EMAIL_MAX_LENGTH = 254
+ADMIN_PASSWORD_MIN_LENGTH = 12
+# Passwords printed in examples, compose files and docs (this repository's among them): an admin
+# account created with one of them is an open door, so none is ever used for one.
+WELL_KNOWN_ADMIN_PASSWORDS = frozenset(
+    {
+        "change-me-admin",
+        "change-me-please",
+        "change me please",
+        "changeme",
+        "change-me",
+        "admin",
+        "administrator",
+        "password",
+        "admin-password",
+        "adminadmin",
+        "admin123",
+        "password123",
+        "secret",
+    }
+)
 
 
 class Role(enum.StrEnum):
@@ -50,6 +70,9 @@ def validate_new_email(raw: str) -> str:
         raise InvalidArgument("email is required", field="email")
     if len(email) > EMAIL_MAX_LENGTH:
         raise InvalidArgument(f"email must be at most {EMAIL_MAX_LENGTH} characters", field="email")
+    hidden = hidden_character(email)
+    if hidden is not None:
+        raise InvalidArgument(f"email {hidden_character_message(hidden)}", field="email")
     try:
         # No DNS lookups: registration must not depend on the network or leak timing about domains.
         validate_email(email, check_deliverability=False)
@@ -66,6 +89,15 @@ def validate_new_password(password: str) -> str:
             field="password",
         )
     return password
+
+
+def admin_password_weakness(password: str) -> str | None:
+    """Why `password` must not protect the admin account, or None when it may."""
+    if password.strip().lower() in WELL_KNOWN_ADMIN_PASSWORDS:
+        return "is a well-known default password"
+    if len(password) < ADMIN_PASSWORD_MIN_LENGTH:
+        return f"is shorter than {ADMIN_PASSWORD_MIN_LENGTH} characters"
+    return None
 
 
 def validate_full_name(raw: str) -> str:

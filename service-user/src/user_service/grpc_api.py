@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from chassis.auth import TokenVerifier, authenticate, client_address
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 from user_service import handlers
 from user_service.domain import Role, User
@@ -30,8 +31,9 @@ def user_to_proto(user: User) -> user_pb2.User:
 class UserServicer(user_pb2_grpc.UserServiceServicer):
     """Thin entry point; domain errors become gRPC statuses in the chassis interceptor."""
 
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, verifier: TokenVerifier) -> None:
         self._accounts = accounts
+        self._verifier = verifier
 
     async def Register(
         self, request: user_pb2.RegisterRequest, context: grpc.aio.ServicerContext
@@ -41,13 +43,19 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             email=request.email,
             password=request.password,
             full_name=request.full_name,
+            client=client_address(context),
         )
         return user_pb2.RegisterResponse(user=user_to_proto(user))
 
     async def Login(
         self, request: user_pb2.LoginRequest, context: grpc.aio.ServicerContext
     ) -> user_pb2.LoginResponse:
-        token = await handlers.login(self._accounts, email=request.email, password=request.password)
+        token = await handlers.login(
+            self._accounts,
+            email=request.email,
+            password=request.password,
+            client=client_address(context),
+        )
         return user_pb2.LoginResponse(
             access_token=token.access_token, token_type="bearer", expires_in=token.expires_in
         )
@@ -55,7 +63,8 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     async def GetUser(
         self, request: user_pb2.GetUserRequest, context: grpc.aio.ServicerContext
     ) -> user_pb2.GetUserResponse:
-        user = await handlers.get_user(self._accounts, user_id=request.id)
+        caller = await authenticate(context, self._verifier)
+        user = await handlers.get_user(self._accounts, caller=caller, user_id=request.id)
         return user_pb2.GetUserResponse(user=user_to_proto(user))
 
     async def GetJwks(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import asyncpg
 from prometheus_client import Counter
 
+from chassis.auth import Principal
 from chassis.errors import (
     DomainError,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
@@ -27,7 +30,7 @@ from user_service.domain import (
 )
 from user_service.passwords import PasswordHashing
 from user_service.store import UserStore
-from user_service.throttle import LoginThrottle
+from user_service.throttle import ClientRateLimit, LoginThrottle
 from user_service.tokens import IssuedToken, PublicJwk, TokenIssuer
 
 log = get_logger(__name__)
@@ -57,12 +60,17 @@ class Accounts:
     passwords: PasswordHashing
     throttle: LoginThrottle
     tokens: TokenIssuer
+    login_rate: ClientRateLimit
+    register_rate: ClientRateLimit
 
 
-async def register(accounts: Accounts, *, email: str, password: str, full_name: str) -> User:
+async def register(
+    accounts: Accounts, *, email: str, password: str, full_name: str, client: str
+) -> User:
     normalised = validate_new_email(email)
     validate_new_password(password)
     name = validate_full_name(full_name)
+    await accounts.register_rate.take(client)
     password_hash = await accounts.passwords.hash(password)
     user = await accounts.store.create(
         email=normalised, full_name=name, password_hash=password_hash, role=Role.CUSTOMER
@@ -71,9 +79,9 @@ async def register(accounts: Accounts, *, email: str, password: str, full_name: 
     return user
 
 
-async def login(accounts: Accounts, *, email: str, password: str) -> IssuedToken:
+async def login(accounts: Accounts, *, email: str, password: str, client: str) -> IssuedToken:
     try:
-        token = await _check_credentials(accounts, email=email, password=password)
+        token = await _check_credentials(accounts, email=email, password=password, client=client)
     except DomainError as error:
         LOGINS.labels(outcome=_OUTCOMES.get(type(error), "error")).inc()
         raise
@@ -81,26 +89,31 @@ async def login(accounts: Accounts, *, email: str, password: str) -> IssuedToken
     return token
 
 
-async def _check_credentials(accounts: Accounts, *, email: str, password: str) -> IssuedToken:
+async def _check_credentials(
+    accounts: Accounts, *, email: str, password: str, client: str
+) -> IssuedToken:
     normalised, password = validate_login_input(email, password)
-    await accounts.throttle.begin_attempt(normalised)
+    await accounts.login_rate.take(client)
+    delay = await accounts.throttle.begin_attempt(normalised, client)
+    if delay:
+        await asyncio.sleep(delay)
     user = await accounts.store.by_email(normalised)
     if user is None:
         await accounts.passwords.burn_verification(password)
-        raise await _failed_login(accounts, normalised)
+        raise await _failed_login(accounts, normalised, client)
     verification = await accounts.passwords.verify(user.password_hash, password)
     if not verification.matches:
-        raise await _failed_login(accounts, normalised)
+        raise await _failed_login(accounts, normalised, client)
     if verification.needs_rehash:
         await _rehash(accounts, user, password)
-    await accounts.throttle.attempt_succeeded(normalised)
+    await accounts.throttle.attempt_succeeded(normalised, client)
     log.info("login succeeded", user_id=str(user.id))
     return accounts.tokens.issue(user)
 
 
-async def _failed_login(accounts: Accounts, email: str) -> Unauthenticated:
+async def _failed_login(accounts: Accounts, email: str, client: str) -> Unauthenticated:
     """Count the failure, then hand back the one error every failed login gets."""
-    await accounts.throttle.attempt_failed(email)
+    await accounts.throttle.attempt_failed(email, client)
     log.info("login failed")
     return Unauthenticated(INVALID_CREDENTIALS)
 
@@ -120,8 +133,12 @@ async def _rehash(accounts: Accounts, user: User, password: str) -> None:
         log.info("password rehashed with current parameters", user_id=str(user.id))
 
 
-async def get_user(accounts: Accounts, *, user_id: str) -> User:
-    user = await accounts.store.by_id(parse_user_id(user_id))
+async def get_user(accounts: Accounts, *, caller: Principal, user_id: str) -> User:
+    """An account, to its owner or an admin only (the caller's token was verified)."""
+    wanted = parse_user_id(user_id)
+    if str(wanted) != caller.user_id and not caller.is_admin:
+        raise PermissionDenied("a token may read only its own account")
+    user = await accounts.store.by_id(wanted)
     if user is None:
         raise NotFound("no account with this id", field="id")
     return user

@@ -5,17 +5,23 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
 from chassis import postgres
+from chassis.auth import TokenVerifier, jwk_mapping
 from chassis.grpc_server import ServiceRuntime, run
+from chassis.logging import get_logger
 from chassis.redis_client import create_redis
 from chassis.settings import load_settings
 from ecommerce.user.v1 import user_pb2_grpc
 from user_service import handlers
+from user_service.domain import admin_password_weakness
 from user_service.grpc_api import SERVICE_NAME, UserServicer
 from user_service.passwords import PasswordHashing
 from user_service.settings import UserSettings
 from user_service.store import MIGRATIONS_DIR, UserStore
-from user_service.throttle import LoginThrottle
+from user_service.throttle import ClientRateLimit, LoginThrottle
 from user_service.tokens import (
     SigningKeyError,
     TokenIssuer,
@@ -60,6 +66,8 @@ async def build_runtime(settings: UserSettings) -> ServiceRuntime:
         time_cost=settings.argon2_time_cost,
         memory_cost_kib=settings.argon2_memory_cost_kib,
         parallelism=settings.argon2_parallelism,
+        max_in_flight=settings.argon2_max_in_flight,
+        max_queued=settings.argon2_max_queued,
     )
     database_url = postgres.database_url(settings.postgres_url, settings.db_name)
     # min_size 0: no connection is made before the startup hook has created the database.
@@ -71,11 +79,28 @@ async def build_runtime(settings: UserSettings) -> ServiceRuntime:
         key_prefix=settings.redis_key_prefix,
         max_failures=settings.login_max_failures,
         window_seconds=settings.login_window_seconds,
+        delay_after_failures=settings.login_delay_after_failures,
+        max_delay_seconds=settings.login_max_delay_seconds,
         timeout_seconds=settings.redis_timeout_seconds,
     )
-    accounts = handlers.Accounts(store=store, passwords=passwords, throttle=throttle, tokens=tokens)
+    accounts = handlers.Accounts(
+        store=store,
+        passwords=passwords,
+        throttle=throttle,
+        tokens=tokens,
+        login_rate=client_rate(settings, redis, "login", settings.login_rate_per_client),
+        register_rate=client_rate(settings, redis, "register", settings.register_rate_per_client),
+    )
+
+    async def own_jwks() -> list[dict[str, str]]:
+        # This service signs the tokens, so it checks them against its own published keys.
+        return [jwk_mapping(key) for key in tokens.jwks()]
+
+    verifier = TokenVerifier(own_jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
     runtime.add_servicer(
-        user_pb2_grpc.add_UserServiceServicer_to_server, UserServicer(accounts), SERVICE_NAME
+        user_pb2_grpc.add_UserServiceServicer_to_server,
+        UserServicer(accounts, verifier),
+        SERVICE_NAME,
     )
 
     async def prepare_database() -> None:
@@ -83,8 +108,9 @@ async def build_runtime(settings: UserSettings) -> ServiceRuntime:
         await postgres.migrate(database_url, MIGRATIONS_DIR)
 
     runtime.on_startup("database", prepare_database)
-    if settings.admin_email and settings.admin_password:
-        admin_email, admin_password = settings.admin_email, settings.admin_password
+    admin = admin_account_wanted(settings)
+    if admin is not None:
+        admin_email, admin_password = admin
 
         async def bootstrap_admin() -> None:
             await handlers.bootstrap_admin(
@@ -102,11 +128,39 @@ async def build_runtime(settings: UserSettings) -> ServiceRuntime:
     async def close_stores() -> None:
         await pool.close()
         await redis.aclose()
+        passwords.close()
 
     runtime.readiness_check("postgres", check_postgres)
     runtime.readiness_check("redis", throttle.check)
     runtime.on_shutdown("stores", close_stores)
     return runtime
+
+
+def client_rate(settings: UserSettings, redis: Redis, action: str, limit: int) -> ClientRateLimit:
+    return ClientRateLimit(
+        redis,
+        key_prefix=settings.redis_key_prefix,
+        action=action,
+        limit=limit,
+        window_seconds=settings.client_rate_window_seconds,
+        timeout_seconds=settings.redis_timeout_seconds,
+        # Login fails closed like its throttle; registering needs no Redis to stay safe.
+        fail_open=action == "register",
+    )
+
+
+def admin_account_wanted(settings: UserSettings) -> tuple[str, SecretStr] | None:
+    """The admin account to create: both variables set, and a password that is neither a
+    well-known default nor too short (otherwise one error line says why, and none is made)."""
+    if not (settings.admin_email and settings.admin_password):
+        return None
+    weakness = admin_password_weakness(settings.admin_password.get_secret_value())
+    if weakness is not None:
+        get_logger(__name__).error(
+            f"ADMIN_PASSWORD {weakness}: no admin account was created; set a strong one"
+        )
+        return None
+    return settings.admin_email, settings.admin_password
 
 
 async def serve() -> None:

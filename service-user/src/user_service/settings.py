@@ -36,9 +36,20 @@ class UserSettings(ServiceSettings, PostgresSettings, RedisSettings):
     argon2_memory_cost_kib: int = Field(
         RFC_9106_LOW_MEMORY.memory_cost, ge=8, validation_alias="ARGON2_MEMORY_COST_KIB"
     )
+    # Hashes running at once (each holds ARGON2_MEMORY_COST_KIB) and callers allowed to wait for
+    # one; any further login or registration is answered UNAVAILABLE at once.
+    argon2_max_in_flight: int = Field(2, ge=1, le=64, validation_alias="ARGON2_MAX_IN_FLIGHT")
+    argon2_max_queued: int = Field(8, ge=0, validation_alias="ARGON2_MAX_QUEUED")
 
     login_max_failures: int = Field(5, ge=1, validation_alias="LOGIN_MAX_FAILURES")
     login_window_seconds: int = Field(900, ge=1, validation_alias="LOGIN_WINDOW_SECONDS")
+    login_delay_after_failures: int = Field(10, ge=1, validation_alias="LOGIN_DELAY_AFTER_FAILURES")
+    login_max_delay_seconds: float = Field(
+        1.0, ge=0, le=10, validation_alias="LOGIN_MAX_DELAY_SECONDS"
+    )
+    login_rate_per_client: int = Field(30, ge=1, validation_alias="LOGIN_RATE_PER_CLIENT")
+    register_rate_per_client: int = Field(10, ge=1, validation_alias="REGISTER_RATE_PER_CLIENT")
+    client_rate_window_seconds: int = Field(60, ge=1, validation_alias="CLIENT_RATE_WINDOW_SECONDS")
     redis_timeout_seconds: float = Field(1.0, gt=0, validation_alias="REDIS_TIMEOUT_SECONDS")
     postgres_timeout_seconds: float = Field(5.0, gt=0, validation_alias="POSTGRES_TIMEOUT_SECONDS")
 

@@ -1,7 +1,13 @@
-"""Login throttling: failed attempts per email counted in Redis, with a deadline on every call.
+"""Login and register throttling in Redis, with a deadline on every call.
 
-When Redis cannot answer in time the throttle fails closed (UNAVAILABLE): a login is never
-allowed without the check that could have refused it.
+`LoginThrottle` keys failures by email *and client*: the client that keeps failing for an email is
+refused for that email, while the owner logging in from another client is not. An email attacked
+from many clients gets growing delays (at most `max_delay_seconds` per attempt), never a lock.
+`ClientRateLimit` bounds how many logins and registrations one client may start per window.
+
+When Redis cannot answer in time, login fails closed (UNAVAILABLE): a login is never allowed
+without the check that could have refused it. Registration fails open: its per-client limit only
+protects capacity, which the bounded hashing pool protects as well.
 """
 
 from __future__ import annotations
@@ -20,15 +26,42 @@ from chassis.logging import get_logger
 T = TypeVar("T")
 log = get_logger(__name__)
 
+# The first delay once an email crosses its failure threshold; each further failure doubles it.
+FIRST_DELAY_SECONDS = 0.1
 
-class LoginThrottle:
-    """Refuses logins for an email after `max_failures` failed attempts within `window_seconds`.
 
-    Each attempt is counted *before* the password is checked (one atomic INCR), so a burst of
-    parallel guesses cannot all slip past the limit while the first ones are still hashing. The
-    counter expires `window_seconds` after the first attempt; the failure that reaches the limit
-    restarts that expiry, so a throttled email stays refused for a full window. Refused attempts
-    never touch the expiry, so they cannot extend the lock forever. A success clears the counter.
+def _digest(*parts: str) -> str:
+    # Hashed so that addresses (emails and client addresses) do not sit in Redis in clear text.
+    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
+
+
+class _Deadlined:
+    def __init__(self, redis: Redis, *, key_prefix: str, timeout_seconds: float) -> None:
+        self._redis = redis
+        self._prefix = key_prefix
+        self._timeout = timeout_seconds
+
+    async def _call(self, pending: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await pending
+        except (TimeoutError, RedisError, OSError) as error:
+            log.error("redis unavailable for throttling", error=repr(error))
+            raise Unavailable("login is temporarily unavailable, try again shortly") from error
+
+
+class LoginThrottle(_Deadlined):
+    """Failed logins per (email, client) and per email.
+
+    Per (email, client): each attempt is counted *before* the password is checked (one atomic
+    INCR), so a burst of parallel guesses gets `max_failures` tries, not one per request in flight.
+    Beyond them the pair is refused (RESOURCE_EXHAUSTED, the right password included) until
+    `window_seconds` after its last counted failure; a success clears the pair.
+
+    Per email, all clients together: failures within `window_seconds`. From `delay_after_failures`
+    on, every attempt for that email waits `FIRST_DELAY_SECONDS * 2^(failures - threshold)`, at most
+    `max_delay_seconds`, before its password is checked: distributed guessing slows down, and the
+    owner still gets in after at most that delay.
     """
 
     def __init__(
@@ -38,48 +71,96 @@ class LoginThrottle:
         key_prefix: str,
         max_failures: int,
         window_seconds: int,
+        delay_after_failures: int,
+        max_delay_seconds: float,
         timeout_seconds: float,
     ) -> None:
-        self._redis = redis
-        self._prefix = key_prefix
+        super().__init__(redis, key_prefix=key_prefix, timeout_seconds=timeout_seconds)
         self._max_failures = max_failures
         self._window = window_seconds
-        self._timeout = timeout_seconds
+        self._delay_after = delay_after_failures
+        self._max_delay = max_delay_seconds
 
-    def _key(self, email: str) -> str:
-        # Hashed so that addresses do not sit in Redis in clear text.
-        digest = hashlib.sha256(email.encode("utf-8")).hexdigest()
-        return f"{self._prefix}user:login-failures:{digest}"
+    def _pair_key(self, email: str, client: str) -> str:
+        return f"{self._prefix}user:login-failures:{_digest(email, client)}"
 
-    async def begin_attempt(self, email: str) -> None:
-        """Count an attempt; raise ResourceExhausted when the email has no attempts left."""
-        key = self._key(email)
+    def _email_key(self, email: str) -> str:
+        return f"{self._prefix}user:login-failures-by-email:{_digest(email)}"
+
+    def delay_for(self, email_failures: int) -> float:
+        """Seconds an attempt waits when its email has had `email_failures` recent failures."""
+        if email_failures < self._delay_after:
+            return 0.0
+        steps = min(email_failures - self._delay_after, 30)
+        return float(min(FIRST_DELAY_SECONDS * 2**steps, self._max_delay))
+
+    async def begin_attempt(self, email: str, client: str) -> float:
+        """Count an attempt; raise ResourceExhausted when this client has no attempts left for this
+        email, else return the delay to wait before checking the password."""
+        pair = self._pair_key(email, client)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, self._window, nx=True)
-            attempts, _ = await self._call(pipe.execute())
+            pipe.incr(pair)
+            pipe.expire(pair, self._window, nx=True)
+            pipe.get(self._email_key(email))
+            attempts, _, email_failures = await self._call(pipe.execute())
         if int(attempts) > self._max_failures:
             raise ResourceExhausted("too many failed logins for this email, try again later")
+        return self.delay_for(int(email_failures or 0))
 
-    async def attempt_failed(self, email: str) -> None:
-        """The counted attempt failed: once the limit is reached, lock for a full window."""
-        key = self._key(email)
-        attempts = await self._call(self._redis.get(key))
+    async def attempt_failed(self, email: str, client: str) -> None:
+        """The counted attempt failed: count it for the email, and once this client reached the
+        limit, refuse the pair for a full window from now."""
+        pair, by_email = self._pair_key(email, client), self._email_key(email)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(pair)
+            pipe.incr(by_email)
+            pipe.expire(by_email, self._window, nx=True)
+            attempts, _, _ = await self._call(pipe.execute())
         if attempts is not None and int(attempts) >= self._max_failures:
-            await self._call(self._redis.expire(key, self._window))
-            log.warning("login throttled after repeated failures", failures=int(attempts))
+            await self._call(self._redis.expire(pair, self._window))
+            log.warning("login throttled for one client after repeated failures")
 
-    async def attempt_succeeded(self, email: str) -> None:
-        await self._call(self._redis.delete(self._key(email)))
+    async def attempt_succeeded(self, email: str, client: str) -> None:
+        await self._call(self._redis.delete(self._pair_key(email, client)))
 
     async def check(self) -> None:
         """Readiness: Redis answers a PING within the deadline."""
         await self._call(self._redis.ping())
 
-    async def _call(self, pending: Awaitable[T]) -> T:
+
+class ClientRateLimit(_Deadlined):
+    """At most `limit` requests of one action per client per `window_seconds` (fixed window)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        key_prefix: str,
+        action: str,
+        limit: int,
+        window_seconds: int,
+        timeout_seconds: float,
+        fail_open: bool,
+    ) -> None:
+        super().__init__(redis, key_prefix=key_prefix, timeout_seconds=timeout_seconds)
+        self._action = action
+        self._limit = limit
+        self._window = window_seconds
+        self._fail_open = fail_open
+
+    async def take(self, client: str) -> None:
+        """Count one request from `client`; ResourceExhausted beyond the limit."""
+        key = f"{self._prefix}user:client-rate:{self._action}:{_digest(client)}"
         try:
-            async with asyncio.timeout(self._timeout):
-                return await pending
-        except (TimeoutError, RedisError, OSError) as error:
-            log.error("redis unavailable for login throttling", error=repr(error))
-            raise Unavailable("login is temporarily unavailable, try again shortly") from error
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, self._window, nx=True)
+                count, _ = await self._call(pipe.execute())
+        except Unavailable:
+            if self._fail_open:
+                return
+            raise
+        if int(count) > self._limit:
+            raise ResourceExhausted(
+                f"too many {self._action} requests from this client, try again later"
+            )

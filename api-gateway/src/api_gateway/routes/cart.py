@@ -1,4 +1,5 @@
-"""The caller's own cart. The user id always comes from the verified token, never the request."""
+"""The caller's own cart. The user id always comes from the verified token, never the request,
+and the token itself travels on to service-cart, which verifies it again (zero trust)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from api_gateway.deps import CurrentUser, UpstreamsDep
 from api_gateway.errors import problems
 from api_gateway.representations import cart_json
 from api_gateway.schemas import CartItemIn, CartOut, CartQuantityIn
+from chassis.auth import bearer_metadata
 from ecommerce.cart.v1 import cart_pb2
 
 router = APIRouter(prefix="/api/v1/cart", tags=["cart"])
@@ -22,7 +24,9 @@ router = APIRouter(prefix="/api/v1/cart", tags=["cart"])
 )
 async def get_cart(user: CurrentUser, upstreams: UpstreamsDep) -> dict[str, Any]:
     reply = await upstreams.carts.GetCart(
-        cart_pb2.GetCartRequest(user_id=user.user_id), timeout=upstreams.timeout
+        cart_pb2.GetCartRequest(user_id=user.user_id),
+        metadata=bearer_metadata(user.token),
+        timeout=upstreams.timeout,
     )
     return cart_json(reply.cart)
 
@@ -38,6 +42,7 @@ async def add_item(body: CartItemIn, user: CurrentUser, upstreams: UpstreamsDep)
         cart_pb2.AddItemRequest(
             user_id=user.user_id, product_id=str(body.product_id), quantity=body.quantity
         ),
+        metadata=bearer_metadata(user.token),
         timeout=upstreams.timeout,
     )
     return cart_json(reply.cart)
@@ -56,6 +61,7 @@ async def set_item_quantity(
         cart_pb2.SetItemQuantityRequest(
             user_id=user.user_id, product_id=str(product_id), quantity=body.quantity
         ),
+        metadata=bearer_metadata(user.token),
         timeout=upstreams.timeout,
     )
     return cart_json(reply.cart)
@@ -72,6 +78,7 @@ async def remove_item(
 ) -> dict[str, Any]:
     reply = await upstreams.carts.RemoveItem(
         cart_pb2.RemoveItemRequest(user_id=user.user_id, product_id=str(product_id)),
+        metadata=bearer_metadata(user.token),
         timeout=upstreams.timeout,
     )
     return cart_json(reply.cart)
@@ -86,6 +93,8 @@ async def remove_item(
 )
 async def clear_cart(user: CurrentUser, upstreams: UpstreamsDep) -> Response:
     await upstreams.carts.ClearCart(
-        cart_pb2.ClearCartRequest(user_id=user.user_id), timeout=upstreams.timeout
+        cart_pb2.ClearCartRequest(user_id=user.user_id),
+        metadata=bearer_metadata(user.token),
+        timeout=upstreams.timeout,
     )
     return Response(status_code=204)

@@ -1,9 +1,9 @@
-"""Operational endpoints: liveness, readiness (upstream gRPC health) and Prometheus metrics."""
+"""Operational endpoints: liveness and readiness (upstream gRPC health). Prometheus metrics are
+served on their own port (GATEWAY_METRICS_PORT), not here."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from api_gateway.deps import UpstreamsDep
@@ -28,8 +28,3 @@ async def readyz(request: Request, upstreams: UpstreamsDep) -> Response:
     if down:
         return problem_response(503, "not serving: " + ", ".join(down))
     return Response(b'{"status":"ready"}', media_type="application/json")
-
-
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

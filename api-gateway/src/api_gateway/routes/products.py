@@ -15,6 +15,7 @@ from api_gateway.product_cache import ProductMicroCache
 from api_gateway.representations import product_json
 from api_gateway.schemas import ProductIn, ProductOut, ProductPage, ProductPatch, Text
 from api_gateway.upstreams import Upstreams
+from chassis.auth import bearer_metadata
 from ecommerce.product.v1 import product_pb2
 
 router = APIRouter(prefix="/api/v1/products", tags=["products"])
@@ -78,10 +79,12 @@ async def get_product(product_id: UUID, request: Request) -> Response:
     responses=problems(401, 403, 409, 413, 422, 503, 504),
 )
 async def create_product(
-    body: ProductIn, _admin: AdminUser, upstreams: UpstreamsDep
+    body: ProductIn, admin: AdminUser, upstreams: UpstreamsDep
 ) -> dict[str, Any]:
     reply = await upstreams.products.CreateProduct(
-        product_pb2.CreateProductRequest(**body.model_dump()), timeout=upstreams.timeout
+        product_pb2.CreateProductRequest(**body.model_dump()),
+        metadata=bearer_metadata(admin.token),
+        timeout=upstreams.timeout,
     )
     return product_json(reply.product)
 
@@ -96,7 +99,7 @@ async def create_product(
 async def update_product(
     product_id: UUID,
     body: ProductPatch,
-    _admin: AdminUser,
+    admin: AdminUser,
     upstreams: UpstreamsDep,
     cache: ProductCacheDep,
 ) -> dict[str, Any]:
@@ -104,7 +107,9 @@ async def update_product(
     changes = body.model_dump(exclude_none=True)
     try:
         reply = await upstreams.products.UpdateProduct(
-            product_pb2.UpdateProductRequest(id=key, **changes), timeout=upstreams.timeout
+            product_pb2.UpdateProductRequest(id=key, **changes),
+            metadata=bearer_metadata(admin.token),
+            timeout=upstreams.timeout,
         )
     finally:
         # Also after a failure (e.g. a deadline): the change may have been applied.
