@@ -75,7 +75,14 @@ class AmqpSettings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     events_exchange: str = "ecommerce.events"
     queue_prefix: str = ""
+    # Handler attempts of one event before the consumer dead-letters it (outages excepted).
     delivery_limit: int = Field(5, ge=1)
+    # A service's handlers running at once (messages taken from the queue ahead of acks).
+    consumer_prefetch: int = Field(32, ge=1, le=1000)
+    # Published outbox rows and processed inbox ids are kept this long (the inbox must outlive
+    # any redelivery, a re-driven dead letter included).
+    outbox_retention_hours: float = Field(24.0, gt=0)
+    inbox_retention_days: float = Field(14.0, gt=0)
 
 
 class RedisSettings(BaseSettings):
