@@ -8,7 +8,7 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from chassis.testing.plugin import AmqpIsolation
 from chassis.testing.process import ServiceProcess, free_port
 
 ADMIN_EMAIL = "root.admin@example.com"
@@ -119,7 +120,7 @@ def start_user_service(
 
 
 def start_product_service(
-    database_url: str, redis_url: str, prefix: str, user_addr: str
+    database_url: str, redis_url: str, prefix: str, user_addr: str, amqp: Mapping[str, str]
 ) -> tuple[ServiceProcess, str]:
     port = free_port()
     parsed = urlparse(database_url)
@@ -131,13 +132,14 @@ def start_product_service(
         "PRODUCT_GRPC_PORT": str(port),
         "PRODUCT_METRICS_PORT": "0",
         "USER_SERVICE_ADDR": user_addr,
+        **amqp,
     }
     process = ServiceProcess(service_command("service-product"), env=env, name="service-product")
     return process.start(), f"127.0.0.1:{port}"
 
 
 def start_cart_service(
-    redis_url: str, prefix: str, product_addr: str, user_addr: str
+    redis_url: str, prefix: str, product_addr: str, user_addr: str, amqp: Mapping[str, str]
 ) -> tuple[ServiceProcess, str]:
     port = free_port()
     env = {
@@ -148,6 +150,7 @@ def start_cart_service(
         "CART_METRICS_PORT": "0",
         "PRODUCT_SERVICE_ADDR": product_addr,
         "USER_SERVICE_ADDR": user_addr,
+        **amqp,
     }
     process = ServiceProcess(service_command("service-cart"), env=env, name="service-cart")
     return process.start(), f"127.0.0.1:{port}"
@@ -174,8 +177,15 @@ async def platform(
     redis_url: str,
     redis_key_prefix: str,
     signing: SigningMaterial,
+    amqp_url: str,
+    amqp_isolation: AmqpIsolation,
 ) -> AsyncIterator[Platform]:
     processes: dict[str, ServiceProcess] = {}
+    amqp = {
+        "AMQP_URL": amqp_url,
+        "EVENTS_EXCHANGE": amqp_isolation.exchange,
+        "QUEUE_PREFIX": f"{amqp_isolation.queue_prefix}gw.",
+    }
     users_db, products_db = await asyncio.gather(
         create_database("gw_users"), create_database("gw_products")
     )
@@ -186,12 +196,12 @@ async def platform(
         )
         processes["service-user"] = users
         products, product_addr = start_product_service(
-            products_db, redis_url, redis_key_prefix + "products:", user_addr
+            products_db, redis_url, redis_key_prefix + "products:", user_addr, amqp
         )
         processes["service-product"] = products
         waits = [users.wait_serving(user_addr, 120), products.wait_serving(product_addr, 120)]
         carts, cart_addr = start_cart_service(
-            redis_url, redis_key_prefix + "carts:", product_addr, user_addr
+            redis_url, redis_key_prefix + "carts:", product_addr, user_addr, amqp
         )
         processes["service-cart"] = carts
         waits.append(carts.wait_serving(cart_addr, 120))

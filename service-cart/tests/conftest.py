@@ -24,6 +24,7 @@ from cart_service.redis_store import RedisCartStore
 from cart_service.settings import CartSettings, CouchbaseLocation
 from cart_service.store import CartStore
 from chassis.grpc_server import ServiceRuntime
+from chassis.testing.plugin import AmqpIsolation
 from chassis.testing.process import ServiceProcess, free_port
 from chassis.testing.tokens import BearerInterceptor, TokenAuthority, serving_jwks
 from ecommerce.cart.v1 import cart_pb2_grpc
@@ -193,6 +194,8 @@ async def product_address(
     redis_url: str,
     redis_key_prefix: str,
     jwks_address: str,
+    amqp_url: str,
+    amqp_isolation: AmqpIsolation,
 ) -> AsyncIterator[str]:
     database = urlsplit(product_db_url).path.lstrip("/")
     port = free_port()
@@ -209,6 +212,9 @@ async def product_address(
             "READINESS_INTERVAL_SECONDS": "0.2",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "",
             "USER_SERVICE_ADDR": jwks_address,
+            "AMQP_URL": amqp_url,
+            "EVENTS_EXCHANGE": amqp_isolation.exchange,
+            "QUEUE_PREFIX": f"{amqp_isolation.queue_prefix}cart-tests.",
         },
         name="service-product",
     ).start()

@@ -13,8 +13,10 @@ from urllib.parse import urlsplit
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
+from chassis.testing.plugin import AmqpIsolation
 from chassis.testing.process import free_port
 from chassis.testing.tokens import BearerInterceptor, TokenAuthority, serving_jwks
 from ecommerce.product.v1 import product_pb2, product_pb2_grpc
@@ -68,6 +70,8 @@ def make_settings(
     redis_url: str,
     redis_key_prefix: str,
     jwks_address: str,
+    amqp_url: str,
+    amqp_isolation: AmqpIsolation,
 ) -> SettingsFactory:
     def make(**overrides: Any) -> ProductSettings:
         values: dict[str, Any] = {
@@ -81,6 +85,9 @@ def make_settings(
             "READINESS_INTERVAL_SECONDS": 0.2,
             "SHUTDOWN_GRACE_SECONDS": 1,
             "USER_SERVICE_ADDR": jwks_address,
+            "AMQP_URL": amqp_url,
+            "EVENTS_EXCHANGE": amqp_isolation.exchange,
+            "QUEUE_PREFIX": amqp_isolation.queue_prefix,
             **overrides,
         }
         return ProductSettings(**values)
@@ -97,12 +104,24 @@ async def running(settings: ProductSettings) -> AsyncIterator[RunningProduct]:
     address = f"127.0.0.1:{app.runtime.bound_port}"
     admin = BearerInterceptor(AUTHORITY.metadata(role="admin"))
     channel = grpc.aio.insecure_channel(address, interceptors=[admin])
+    await _serving(channel)
     try:
         yield RunningProduct(app, product_pb2_grpc.ProductServiceStub(channel), channel, address)
     finally:
         await channel.close()
         app.runtime.stop()
         await asyncio.wait_for(serving, 30)
+
+
+async def _serving(channel: grpc.aio.Channel, within: float = 30.0) -> None:
+    """Until health says SERVING: the database is migrated and the saga consumer consumes."""
+    health = health_pb2_grpc.HealthStub(channel)
+    async with asyncio.timeout(within):
+        while True:
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import grpc
 import httpx
 import pytest
 
+from chassis.testing.plugin import AmqpIsolation
 from chassis.testing.process import ServiceProcess, free_port
 from ecommerce.product.v1 import product_pb2, product_pb2_grpc
 from product_service.seed import CATALOGUE_SIZE, sample_catalogue, seed_catalogue
@@ -32,7 +33,12 @@ async def seed_db(create_database: Any) -> tuple[str, str]:
 
 @pytest.fixture(scope="session")
 def process_env(
-    postgres_url: str, redis_url: str, redis_key_prefix: str, seed_db: tuple[str, str]
+    postgres_url: str,
+    redis_url: str,
+    redis_key_prefix: str,
+    seed_db: tuple[str, str],
+    amqp_url: str,
+    amqp_isolation: AmqpIsolation,
 ) -> Callable[..., dict[str, str]]:
     def env(**overrides: str) -> dict[str, str]:
         return {
@@ -43,6 +49,9 @@ def process_env(
             "PRODUCT_GRPC_PORT": "0",
             "PRODUCT_METRICS_PORT": "0",
             "GRPC_HOST": "127.0.0.1",
+            "AMQP_URL": amqp_url,
+            "EVENTS_EXCHANGE": amqp_isolation.exchange,
+            "QUEUE_PREFIX": f"{amqp_isolation.queue_prefix}process.",
             **overrides,
         }
 

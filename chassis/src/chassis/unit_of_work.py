@@ -102,7 +102,7 @@ class UnitOfWork:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         conn, transaction = self.connection, self._transaction
         try:
             if exc is None:
@@ -123,7 +123,6 @@ class UnitOfWork:
             raise Unavailable("the database is unavailable") from exc
         if self.committed:
             await self._run_after_commit()
-        return False
 
     async def _release(self, conn: asyncpg.Connection) -> None:
         try:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from prometheus_client import REGISTRY
 
 from chassis.messaging import Broker, EventConsumer, OutboxRelay, Subscription
 from chassis.messaging.inbox import Handler
+from chassis.testing.waiting import eventually  # noqa: F401 - re-exported for the specs
 from ecommerce.events.v1 import events_pb2
 
 ORDER_CREATED = "ecommerce.events.v1.OrderCreated"
@@ -41,16 +42,6 @@ async def running(relay: OutboxRelay) -> AsyncIterator[asyncio.Task[None]]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], within: float = 20.0, every: float = 0.05
-) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if await condition():
-                return
-            await asyncio.sleep(every)
 
 
 def consumed(outcome: str, event_type: str = ORDER_CREATED) -> float:

@@ -1,4 +1,5 @@
-"""Catalogue rules: what a valid product, patch, id and page request are, and the page token format.
+"""Catalogue and stock rules: what a valid product, patch, id and page request are, the page token
+format, and how an order's lines are reserved (all or nothing).
 
 Pure: no I/O. Every rule raises `InvalidArgument` naming the offending field.
 """
@@ -10,10 +11,12 @@ import binascii
 import json
 import re
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from chassis.errors import InvalidArgument
+from chassis.messaging import PoisonMessage
 from chassis.validation import checked_price_cents, checked_text
 
 SKU_MAX = 64
@@ -217,3 +220,67 @@ def substring_pattern(query: str) -> str:
 def like_pattern(query: str) -> str:
     """`substring_pattern` of the query lowered by Python (ASCII callers only; see above)."""
     return substring_pattern(query.lower())
+
+
+# --- Stock reservations (the saga) ------------------------------------------------------------
+
+MAX_ORDER_LINE_QUANTITY = 10_000
+
+
+class MalformedOrderEvent(PoisonMessage):
+    """An order event whose ids or quantities no retry can make valid (dead-lettered at once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StockLine:
+    """Units of one product an order takes from (or gives back to) stock."""
+
+    product_id: uuid.UUID
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shortage:
+    """The first line of an order that stock could not cover."""
+
+    product_id: uuid.UUID
+    requested: int
+    available: int
+
+
+def parse_order_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except (ValueError, AttributeError, TypeError):
+        raise MalformedOrderEvent(f"order_id is not a UUID: {raw!r}") from None
+
+
+def stock_lines(raw: Iterable[tuple[str, int]]) -> list[StockLine]:
+    """An order's lines, one per product (repeated products summed), in product id order: the
+    order rows are locked in, so that two reservations never wait on each other (no deadlock)."""
+    totals: dict[uuid.UUID, int] = {}
+    for product_id, quantity in raw:
+        try:
+            key = uuid.UUID(product_id)
+        except (ValueError, AttributeError, TypeError):
+            raise MalformedOrderEvent(f"product_id is not a UUID: {product_id!r}") from None
+        if not 0 < quantity <= MAX_ORDER_LINE_QUANTITY:
+            raise MalformedOrderEvent(
+                f"quantity {quantity} of {key} is not 1..{MAX_ORDER_LINE_QUANTITY}"
+            )
+        totals[key] = totals.get(key, 0) + quantity
+    if not totals:
+        raise MalformedOrderEvent("an order has at least one line")
+    return [StockLine(product_id, totals[product_id]) for product_id in sorted(totals)]
+
+
+def first_shortage(
+    lines: Sequence[StockLine], in_stock: Mapping[uuid.UUID, int]
+) -> Shortage | None:
+    """The first line `in_stock` cannot cover (a product that does not exist has none), or None
+    when every line can be reserved: all or nothing."""
+    for line in lines:
+        available = in_stock.get(line.product_id, 0)
+        if available < line.quantity:
+            return Shortage(line.product_id, line.quantity, available)
+    return None

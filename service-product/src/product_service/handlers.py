@@ -1,20 +1,44 @@
-"""Catalog: one method per use case of the catalogue; reads go through the cache."""
+"""One function per use case: the catalogue (`Catalog`, reads through the cache, writes in a unit
+of work) and the saga's stock reservations (`Stock`, one method per event)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from chassis.errors import NotFound
+from chassis.logging import get_logger
+from ecommerce.events.v1 import events_pb2
+from product_service import proto_mapping
 from product_service.cache import ProductCache
 from product_service.domain import (
-    NewProduct,
-    PageRequest,
     Product,
-    ProductPatch,
     encode_page_token,
+    first_shortage,
+    new_product,
+    page_request,
+    parse_id,
+    parse_ids,
+    parse_order_id,
+    product_patch,
+    stock_lines,
 )
 from product_service.store import ProductStore
+from product_service.unit_of_work import ProductUnitOfWork
+
+NewUnitOfWork = Callable[[], ProductUnitOfWork]
+
+RESERVATIONS = Counter(
+    "stock_reservations",
+    "Orders service-product handled: reserved, failed (a line was short) or skipped (the order"
+    " was cancelled first, or already had a reservation)",
+    ["outcome"],
+)
+RELEASES = Counter("stock_releases", "Reservations given back to stock after a cancellation")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,37 +54,147 @@ class Page:
 
 
 class Catalog:
-    def __init__(self, store: ProductStore, cache: ProductCache) -> None:
+    def __init__(
+        self, store: ProductStore, cache: ProductCache, new_unit_of_work: NewUnitOfWork
+    ) -> None:
         self._store = store
         self._cache = cache
+        self._new_unit_of_work = new_unit_of_work
 
-    async def get_product(self, product_id: uuid.UUID) -> Product:
+    async def get_product(self, raw_id: str) -> Product:
+        product_id = parse_id(raw_id)
         product = await self._cache.get(product_id)
         if product is None:
             raise NotFound(f"product {product_id} does not exist", field="id")
         return product
 
-    async def batch_get_products(self, product_ids: list[uuid.UUID]) -> BatchResult:
-        """`product_ids` already deduplicated; products come back in the order asked for."""
+    async def batch_get_products(self, raw_ids: list[str]) -> BatchResult:
+        """Duplicates are answered once; products come back in the order asked for."""
+        product_ids = parse_ids(raw_ids)
         found = await self._cache.get_many(product_ids) if product_ids else {}
         return BatchResult(
             products=[found[i] for i in product_ids if i in found],
             missing_ids=[i for i in product_ids if i not in found],
         )
 
-    async def list_products(self, page: PageRequest) -> Page:
+    async def list_products(self, *, page_size: int, page_token: str, query: str) -> Page:
+        page = page_request(page_size=page_size, page_token=page_token, query=query)
         # Pages come straight from Postgres: the cache holds single products, not listings.
         products, next_cursor = await self._store.list_page(page)
         token = "" if next_cursor is None else encode_page_token(next_cursor)
         return Page(products=products, next_page_token=token)
 
-    async def create_product(self, new: NewProduct) -> Product:
+    async def create_product(
+        self,
+        *,
+        sku: str,
+        name: str,
+        description: str,
+        price_cents: int,
+        currency: str,
+        stock: int,
+    ) -> Product:
+        new = new_product(
+            sku=sku,
+            name=name,
+            description=description,
+            price_cents=price_cents,
+            currency=currency,
+            stock=stock,
+        )
         return await self._store.create(new)
 
-    async def update_product(self, product_id: uuid.UUID, patch: ProductPatch) -> Product:
-        product = await self._store.update(product_id, patch)
-        if product is None:
-            raise NotFound(f"product {product_id} does not exist", field="id")
-        if not patch.is_empty():
-            await self._cache.invalidate([product_id])
+    async def update_product(
+        self,
+        raw_id: str,
+        *,
+        name: str | None,
+        description: str | None,
+        price_cents: int | None,
+        stock: int | None,
+    ) -> Product:
+        """Only the fields given (not None) change; a stock change commits in a unit of work."""
+        product_id = parse_id(raw_id)
+        patch = product_patch(
+            name=name, description=description, price_cents=price_cents, stock=stock
+        )
+        async with self._new_unit_of_work() as uow:
+            product = await uow.products.update(product_id, patch)
+            if product is None:
+                raise NotFound(f"product {product_id} does not exist", field="id")
+            if not patch.is_empty():
+                uow.after_commit(lambda: self._cache.invalidate([product_id]))
         return product
+
+
+class Stock:
+    """The saga's stock handlers; each runs in the unit of work that claimed its event."""
+
+    def __init__(self, cache: ProductCache) -> None:
+        self._cache = cache
+
+    async def on_order_created(
+        self, uow: ProductUnitOfWork, event: events_pb2.OrderCreated
+    ) -> None:
+        """Reserve every line or none, record it, and say which with `stock.reserved` or
+        `stock.reservation_failed`; nothing when the order was cancelled first."""
+        order_id = parse_order_id(event.order_id)
+        lines = stock_lines((line.product_id, line.quantity) for line in event.lines)
+        if not await uow.stock.open_reservation(order_id):
+            RESERVATIONS.labels(outcome="skipped").inc()
+            log.info("stock_reservation_skipped", order_id=str(order_id))
+            return
+        in_stock = await uow.stock.lock_stock([line.product_id for line in lines])
+        shortage = first_shortage(lines, in_stock)
+        if shortage is not None:
+            await uow.stock.reject(order_id)
+            uow.publish(
+                proto_mapping.reservation_failed(order_id, shortage),
+                routing_key="stock.reservation_failed",
+                correlation_id=str(order_id),
+            )
+            uow.after_commit(_counted("failed", order_id))
+            return
+        await uow.stock.take(order_id, lines)
+        uow.publish(
+            proto_mapping.stock_reserved(order_id, lines),
+            routing_key="stock.reserved",
+            correlation_id=str(order_id),
+        )
+        touched = [line.product_id for line in lines]
+        uow.after_commit(lambda: self._cache.invalidate(touched))
+        uow.after_commit(_counted("reserved", order_id))
+
+    async def on_order_cancelled(
+        self, uow: ProductUnitOfWork, event: events_pb2.OrderCancelled
+    ) -> None:
+        """Give a reservation back once (`stock.released`); a cancellation that comes before
+        its order is remembered so the late `order.created` reserves nothing."""
+        order_id = parse_order_id(event.order_id)
+        lines = await uow.stock.release(order_id)
+        if lines is None:
+            return
+        uow.publish(
+            proto_mapping.stock_released(order_id, lines),
+            routing_key="stock.released",
+            correlation_id=str(order_id),
+        )
+        touched = [line.product_id for line in lines]
+        uow.after_commit(lambda: self._cache.invalidate(touched))
+        uow.after_commit(_released(order_id))
+
+
+def _counted(outcome: str, order_id: uuid.UUID) -> Callable[[], Awaitable[None]]:
+    async def count() -> None:
+        RESERVATIONS.labels(outcome=outcome).inc()
+        log.info("stock_reservation_" + outcome, order_id=str(order_id))
+
+    return count
+
+
+def _released(order_id: uuid.UUID) -> Callable[[], Awaitable[None]]:
+    async def count() -> None:
+        RELEASES.inc()
+        log.info("stock_released", order_id=str(order_id))
+
+    return count

@@ -1,7 +1,8 @@
-"""Composition root: settings, chassis runtime, stores, cache and servicer wired together.
+"""Composition root of service-product: settings -> runtime -> adapters -> handlers -> servicer and
+consumers -> startup hooks -> run.
 
-`service-product` (or `service-product serve`) serves gRPC; `service-product seed` loads the
-sample catalogue and exits.
+`service-product` (or `service-product serve`) serves gRPC and takes part in the checkout saga;
+`service-product seed` loads the sample catalogue and exits.
 """
 
 from __future__ import annotations
@@ -13,30 +14,35 @@ from dataclasses import dataclass
 from chassis import postgres
 from chassis.auth import TokenVerifier, user_service_jwks
 from chassis.grpc_server import ServiceRuntime, run
+from chassis.messaging.service import Outbox, attach_messaging
 from chassis.redis_client import create_redis
 from chassis.settings import load_settings
 from ecommerce.product.v1 import product_pb2_grpc
 from ecommerce.user.v1 import user_pb2
-from product_service import seed
+from product_service import consumers, seed
 from product_service.cache import ProductCache
-from product_service.grpc_api import SERVICE_FULL_NAME, ProductServicer
-from product_service.handlers import Catalog
+from product_service.grpc_api import SERVICE_NAME, ProductServicer
+from product_service.handlers import Catalog, Stock
 from product_service.settings import ProductSettings
 from product_service.store import MIGRATIONS_DIR, ProductStore
+from product_service.unit_of_work import CONSUMER, ProductUnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
 class ProductApp:
+    """The wired service; tests reach its store and cache through it."""
+
     runtime: ServiceRuntime
     store: ProductStore
     cache: ProductCache
 
 
 async def build_app(settings: ProductSettings) -> ProductApp:
-    """Wire the service; nothing connects until `app.runtime.run()` (the pool is lazy)."""
+    """Wire the service; nothing connects until `app.runtime.run()` (pool and clients are lazy)."""
     runtime = ServiceRuntime(settings)
-    url = postgres.database_url(settings.postgres_url, settings.db_name)
-    pool = await postgres.create_pool(url, max_size=settings.postgres_pool_max)
+
+    database_url = postgres.database_url(settings.postgres_url, settings.db_name)
+    pool = await postgres.create_pool(database_url, max_size=settings.postgres_pool_max)
     redis = create_redis(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
     store = ProductStore(pool)
     cache = ProductCache(
@@ -48,30 +54,49 @@ async def build_app(settings: ProductSettings) -> ProductApp:
         timeout_seconds=settings.redis_timeout_seconds,
     )
     fetch_jwks, user_channel = user_service_jwks(settings, user_pb2.GetJwksResponse.FromString)
+
+    def new_unit_of_work() -> ProductUnitOfWork:
+        return ProductUnitOfWork(pool, consumer=CONSUMER)
+
+    catalog = Catalog(store, cache, new_unit_of_work)
     runtime.add_servicer(
         product_pb2_grpc.add_ProductServiceServicer_to_server,
-        ProductServicer(Catalog(store, cache), TokenVerifier.from_settings(settings, fetch_jwks)),
-        SERVICE_FULL_NAME,
+        ProductServicer(catalog, TokenVerifier.from_settings(settings, fetch_jwks)),
+        SERVICE_NAME,
+    )
+    attach_messaging(
+        runtime,
+        settings,
+        queue=consumers.QUEUE,
+        subscriptions=consumers.subscriptions(new_unit_of_work, Stock(cache)),
+        outbox=Outbox(database_url, pool),
     )
 
     async def prepare_database() -> None:
         await postgres.ensure_database(settings.postgres_url, settings.db_name)
-        await postgres.migrate(url, MIGRATIONS_DIR)
+        await postgres.migrate(database_url, MIGRATIONS_DIR)
 
     async def check_postgres() -> None:
         await postgres.check(pool)
 
-    async def close_stores() -> None:
+    async def close_clients() -> None:
         await pool.close()
         await redis.aclose()
         await user_channel.close()
 
+    # First, so the database exists and is migrated before the consumer and relay start.
     runtime.on_startup("postgres", prepare_database)
     # Redis is deliberately not a readiness check: every read falls back to Postgres when Redis
     # is down (counted in product_cache_errors_total), so the service can still serve.
     runtime.readiness_check("postgres", check_postgres)
-    runtime.on_shutdown("stores", close_stores)
-    return ProductApp(runtime=runtime, store=store, cache=cache)
+    runtime.on_shutdown("clients", close_clients)
+    return ProductApp(runtime, store, cache)
+
+
+async def serve() -> None:
+    settings = load_settings(ProductSettings)
+    app = await build_app(settings)
+    await app.runtime.run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -83,13 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "seed":
         seed.main()
         return
-    settings = load_settings(ProductSettings)
-
-    async def serve_forever() -> None:
-        app = await build_app(settings)
-        await app.runtime.run()
-
-    run(serve_forever)
+    run(serve)
 
 
 if __name__ == "__main__":

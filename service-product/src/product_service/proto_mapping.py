@@ -1,14 +1,17 @@
-"""Translation between the domain Product and its protobuf message (the wire and cache format)."""
+"""Translation between the domain and protobuf: the Product message (the wire and cache format) and
+the saga events service-product publishes."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ecommerce.events.v1 import events_pb2
 from ecommerce.product.v1 import product_pb2
-from product_service.domain import Product
+from product_service.domain import Product, Shortage, StockLine
 
 
 def product_to_proto(product: Product) -> product_pb2.Product:
@@ -50,3 +53,47 @@ def decode_product(data: bytes) -> Product:
     message = product_pb2.Product()
     message.ParseFromString(data)
     return product_from_proto(message)
+
+
+def _order_lines(lines: Sequence[StockLine]) -> list[events_pb2.OrderLine]:
+    return [
+        events_pb2.OrderLine(product_id=str(line.product_id), quantity=line.quantity)
+        for line in lines
+    ]
+
+
+def _now() -> Timestamp:
+    now = Timestamp()
+    now.GetCurrentTime()
+    return now
+
+
+def stock_reserved(order_id: uuid.UUID, lines: Sequence[StockLine]) -> events_pb2.StockReserved:
+    return events_pb2.StockReserved(
+        event_id=str(uuid.uuid4()),
+        order_id=str(order_id),
+        lines=_order_lines(lines),
+        occurred_at=_now(),
+    )
+
+
+def reservation_failed(
+    order_id: uuid.UUID, shortage: Shortage
+) -> events_pb2.StockReservationFailed:
+    return events_pb2.StockReservationFailed(
+        event_id=str(uuid.uuid4()),
+        order_id=str(order_id),
+        product_id=str(shortage.product_id),
+        requested=shortage.requested,
+        available=min(shortage.available, 2**31 - 1),
+        occurred_at=_now(),
+    )
+
+
+def stock_released(order_id: uuid.UUID, lines: Sequence[StockLine]) -> events_pb2.StockReleased:
+    return events_pb2.StockReleased(
+        event_id=str(uuid.uuid4()),
+        order_id=str(order_id),
+        lines=_order_lines(lines),
+        occurred_at=_now(),
+    )

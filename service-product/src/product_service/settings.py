@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from chassis.settings import (
+    AmqpSettings,
     PostgresSettings,
     RedisSettings,
     ServiceSettings,
@@ -14,7 +15,9 @@ from chassis.settings import (
 )
 
 
-class ProductSettings(ServiceSettings, PostgresSettings, RedisSettings, TokenVerificationSettings):
+class ProductSettings(
+    ServiceSettings, PostgresSettings, RedisSettings, AmqpSettings, TokenVerificationSettings
+):
     service_name: ClassVar[str] = "service-product"
 
     grpc_port: int = Field(50052, ge=0, le=65535, validation_alias="PRODUCT_GRPC_PORT")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Sequence
 
 import asyncpg
 
-from chassis.errors import AlreadyExists, Unavailable
-from chassis.postgres import package_migrations
+from chassis.errors import AlreadyExists
+from chassis.postgres import package_migrations, unavailable_on_outage
 from product_service.domain import (
     NewProduct,
     PageCursor,
@@ -26,29 +24,7 @@ MIGRATIONS_DIR = package_migrations("product_service")
 _COLUMNS = "id, sku, name, description, price_cents, currency, stock, created_at, updated_at"
 QUERY_TIMEOUT_SECONDS = 5.0
 
-# The database being down or too slow is the caller's UNAVAILABLE (retryable), not an INTERNAL.
-_OUTAGE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-)
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _unavailable_on_outage(
-    method: Callable[Concatenate[ProductStore, P], Coroutine[Any, Any, R]],
-) -> Callable[Concatenate[ProductStore, P], Coroutine[Any, Any, R]]:
-    @functools.wraps(method)
-    async def guarded(self: ProductStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await method(self, *args, **kwargs)
-        except _OUTAGE as error:
-            raise Unavailable("the product database is unavailable") from error
-
-    return guarded
+_unavailable_on_outage = unavailable_on_outage("the product database")
 
 
 def _product(row: asyncpg.Record) -> Product:
@@ -137,27 +113,7 @@ class ProductStore:
             )
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"sku {new.sku!r} is already taken", field="sku") from None
-        assert row is not None
-        return _product(row)
-
-    @_unavailable_on_outage
-    async def update(self, product_id: uuid.UUID, patch: ProductPatch) -> Product | None:
-        """Apply the patch in one statement; None when no such product. Commits on return."""
-        if patch.is_empty():
-            return await self.get(product_id)
-        row = await self._pool.fetchrow(
-            "UPDATE products SET name = COALESCE($2, name), "  # noqa: S608 - constant columns
-            "description = COALESCE($3, description), "
-            "price_cents = COALESCE($4, price_cents), stock = COALESCE($5, stock), "
-            f"updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",
-            product_id,
-            patch.name,
-            patch.description,
-            patch.price_cents,
-            patch.stock,
-            timeout=QUERY_TIMEOUT_SECONDS,
-        )
-        return None if row is None else _product(row)
+        return _product(_returned(row))
 
     @_unavailable_on_outage
     async def insert_missing(self, products: Sequence[NewProduct]) -> int:
@@ -182,3 +138,40 @@ class ProductStore:
     async def count(self) -> int:
         value = await self._pool.fetchval("SELECT count(*) FROM products")
         return int(value)
+
+
+class ProductRepository:
+    """Product writes that take part in a unit of work (they commit with it)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def update(self, product_id: uuid.UUID, patch: ProductPatch) -> Product | None:
+        """Apply the patch in one statement; None when no such product."""
+        if patch.is_empty():
+            row = await self._conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM products WHERE id = $1",  # noqa: S608
+                product_id,
+                timeout=QUERY_TIMEOUT_SECONDS,
+            )
+            return None if row is None else _product(row)
+        row = await self._conn.fetchrow(
+            "UPDATE products SET name = COALESCE($2, name), "  # noqa: S608 - constant columns
+            "description = COALESCE($3, description), "
+            "price_cents = COALESCE($4, price_cents), stock = COALESCE($5, stock), "
+            f"updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",
+            product_id,
+            patch.name,
+            patch.description,
+            patch.price_cents,
+            patch.stock,
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        return None if row is None else _product(row)
+
+
+def _returned(row: asyncpg.Record | None) -> asyncpg.Record:
+    """The row a RETURNING clause gave back (an INSERT that did not raise always gives one)."""
+    if row is None:
+        raise RuntimeError("INSERT ... RETURNING returned no row")
+    return row

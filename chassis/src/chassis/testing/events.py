@@ -1,0 +1,101 @@
+"""`EventTap`: what a test sees of the events exchange. A throwaway exclusive queue bound to every
+routing key records each event published during the block, decoded by the message classes the
+test names.
+
+```python
+async with EventTap(amqp_settings, [events_pb2.StockReserved]) as tap:
+    ... # make something publish
+    [reserved] = await tap.wait_for("stock.reserved", correlation_id=order_id)
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from google.protobuf.message import Message
+
+from chassis.messaging import topology
+from chassis.settings import AmqpSettings
+
+
+@dataclass(frozen=True, slots=True)
+class TappedEvent:
+    routing_key: str
+    correlation_id: str
+    message_id: str
+    event: Message | None  # None when the type was not one the tap was told about
+    headers: dict[str, Any]
+
+
+class EventTap:
+    def __init__(self, settings: AmqpSettings, message_classes: Iterable[type[Message]]) -> None:
+        self._settings = settings
+        self._classes = {cls.DESCRIPTOR.full_name: cls for cls in message_classes}
+        self._connection: AbstractRobustConnection | None = None
+        self.events: list[TappedEvent] = []
+        self._arrived = asyncio.Condition()
+
+    async def __aenter__(self) -> Self:
+        self._connection = await aio_pika.connect_robust(self._settings.amqp_url, timeout=10)
+        await topology.declare_events_exchange(self._connection, self._settings)
+        channel = await self._connection.channel()
+        exchange = await channel.get_exchange(self._settings.events_exchange)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key="#")
+        await queue.consume(self._record, no_ack=True)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _record(self, message: AbstractIncomingMessage) -> None:
+        cls = self._classes.get(message.type or "")
+        event = cls.FromString(message.body) if cls is not None else None
+        tapped = TappedEvent(
+            routing_key=message.routing_key or "",
+            correlation_id=message.correlation_id or "",
+            message_id=message.message_id or "",
+            event=event,
+            headers=dict(message.headers or {}),
+        )
+        async with self._arrived:
+            self.events.append(tapped)
+            self._arrived.notify_all()
+
+    def matching(self, routing_key: str | None = None, **fields: str) -> list[TappedEvent]:
+        return [
+            e
+            for e in self.events
+            if (routing_key is None or e.routing_key == routing_key)
+            and all(getattr(e, name) == value for name, value in fields.items())
+        ]
+
+    async def wait_for(
+        self,
+        routing_key: str | None = None,
+        *,
+        count: int = 1,
+        within: float = 20.0,
+        **fields: str,
+    ) -> list[TappedEvent]:
+        """The matching events once there are at least `count` of them (TimeoutError past
+        `within` seconds)."""
+        async with self._arrived:
+            await asyncio.wait_for(
+                self._arrived.wait_for(lambda: len(self.matching(routing_key, **fields)) >= count),
+                within,
+            )
+        return self.matching(routing_key, **fields)

@@ -1,0 +1,126 @@
+"""StockRepository: the reservations of the checkout saga and the stock they take and give back,
+on the connection of a unit of work (everything here commits with it).
+
+One row per order in `stock_reservations` records what happened to it, whichever event came
+first: RESERVED (stock taken, lines recorded), REJECTED (a line was short, nothing taken),
+RELEASED (the reservation was given back), CANCELLED (the cancellation arrived before the order:
+a late `order.created` reserves nothing). Both handlers start by writing that row, so the
+primary key serialises them for one order even across replicas.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from product_service.domain import StockLine
+
+QUERY_TIMEOUT_SECONDS = 5.0
+
+
+class ReservationStatus(enum.StrEnum):
+    RESERVED = "RESERVED"
+    REJECTED = "REJECTED"
+    RELEASED = "RELEASED"
+    CANCELLED = "CANCELLED"
+
+
+class StockRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def open_reservation(self, order_id: uuid.UUID) -> bool:
+        """Record that this order is being reserved now; False when the order already has a
+        record (reserved before, or cancelled first), so nothing more is to be done."""
+        opened = await self._conn.fetchval(
+            "INSERT INTO stock_reservations (order_id, status) VALUES ($1, 'RESERVED')"
+            " ON CONFLICT (order_id) DO NOTHING RETURNING true",
+            order_id,
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        return bool(opened)
+
+    async def lock_stock(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The stock of these products, their rows locked in id order until commit."""
+        rows = await self._conn.fetch(
+            "SELECT id, stock FROM products WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+            list(product_ids),
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        return {row["id"]: row["stock"] for row in rows}
+
+    async def take(self, order_id: uuid.UUID, lines: Sequence[StockLine]) -> None:
+        """Decrement stock by every line (the caller checked it suffices, rows locked) and
+        record the lines on the order's reservation."""
+        ids, quantities = [line.product_id for line in lines], [line.quantity for line in lines]
+        status = await self._conn.execute(
+            "UPDATE products p SET stock = p.stock - l.quantity, updated_at = now()"
+            " FROM unnest($1::uuid[], $2::int[]) AS l(product_id, quantity)"
+            " WHERE p.id = l.product_id AND p.stock >= l.quantity",
+            ids,
+            quantities,
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        if status != f"UPDATE {len(lines)}":
+            # Cannot happen with the rows locked and checked; refuse rather than half-reserve.
+            raise RuntimeError(f"stock changed under a lock: {status} for {len(lines)} lines")
+        await self._conn.execute(
+            "INSERT INTO stock_reservation_lines (order_id, product_id, quantity)"
+            " SELECT $1, * FROM unnest($2::uuid[], $3::int[])",
+            order_id,
+            ids,
+            quantities,
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+
+    async def reject(self, order_id: uuid.UUID) -> None:
+        await self._set_status(order_id, ReservationStatus.REJECTED)
+
+    async def release(self, order_id: uuid.UUID) -> list[StockLine] | None:
+        """Give a RESERVED order's stock back (once: the reservation becomes RELEASED) and
+        return its lines. With no record yet, remember the cancellation (None); with any other
+        record (rejected, released, cancelled), do nothing (None)."""
+        remembered = await self._conn.fetchval(
+            "INSERT INTO stock_reservations (order_id, status) VALUES ($1, 'CANCELLED')"
+            " ON CONFLICT (order_id) DO NOTHING RETURNING true",
+            order_id,
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        if remembered:
+            return None
+        released = await self._conn.fetchval(
+            "UPDATE stock_reservations SET status = 'RELEASED', updated_at = now()"
+            " WHERE order_id = $1 AND status = 'RESERVED' RETURNING true",
+            order_id,
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        if not released:
+            return None
+        rows = await self._conn.fetch(
+            "SELECT product_id, quantity FROM stock_reservation_lines WHERE order_id = $1"
+            " ORDER BY product_id",
+            order_id,
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        lines = [StockLine(row["product_id"], row["quantity"]) for row in rows]
+        await self.lock_stock([line.product_id for line in lines])
+        await self._conn.execute(
+            "UPDATE products p SET stock = p.stock + l.quantity, updated_at = now()"
+            " FROM unnest($1::uuid[], $2::int[]) AS l(product_id, quantity)"
+            " WHERE p.id = l.product_id",
+            [line.product_id for line in lines],
+            [line.quantity for line in lines],
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
+        return lines
+
+    async def _set_status(self, order_id: uuid.UUID, status: ReservationStatus) -> None:
+        await self._conn.execute(
+            "UPDATE stock_reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+            order_id,
+            status.value,
+            timeout=QUERY_TIMEOUT_SECONDS,
+        )
