@@ -117,7 +117,10 @@ async def _couchbase_store(location: CouchbaseLocation) -> AsyncIterator[StoreUn
             return None
         if result.expiry_time is None:
             return None
-        return (result.expiry_time - datetime.now(UTC)).total_seconds()
+        expiry = result.expiry_time
+        if expiry.tzinfo is None:  # the SDK gives a naive datetime in the local time zone
+            expiry = expiry.astimezone()
+        return (expiry - datetime.now(UTC)).total_seconds()
 
     yield StoreUnderTest(store, seconds_to_expiry)
     await store.close()
@@ -226,8 +229,23 @@ async def product_address(
         process.stop()
 
 
+# The run's broker names, set once per session (`_run_broker`); every cart started by the tests
+# consumes its own queue on the run's exchange, never the shared `ecommerce.events`.
+RUN_BROKER: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_broker(amqp_url: str, amqp_isolation: AmqpIsolation) -> None:
+    RUN_BROKER.update(
+        AMQP_URL=amqp_url,
+        EVENTS_EXCHANGE=amqp_isolation.exchange,
+        QUEUE_PREFIX=f"{amqp_isolation.queue_prefix}cart-tests.",
+    )
+
+
 def cart_settings(**overrides: Any) -> CartSettings:
     values: dict[str, Any] = {
+        **RUN_BROKER,
         "CART_GRPC_PORT": 0,
         "CART_METRICS_PORT": 0,
         "GRPC_HOST": "127.0.0.1",

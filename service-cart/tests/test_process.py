@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chassis.testing.process import ServiceProcess, free_port
 from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
 
-from .conftest import AUTHORITY, Platform
+from .conftest import AUTHORITY, RUN_BROKER, Platform
 
 ENTRY = [sys.executable, "-c", "from cart_service.main import main; main()"]
 
@@ -28,6 +28,7 @@ def cart_process(**env: str) -> tuple[ServiceProcess, str]:
             "READINESS_INTERVAL_SECONDS": "0.2",
             "SHUTDOWN_GRACE_SECONDS": "1",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+            **RUN_BROKER,
             **env,
         },
         name="service-cart",

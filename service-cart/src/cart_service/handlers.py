@@ -9,7 +9,9 @@ from cart_service import domain
 from cart_service.domain import Cart, PricedCart
 from cart_service.products import ProductCatalog
 from cart_service.store import CartStore
-from chassis.errors import Unavailable
+from chassis.errors import InvalidArgument, Unavailable
+from chassis.messaging import Outcome, PoisonMessage
+from ecommerce.events.v1 import events_pb2
 
 
 @dataclass
@@ -91,3 +93,18 @@ async def remove_ordered_lines(
         domain.parse_id(order_id, "order_id"),
         domain.parse_ordered_quantities(lines),
     )
+
+
+async def on_order_confirmed(carts: Carts, event: events_pb2.OrderConfirmed) -> Outcome:
+    """The saga's last step: the confirmed order's lines leave the buyer's cart, once (the
+    cart's record of removed orders is this consumer's inbox); lines added since stay."""
+    ordered: dict[str, int] = {}
+    for line in event.lines:
+        ordered[line.product_id] = ordered.get(line.product_id, 0) + line.quantity
+    try:
+        removed = await remove_ordered_lines(
+            carts, user_id=event.user_id, order_id=event.order_id, lines=ordered
+        )
+    except InvalidArgument as error:
+        raise PoisonMessage(f"order.confirmed {event.order_id!r}: {error.message}") from error
+    return Outcome.PROCESSED if removed else Outcome.DUPLICATE

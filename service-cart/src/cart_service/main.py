@@ -1,7 +1,9 @@
-"""Composition root of service-cart: settings, the store and product client, the gRPC runtime."""
+"""Composition root of service-cart: settings -> runtime -> adapters (store, product client, token
+verifier) -> handlers -> servicer and consumer -> startup hooks -> run."""
 
 from __future__ import annotations
 
+from cart_service import consumers
 from cart_service.grpc_api import SERVICE_NAME, CartServicer
 from cart_service.handlers import Carts
 from cart_service.products import ProductCatalog
@@ -9,6 +11,7 @@ from cart_service.settings import CartSettings
 from cart_service.store import open_store
 from chassis.auth import TokenVerifier, user_service_jwks
 from chassis.grpc_server import ServiceRuntime, run
+from chassis.messaging.service import attach_messaging
 from chassis.settings import load_settings
 from ecommerce.cart.v1 import cart_pb2_grpc
 from ecommerce.user.v1 import user_pb2
@@ -42,7 +45,11 @@ def build_runtime(settings: CartSettings) -> ServiceRuntime:
         await products.close()
         await user_channel.close()
 
+    # The store first: the consumer (started after every startup hook) writes to it.
     runtime.on_startup("cart_store", connect_store)
+    attach_messaging(
+        runtime, settings, queue=consumers.QUEUE, subscriptions=consumers.subscriptions(carts)
+    )
     # service-product is not part of readiness: an empty cart and ClearCart work without
     # it, and a product outage already answers UNAVAILABLE per call instead of taking carts down.
     runtime.readiness_check("cart_store", check_store)

@@ -7,7 +7,12 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
-from chassis.settings import RedisSettings, ServiceSettings, TokenVerificationSettings
+from chassis.settings import (
+    AmqpSettings,
+    RedisSettings,
+    ServiceSettings,
+    TokenVerificationSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -22,9 +27,10 @@ class CouchbaseLocation:
     collection: str = "_default"
 
 
-class CartSettings(ServiceSettings, RedisSettings, TokenVerificationSettings):
+class CartSettings(ServiceSettings, RedisSettings, AmqpSettings, TokenVerificationSettings):
     """Every CART_*, COUCHBASE_* and PRODUCT_* variable, plus the chassis ones (token
-    verification among them: every RPC acts for the user whose token it carries)."""
+    verification among them: every RPC acts for the user whose token it carries; the broker:
+    confirmed orders are taken out of carts)."""
 
     service_name: ClassVar[str] = "service-cart"
 
