@@ -211,6 +211,8 @@ async def platform(
                 "USER_SERVICE_ADDR": user_addr,
                 "PRODUCT_SERVICE_ADDR": product_addr,
                 "CART_SERVICE_ADDR": cart_addr,
+                # The order routes are specified end to end (tests/e2e): no service-order here.
+                "ORDER_SERVICE_ADDR": "",
             },
             metrics_port,
         )
@@ -310,7 +312,12 @@ async def lone_user_gateway(
         database, redis_url, redis_key_prefix + "lone:", signing.path
     )
     gateway, url = start_gateway(
-        {"USER_SERVICE_ADDR": user_addr, "PRODUCT_SERVICE_ADDR": "", "CART_SERVICE_ADDR": ""}
+        {
+            "USER_SERVICE_ADDR": user_addr,
+            "PRODUCT_SERVICE_ADDR": "",
+            "CART_SERVICE_ADDR": "",
+            "ORDER_SERVICE_ADDR": "",
+        }
     )
     try:
         await asyncio.gather(
@@ -332,6 +339,7 @@ async def extra_gateway(platform: Platform) -> AsyncIterator[Callable[..., Await
                 "USER_SERVICE_ADDR": platform.user_addr,
                 "PRODUCT_SERVICE_ADDR": platform.product_addr,
                 "CART_SERVICE_ADDR": "",
+                "ORDER_SERVICE_ADDR": "",
                 **env,
             }
         )

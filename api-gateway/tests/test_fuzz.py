@@ -30,6 +30,11 @@ def test_fuzzed_requests_get_documented_answers_and_never_a_5xx(
     operations = [result.ok() for result in schema.get_all_operations()]
     # /readyz answers a documented 503 whenever an upstream is down: not a fault to fuzz for.
     operations = [op for op in operations if op.path != "/readyz"]
+    # This platform has no service-order (its routes answer a documented 503 here): checkout and
+    # orders are fuzzed against the whole platform in tests/e2e.
+    operations = [
+        op for op in operations if not op.path.startswith(("/api/v1/checkout", "/api/v1/orders"))
+    ]
     assert len(operations) >= 12
     gateway_log = platform.processes["api-gateway"]
     requests_before = sum(1 for e in gateway_log.logs() if e.get("event") == "http_request")

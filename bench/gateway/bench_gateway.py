@@ -162,6 +162,7 @@ async def main() -> None:
                 "USER_SERVICE_ADDR": f"127.0.0.1:{user_port}",
                 "PRODUCT_SERVICE_ADDR": f"127.0.0.1:{product_port}",
                 "CART_SERVICE_ADDR": "",
+                "ORDER_SERVICE_ADDR": "",
             },
         ),
         ServiceProcess(

@@ -112,6 +112,7 @@ def test_readyz_is_503_while_service_user_is_down_and_200_once_it_is_up(
     # Only the gateway and service-user lines of the Procfile; the other upstreams are switched off.
     env["PRODUCT_SERVICE_ADDR"] = ""
     env["CART_SERVICE_ADDR"] = ""
+    env["ORDER_SERVICE_ADDR"] = ""
     env["GATEWAY_PORT"] = str(procfile.free_port())
     env["GATEWAY_METRICS_PORT"] = str(procfile.free_port())
     env["USER_GRPC_PORT"] = str(procfile.free_port())

@@ -15,7 +15,7 @@ from api_gateway.config import GatewaySettings
 from api_gateway.errors import install_error_handlers, problems_only_as_problem_json
 from api_gateway.middleware import GatewayMiddleware
 from api_gateway.product_cache import ProductMicroCache
-from api_gateway.routes import auth, cart, health, products, users
+from api_gateway.routes import auth, cart, health, orders, products, users
 from api_gateway.upstreams import Upstreams
 from chassis.auth import TokenVerifier, jwk_mapping
 from chassis.logging import configure_logging, get_logger
@@ -85,7 +85,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     # The catalogue first: route matching is linear and GET product is the hot path.
-    for module in (products, cart, auth, users, health):
+    for module in (products, cart, orders, auth, users, health):
         app.include_router(module.router)
     install_api_docs(app)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -27,6 +27,7 @@ class GatewaySettings(ProcessSettings):
     user_service_addr: str = Field("127.0.0.1:50051", validation_alias="USER_SERVICE_ADDR")
     product_service_addr: str = Field("127.0.0.1:50052", validation_alias="PRODUCT_SERVICE_ADDR")
     cart_service_addr: str = Field("127.0.0.1:50053", validation_alias="CART_SERVICE_ADDR")
+    order_service_addr: str = Field("127.0.0.1:50054", validation_alias="ORDER_SERVICE_ADDR")
 
     rpc_timeout_seconds: float = Field(3.0, gt=0, validation_alias="GATEWAY_RPC_TIMEOUT_SECONDS")
     readiness_timeout_seconds: float = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ecommerce.cart.v1 import cart_pb2
+from ecommerce.order.v1 import order_pb2
 from ecommerce.product.v1 import product_pb2
 from ecommerce.user.v1 import user_pb2
 
@@ -47,4 +48,38 @@ def cart_json(cart: cart_pb2.Cart) -> dict[str, Any]:
         ],
         "total_cents": cart.total_cents,
         "currency": cart.currency or "USD",
+    }
+
+
+_STATUS = {
+    order_pb2.ORDER_STATUS_PENDING: "PENDING",
+    order_pb2.ORDER_STATUS_CONFIRMED: "CONFIRMED",
+    order_pb2.ORDER_STATUS_CANCELLED: "CANCELLED",
+}
+_CANCEL_REASON = {
+    order_pb2.CANCEL_REASON_OUT_OF_STOCK: "OUT_OF_STOCK",
+    order_pb2.CANCEL_REASON_USER_CANCELLED: "USER_CANCELLED",
+    order_pb2.CANCEL_REASON_TIMEOUT: "TIMEOUT",
+}
+
+
+def order_json(order: order_pb2.Order) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "status": _STATUS.get(order.status, "PENDING"),
+        "cancel_reason": _CANCEL_REASON.get(order.cancel_reason),
+        "items": [
+            {
+                "product_id": item.product_id,
+                "name": item.name,
+                "quantity": item.quantity,
+                "unit_price_cents": item.unit_price_cents,
+                "line_total_cents": item.line_total_cents,
+            }
+            for item in order.items
+        ],
+        "total_cents": order.total_cents,
+        "currency": order.currency or "USD",
+        "created_at": order.created_at.ToDatetime().isoformat() + "Z",
+        "updated_at": order.updated_at.ToDatetime().isoformat() + "Z",
     }

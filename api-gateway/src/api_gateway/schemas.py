@@ -46,6 +46,18 @@ def visible_text(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(storable_text)]
+# Printable ASCII without spaces, like the keys clients generate (UUIDs, ULIDs, hashes).
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="A client-chosen key (at most 255 printable ASCII characters): repeating a "
+        "checkout with the same key returns the same order.",
+        examples=["7f3c2a9e-checkout-1"],
+    ),
+]
 Line = Annotated[str, AfterValidator(storable_text), AfterValidator(visible_line)]
 
 Quantity = Annotated[int, Field(strict=True, ge=1, le=100, examples=[2])]
@@ -148,3 +160,33 @@ class CartOut(BaseModel):
     items: list[CartLineOut]
     total_cents: int = Field(examples=[3998])
     currency: str = Field(examples=["USD"])
+
+
+class OrderLineOut(BaseModel):
+    product_id: UUID
+    name: str = Field(examples=["Walnut desk lamp"])
+    quantity: int = Field(examples=[2])
+    unit_price_cents: int = Field(examples=[1999], description="Price at checkout.")
+    line_total_cents: int = Field(examples=[3998])
+
+
+class OrderOut(BaseModel):
+    id: UUID
+    status: Literal["PENDING", "CONFIRMED", "CANCELLED"] = Field(
+        description="PENDING until stock is reserved (CONFIRMED) or the saga cancels it."
+    )
+    cancel_reason: Literal["OUT_OF_STOCK", "USER_CANCELLED", "TIMEOUT"] | None = Field(
+        None, description="Why it was cancelled; null unless status is CANCELLED."
+    )
+    items: list[OrderLineOut]
+    total_cents: int = Field(examples=[3998])
+    currency: str = Field(examples=["USD"])
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut] = Field(description="The caller's orders, newest first.")
+    next_page_token: str | None = Field(
+        None, description="Pass as page_token for the next page; null on the last page."
+    )

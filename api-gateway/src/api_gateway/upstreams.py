@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from api_gateway.config import GatewaySettings
 from chassis.grpc_client import create_channel, full_method_names
 from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
+from ecommerce.order.v1 import order_pb2, order_pb2_grpc
 from ecommerce.product.v1 import product_pb2, product_pb2_grpc
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 
@@ -33,6 +34,10 @@ IDEMPOTENT_READS: dict[str, list[str]] = {
     "service-cart": full_method_names(
         cart_pb2.DESCRIPTOR.services_by_name["CartService"], "GetCart"
     ),
+    # Not Checkout: a retried checkout without an idempotency key would be a second order.
+    "service-order": full_method_names(
+        order_pb2.DESCRIPTOR.services_by_name["OrderService"], "GetOrder", "ListOrders"
+    ),
 }
 
 
@@ -42,13 +47,14 @@ class UpstreamNotConfigured(Exception):
 
 @dataclass
 class Upstreams:
-    """Channels and stubs for service-user, service-product and service-cart."""
+    """Channels and stubs for service-user, service-product, service-cart and service-order."""
 
     timeout: float
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _users: user_pb2_grpc.UserServiceStub | None = None
     _products: product_pb2_grpc.ProductServiceStub | None = None
     _carts: cart_pb2_grpc.CartServiceStub | None = None
+    _orders: order_pb2_grpc.OrderServiceStub | None = None
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Upstreams:
@@ -57,6 +63,7 @@ class Upstreams:
             "service-user": settings.user_service_addr,
             "service-product": settings.product_service_addr,
             "service-cart": settings.cart_service_addr,
+            "service-order": settings.order_service_addr,
         }
         for name, address in addresses.items():
             if address.strip():
@@ -71,6 +78,8 @@ class Upstreams:
             upstreams._products = product_pb2_grpc.ProductServiceStub(channel)
         if channel := upstreams.channels.get("service-cart"):
             upstreams._carts = cart_pb2_grpc.CartServiceStub(channel)
+        if channel := upstreams.channels.get("service-order"):
+            upstreams._orders = order_pb2_grpc.OrderServiceStub(channel)
         return upstreams
 
     @property
@@ -90,6 +99,12 @@ class Upstreams:
         if self._carts is None:
             raise UpstreamNotConfigured("service-cart")
         return self._carts
+
+    @property
+    def orders(self) -> order_pb2_grpc.OrderServiceStub:
+        if self._orders is None:
+            raise UpstreamNotConfigured("service-order")
+        return self._orders
 
     async def not_serving(self, deadline_seconds: float) -> list[str]:
         """Names of the configured upstreams whose gRPC health is not SERVING in time."""

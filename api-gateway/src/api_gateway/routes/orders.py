@@ -1,0 +1,99 @@
+"""Checkout and the caller's orders. The user id comes from the verified token, which travels on
+to service-order (and from there to service-cart), each verifying it again."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query
+from starlette.responses import JSONResponse
+
+from api_gateway.deps import CurrentUser, UpstreamsDep
+from api_gateway.errors import problems
+from api_gateway.representations import order_json
+from api_gateway.schemas import IdempotencyKey, OrderOut, OrderPage, Text
+from chassis.auth import bearer_metadata
+from ecommerce.order.v1 import order_pb2
+
+router = APIRouter(prefix="/api/v1", tags=["orders"])
+
+
+@router.post(
+    "/checkout",
+    status_code=202,
+    response_model=OrderOut,
+    summary="Order the cart: the order is PENDING until the saga confirms or cancels it",
+    description="Prices every line from the catalogue, stores the order PENDING and answers at "
+    "once; poll GET /api/v1/orders/{id} for CONFIRMED or CANCELLED. With an `Idempotency-Key`, "
+    "repeating the request (also concurrently) returns the same order, never a second one.",
+    responses=problems(401, 409, 422, 503, 504),
+)
+async def checkout(
+    user: CurrentUser,
+    upstreams: UpstreamsDep,
+    idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
+) -> JSONResponse:
+    reply = await upstreams.orders.Checkout(
+        order_pb2.CheckoutRequest(user_id=user.user_id, idempotency_key=idempotency_key or ""),
+        metadata=bearer_metadata(user.token),
+        timeout=upstreams.timeout,
+    )
+    return JSONResponse(order_json(reply.order), status_code=202)
+
+
+@router.get(
+    "/orders",
+    response_model=OrderPage,
+    summary="The caller's orders, newest first",
+    responses=problems(401, 422, 503, 504),
+)
+async def list_orders(
+    user: CurrentUser,
+    upstreams: UpstreamsDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Orders per page.")] = 20,
+    page_token: Annotated[
+        Text, Query(max_length=1024, description="next_page_token of the previous page.")
+    ] = "",
+) -> dict[str, Any]:
+    reply = await upstreams.orders.ListOrders(
+        order_pb2.ListOrdersRequest(user_id=user.user_id, page_size=limit, page_token=page_token),
+        metadata=bearer_metadata(user.token),
+        timeout=upstreams.timeout,
+    )
+    return {
+        "items": [order_json(order) for order in reply.orders],
+        "next_page_token": reply.next_page_token or None,
+    }
+
+
+@router.get(
+    "/orders/{order_id}",
+    response_model=OrderOut,
+    summary="One of the caller's orders (another user's is 404)",
+    responses=problems(401, 404, 422, 503, 504),
+)
+async def get_order(order_id: UUID, user: CurrentUser, upstreams: UpstreamsDep) -> dict[str, Any]:
+    reply = await upstreams.orders.GetOrder(
+        order_pb2.GetOrderRequest(user_id=user.user_id, order_id=str(order_id)),
+        metadata=bearer_metadata(user.token),
+        timeout=upstreams.timeout,
+    )
+    return order_json(reply.order)
+
+
+@router.post(
+    "/orders/{order_id}/cancel",
+    response_model=OrderOut,
+    summary="Cancel a PENDING or CONFIRMED order; its reserved stock comes back",
+    responses=problems(401, 404, 409, 422, 503, 504),
+)
+async def cancel_order(
+    order_id: UUID, user: CurrentUser, upstreams: UpstreamsDep
+) -> dict[str, Any]:
+    reply = await upstreams.orders.CancelOrder(
+        order_pb2.CancelOrderRequest(user_id=user.user_id, order_id=str(order_id)),
+        metadata=bearer_metadata(user.token),
+        timeout=upstreams.timeout,
+    )
+    return order_json(reply.order)
