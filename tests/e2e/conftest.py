@@ -1,4 +1,9 @@
-"""Starts the platform as `make dev` does (the root Procfile under honcho), isolated per run."""
+"""Starts the platform as `make dev` does, from the lines of the root Procfile, isolated per run.
+
+Each Procfile line runs under its own `honcho start <line>`, so a test can stop, SIGKILL and
+restart one service while the others go on (one honcho for all would stop everything when one
+process dies).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +19,21 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from chassis.testing.plugin import AmqpIsolation
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_EMAIL = "admin@e2e.example.com"
 ADMIN_PASSWORD = "admin-password-e2e"
+SERVICES = ("service-user", "service-product", "service-cart", "service-order")
+PROCESSES = (*SERVICES, "api-gateway")
+# The saga timeout of the e2e platform: short enough for the timeout scenario, long enough that
+# a loaded 2-core machine never times out a healthy checkout.
+SAGA_TIMEOUT_SECONDS = 12
 
 
 def free_port() -> int:
@@ -57,6 +71,10 @@ class Honcho:
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -64,22 +82,77 @@ class Honcho:
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL honcho and the service under it: a crash, nothing drained."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        self.proc.wait(timeout=10)
 
 
 @dataclass
 class Platform:
+    """The running platform: one honcho per Procfile line, and the gateway's URL."""
+
     base_url: str
     env: dict[str, str]
-    honcho: Honcho
+    processes: dict[str, Honcho] = field(default_factory=dict)
+
+    def start(self, name: str) -> None:
+        self.processes[name] = Honcho(self.env, (name,)).start()
+
+    def stop(self, name: str) -> None:
+        self.processes[name].stop()
+
+    def kill(self, name: str) -> None:
+        self.processes[name].kill()
+
+    def restart(self, name: str) -> None:
+        self.stop(name)
+        self.start(name)
+        self.wait_serving(name)
+
+    def grpc_address(self, service: str) -> str:
+        prefix = service.removeprefix("service-").upper()
+        return f"127.0.0.1:{self.env[f'{prefix}_GRPC_PORT']}"
+
+    def wait_serving(self, name: str, timeout: float = 90.0) -> None:
+        if name == "api-gateway":
+            wait_ready(self.base_url, self.processes[name], timeout)
+        else:
+            wait_grpc_serving(self.grpc_address(name), self.processes[name], timeout)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        for name in self.processes:
+            if name != "api-gateway":
+                self.wait_serving(name, timeout)
+        wait_ready(self.base_url, self.processes["api-gateway"], timeout)
+
+    def stop_all(self) -> None:
+        for honcho in self.processes.values():
+            honcho.stop()
+
+    def logs(self, name: str) -> list[str]:
+        return list(self.processes[name].lines)
 
 
 def platform_env(
-    run_id: str, postgres_url: str, redis_url: str, redis_key_prefix: str, amqp_url: str
+    run_id: str,
+    postgres_url: str,
+    redis_url: str,
+    redis_key_prefix: str,
+    amqp_url: str,
+    isolation: AmqpIsolation,
+    label: str = "e2e",
 ) -> dict[str, str]:
     """Every setting the Procfile's processes read, on free ports and run-scoped names."""
-    ports = {name: free_port() for name in ("user", "product", "cart", "gateway", "metrics")}
+    ports = {
+        name: free_port()
+        for name in ("user", "product", "cart", "order", "gateway", "gateway_metrics")
+    }
     env = dict(os.environ)
     env.update(
         {
@@ -87,54 +160,83 @@ def platform_env(
             "LOG_LEVEL": "INFO",
             "POSTGRES_URL": postgres_url,
             "REDIS_URL": redis_url,
-            "REDIS_KEY_PREFIX": f"{redis_key_prefix}e2e:",
+            "REDIS_KEY_PREFIX": f"{redis_key_prefix}{label}:",
             "AMQP_URL": amqp_url,
-            "EVENTS_EXCHANGE": f"test.{run_id}.e2e.events",
-            "QUEUE_PREFIX": f"test.{run_id}.e2e.",
+            "EVENTS_EXCHANGE": f"{isolation.queue_prefix}{label}.events",
+            "QUEUE_PREFIX": f"{isolation.queue_prefix}{label}.",
             "USER_GRPC_PORT": str(ports["user"]),
             "USER_METRICS_PORT": "0",
-            "USER_DB_NAME": f"t_{run_id}_e2e_users",
+            "USER_DB_NAME": f"t_{run_id}_{label}_users",
             "PRODUCT_GRPC_PORT": str(ports["product"]),
             "PRODUCT_METRICS_PORT": "0",
-            "PRODUCT_DB_NAME": f"t_{run_id}_e2e_products",
+            "PRODUCT_DB_NAME": f"t_{run_id}_{label}_products",
             "CART_GRPC_PORT": str(ports["cart"]),
             "CART_METRICS_PORT": "0",
             "CART_STORE": "redis",
+            "ORDER_GRPC_PORT": str(ports["order"]),
+            "ORDER_METRICS_PORT": "0",
+            "ORDER_DB_NAME": f"t_{run_id}_{label}_orders",
+            "SAGA_TIMEOUT_SECONDS": str(SAGA_TIMEOUT_SECONDS),
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(ports["gateway"]),
-            "GATEWAY_METRICS_PORT": str(ports["metrics"]),
+            "GATEWAY_METRICS_PORT": str(ports["gateway_metrics"]),
             "USER_SERVICE_ADDR": f"127.0.0.1:{ports['user']}",
             "PRODUCT_SERVICE_ADDR": f"127.0.0.1:{ports['product']}",
             "CART_SERVICE_ADDR": f"127.0.0.1:{ports['cart']}",
-            "ORDER_SERVICE_ADDR": "",
+            "ORDER_SERVICE_ADDR": f"127.0.0.1:{ports['order']}",
             "ADMIN_EMAIL": ADMIN_EMAIL,
             "ADMIN_PASSWORD": ADMIN_PASSWORD,
             "ARGON2_TIME_COST": "1",
             "ARGON2_MEMORY_COST_KIB": "8192",
             "ARGON2_PARALLELISM": "1",
+            # Every test client is 127.0.0.1: the per-client limits are specified elsewhere.
+            "LOGIN_RATE_PER_CLIENT": "100000",
+            "REGISTER_RATE_PER_CLIENT": "100000",
+            "ARGON2_MAX_QUEUED": "200",
+            "READINESS_INTERVAL_SECONDS": "1",
         }
     )
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     return env
 
 
+def _exited(honcho: Honcho) -> AssertionError:
+    tail = "\n".join(honcho.lines[-40:])
+    return AssertionError(f"honcho {honcho.processes} exited early:\n{tail}")
+
+
 def wait_ready(base_url: str, honcho: Honcho, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if honcho.proc is not None and honcho.proc.poll() is not None:
-            tail = "\n".join(honcho.lines[-40:])
-            raise AssertionError(f"honcho exited early:\n{tail}")
+            raise _exited(honcho)
         # Refused connections are expected until the gateway listens.
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
                 return
-        time.sleep(0.5)
+        time.sleep(0.3)
     tail = "\n".join(honcho.lines[-40:])
     raise AssertionError(f"platform not ready after {timeout}s:\n{tail}")
 
 
+def wait_grpc_serving(address: str, honcho: Honcho, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if honcho.proc is not None and honcho.proc.poll() is not None:
+                raise _exited(honcho)
+            with contextlib.suppress(grpc.RpcError):
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            time.sleep(0.2)
+    tail = "\n".join(honcho.lines[-40:])
+    raise AssertionError(f"{honcho.processes} not SERVING on {address} after {timeout}s:\n{tail}")
+
+
 @pytest.fixture(scope="session")
-async def e2e_env(
+def make_env(
     tmp_path_factory: pytest.TempPathFactory,
     run_id: str,
     postgres_url: str,
@@ -142,24 +244,47 @@ async def e2e_env(
     redis_url: str,
     redis_key_prefix: str,
     amqp_url: str,
-) -> dict[str, str]:
-    env = platform_env(run_id, postgres_url, redis_url, redis_key_prefix, amqp_url)
-    # Created here (empty) so the plugin drops them at the end; the services migrate them at start.
-    await create_database("e2e_users")
-    await create_database("e2e_products")
-    env["JWT_PRIVATE_KEY_FILE"] = str(tmp_path_factory.mktemp("keys") / "jwt-signing-key.pem")
-    return env
+    amqp_isolation: AmqpIsolation,
+) -> Callable[[str], Awaitable[dict[str, str]]]:
+    """Factory: the settings of a whole platform of its own (databases, exchange, keys)."""
+
+    async def make(label: str) -> dict[str, str]:
+        env = platform_env(
+            run_id, postgres_url, redis_url, redis_key_prefix, amqp_url, amqp_isolation, label
+        )
+        # Created here (empty) so the plugin drops them at the end; the services migrate them.
+        for name in ("users", "products", "orders"):
+            await create_database(f"{label}_{name}")
+        env["JWT_PRIVATE_KEY_FILE"] = str(tmp_path_factory.mktemp("keys") / "jwt-signing-key.pem")
+        return env
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def e2e_env(make_env: Callable[[str], Awaitable[dict[str, str]]]) -> dict[str, str]:
+    return await make_env("e2e")
+
+
+def start_platform(env: dict[str, str], processes: tuple[str, ...] = PROCESSES) -> Platform:
+    platform = Platform(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env)
+    try:
+        for name in processes:
+            platform.start(name)
+        platform.wait_ready()
+    except BaseException:
+        platform.stop_all()
+        raise
+    return platform
 
 
 @pytest.fixture(scope="session")
 def platform(e2e_env: dict[str, str]) -> Iterator[Platform]:
-    honcho = Honcho(e2e_env).start()
-    base_url = f"http://127.0.0.1:{e2e_env['GATEWAY_PORT']}"
+    running = start_platform(e2e_env)
     try:
-        wait_ready(base_url, honcho)
-        yield Platform(base_url, e2e_env, honcho)
+        yield running
     finally:
-        honcho.stop()
+        running.stop_all()
 
 
 @dataclass(frozen=True)

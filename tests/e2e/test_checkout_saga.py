@@ -1,0 +1,279 @@
+"""The checkout saga end to end: every service a real process from the root Procfile, on real
+PostgreSQL, Redis and RabbitMQ, driven over REST only. Each scenario also runs with every event
+delivered twice (a copy of each is re-published to the exchange), which must change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+import httpx
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+
+from chassis.testing.waiting import eventually
+
+from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, SAGA_TIMEOUT_SECONDS, Platform
+from .shop import Admin, Shopper, login, new_shopper, stock_of
+
+
+class Duplicator:
+    """Re-publishes a copy of every event on the platform's exchange (same message id, so the
+    consumers' inboxes must recognise it): at-least-once delivery at its most annoying."""
+
+    COPY_HEADER = "x-e2e-copy"
+
+    def __init__(self, amqp_url: str, exchange: str) -> None:
+        self._amqp_url = amqp_url
+        self._exchange_name = exchange
+        self.copies = 0
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Duplicator]:
+        connection = await aio_pika.connect_robust(self._amqp_url, timeout=10)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            self._exchange = await channel.get_exchange(self._exchange_name)
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await queue.bind(self._exchange, routing_key="#")
+            await queue.consume(self._copy)
+            yield self
+        finally:
+            await connection.close()
+
+    async def _copy(self, message: AbstractIncomingMessage) -> None:
+        headers = dict(message.headers or {})
+        if self.COPY_HEADER not in headers:
+            headers[self.COPY_HEADER] = "1"
+            copy = aio_pika.Message(
+                message.body,
+                headers=headers,
+                message_id=message.message_id,
+                type=message.type,
+                content_type=message.content_type,
+                correlation_id=message.correlation_id,
+                timestamp=message.timestamp,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            await self._exchange.publish(copy, routing_key=message.routing_key or "")
+            self.copies += 1
+        await message.ack()
+
+
+@pytest.fixture
+async def client(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=platform.base_url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+async def admin(client: httpx.AsyncClient) -> Admin:
+    return Admin(client, await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+
+
+@pytest.fixture(params=["delivered once", "every event delivered twice"])
+async def delivery(request: pytest.FixtureRequest, platform: Platform) -> AsyncIterator[str]:
+    if request.param == "delivered once":
+        yield request.param
+        return
+    duplicator = Duplicator(platform.env["AMQP_URL"], platform.env["EVENTS_EXCHANGE"])
+    async with duplicator.running():
+        yield request.param
+    assert duplicator.copies > 0, "the duplicator saw no event: it tested nothing"
+
+
+async def test_a_checkout_is_confirmed_the_stock_taken_and_the_ordered_lines_leave_the_cart(
+    client: httpx.AsyncClient, admin: Admin, delivery: str
+) -> None:
+    lamp = await admin.create_product(stock=10, price_cents=2500)
+    mug = await admin.create_product(stock=10, price_cents=800)
+    shopper = await new_shopper(client)
+    await shopper.add(lamp["id"], 3)
+    await shopper.add(mug["id"], 1)
+
+    pending = await shopper.checkout_order()
+    assert pending["total_cents"] == 3 * 2500 + 800
+    # The shopper goes on shopping while the saga runs: these lines must stay in the cart.
+    await shopper.add(mug["id"], 2)
+
+    order = await shopper.final_order(pending["id"])
+    assert (order["status"], order["cancel_reason"]) == ("CONFIRMED", None)
+    assert await stock_of(client, lamp["id"]) == 7
+    assert await stock_of(client, mug["id"]) == 9
+    await _eventually_cart(shopper, {mug["id"]: 2})
+    assert [o["id"] for o in await shopper.orders()] == [pending["id"]]
+
+
+async def test_two_shoppers_racing_for_the_last_unit_get_one_order_each_way(
+    client: httpx.AsyncClient, admin: Admin, delivery: str
+) -> None:
+    last = await admin.create_product(stock=1)
+    first, second = await new_shopper(client), await new_shopper(client)
+    await first.add(last["id"], 1)
+    await second.add(last["id"], 1)
+
+    orders = await asyncio.gather(first.checkout_order(), second.checkout_order())
+    finals = await asyncio.gather(
+        first.final_order(orders[0]["id"]), second.final_order(orders[1]["id"])
+    )
+    assert sorted((o["status"], o["cancel_reason"]) for o in finals) == [
+        ("CANCELLED", "OUT_OF_STOCK"),
+        ("CONFIRMED", None),
+    ]
+    assert await stock_of(client, last["id"]) == 0
+
+
+async def test_an_order_with_one_short_line_reserves_nothing_at_all(
+    client: httpx.AsyncClient, admin: Admin, delivery: str
+) -> None:
+    plenty = await admin.create_product(stock=10)
+    scarce = await admin.create_product(stock=2)
+    shopper = await new_shopper(client)
+    await shopper.add(plenty["id"], 4)
+    await shopper.add(scarce["id"], 2)
+    # Someone else takes one of the scarce units after the shopper filled the cart.
+    other = await new_shopper(client)
+    await other.add(scarce["id"], 1)
+    taken = await other.checkout_order()
+    assert (await other.final_order(taken["id"]))["status"] == "CONFIRMED"
+
+    order = await shopper.final_order((await shopper.checkout_order())["id"])
+    assert (order["status"], order["cancel_reason"]) == ("CANCELLED", "OUT_OF_STOCK")
+    assert await stock_of(client, plenty["id"]) == 10
+    assert await stock_of(client, scarce["id"]) == 1
+    assert await shopper.cart() == {plenty["id"]: 4, scarce["id"]: 2}
+
+
+async def test_many_concurrent_checkouts_never_oversell(
+    client: httpx.AsyncClient, admin: Admin, delivery: str
+) -> None:
+    """200 checkouts (40 shoppers, 5 each, at once) against 50 units: exactly 50 confirmed."""
+    product = await admin.create_product(stock=50)
+    shoppers = [await new_shopper(client) for _ in range(40)]
+    for shopper in shoppers:
+        await shopper.add(product["id"], 1)
+
+    async def five_checkouts(shopper: Shopper) -> list[tuple[Shopper, str]]:
+        placed = await asyncio.gather(*(shopper.checkout_order() for _ in range(5)))
+        return [(shopper, order["id"]) for order in placed]
+
+    placed = [o for batch in await asyncio.gather(*map(five_checkouts, shoppers)) for o in batch]
+    finals = await asyncio.gather(*(s.final_order(order_id, 90) for s, order_id in placed))
+
+    confirmed = [o for o in finals if o["status"] == "CONFIRMED"]
+    assert len(finals) == 200
+    assert len(confirmed) == 50
+    assert {o["cancel_reason"] for o in finals if o["status"] == "CANCELLED"} == {"OUT_OF_STOCK"}
+    assert await stock_of(client, product["id"]) == 50 - sum(
+        line["quantity"] for order in confirmed for line in order["items"]
+    )
+
+
+async def test_cancelling_a_confirmed_order_restocks_once_and_a_second_cancel_is_409(
+    client: httpx.AsyncClient, admin: Admin, delivery: str
+) -> None:
+    product = await admin.create_product(stock=5)
+    shopper = await new_shopper(client)
+    await shopper.add(product["id"], 2)
+    order = await shopper.final_order((await shopper.checkout_order())["id"])
+    assert order["status"] == "CONFIRMED"
+    assert await stock_of(client, product["id"]) == 3
+
+    cancelled = await shopper.cancel(order["id"])
+    assert cancelled.status_code == 200, cancelled.text
+    assert (cancelled.json()["status"], cancelled.json()["cancel_reason"]) == (
+        "CANCELLED",
+        "USER_CANCELLED",
+    )
+    again = await shopper.cancel(order["id"])
+    assert again.status_code == 409
+    assert again.headers["content-type"].startswith("application/problem+json")
+    await _eventually_stock(client, product["id"], 5)
+    await asyncio.sleep(1.0)
+    assert await stock_of(client, product["id"]) == 5
+
+
+async def test_the_same_idempotency_key_sent_ten_times_at_once_yields_one_order(
+    client: httpx.AsyncClient, admin: Admin
+) -> None:
+    product = await admin.create_product(stock=10)
+    shopper = await new_shopper(client)
+    await shopper.add(product["id"], 1)
+    key = f"checkout-{uuid.uuid4()}"
+
+    answers = await asyncio.gather(*(shopper.checkout(key) for _ in range(10)))
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.json()["id"] for a in answers}) == 1
+    order_id = answers[0].json()["id"]
+    await shopper.final_order(order_id)
+    assert [o["id"] for o in await shopper.orders()] == [order_id]
+    again = await shopper.checkout(key)
+    assert (again.status_code, again.json()["id"]) == (202, order_id)
+
+
+async def test_checking_out_an_empty_cart_is_409(client: httpx.AsyncClient) -> None:
+    shopper = await new_shopper(client)
+    response = await shopper.checkout()
+    assert response.status_code == 409
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_another_users_order_is_404_and_cannot_be_cancelled(
+    client: httpx.AsyncClient, admin: Admin
+) -> None:
+    product = await admin.create_product(stock=5)
+    owner, stranger = await new_shopper(client), await new_shopper(client)
+    await owner.add(product["id"], 1)
+    order = await owner.checkout_order()
+    assert (
+        await client.get(f"/api/v1/orders/{order['id']}", headers=stranger.headers)
+    ).status_code == 404
+    assert (await stranger.cancel(order["id"])).status_code == 404
+    assert await stranger.orders() == []
+
+
+@pytest.mark.slow
+async def test_with_service_product_stopped_an_order_times_out_and_nothing_stays_reserved(
+    platform: Platform, client: httpx.AsyncClient, admin: Admin
+) -> None:
+    product = await admin.create_product(stock=4)
+    shopper = await new_shopper(client)
+    await shopper.add(product["id"], 3)
+    # Priced by service-product first: the checkout itself needs it.
+    platform.stop("service-product")
+    try:
+        response = await shopper.checkout()
+        # Without service-product a checkout cannot be priced: 503 within the gateway's deadline.
+        assert response.status_code == 503, response.text
+    finally:
+        platform.start("service-product")
+        await asyncio.to_thread(platform.wait_serving, "service-product")
+    pending = await shopper.checkout_order()
+    platform.kill("service-product")
+    try:
+        order = await shopper.final_order(pending["id"], within=SAGA_TIMEOUT_SECONDS + 30)
+        assert (order["status"], order["cancel_reason"]) == ("CANCELLED", "TIMEOUT")
+    finally:
+        platform.start("service-product")
+        await asyncio.to_thread(platform.wait_serving, "service-product")
+    # service-product now handles the stale order.created, then the order.cancelled.
+    await asyncio.sleep(3)
+    assert await stock_of(client, product["id"]) == 4
+    assert (await shopper.order(pending["id"]))["status"] == "CANCELLED"
+
+
+async def _eventually_cart(shopper: Shopper, expected: dict[str, int]) -> None:
+    async def matches() -> bool:
+        return await shopper.cart() == expected
+
+    await eventually(matches, within=30)
+
+
+async def _eventually_stock(client: httpx.AsyncClient, product_id: str, expected: int) -> None:
+    async def matches() -> bool:
+        return await stock_of(client, product_id) == expected
+
+    await eventually(matches, within=30)
