@@ -25,9 +25,7 @@ async def test_an_order_placed_before_its_consumers_ever_bound_their_queues_is_c
     elsewhere = {**env, "EVENTS_EXCHANGE": env["EVENTS_EXCHANGE"] + ".elsewhere"}
     platform = start_platform(env, ("service-user", "service-order", "api-gateway"))
     for name in ("service-product", "service-cart"):
-        platform.processes[name] = (
-            platform.processes["api-gateway"].__class__(elsewhere, (name,)).start()
-        )
+        platform.processes[name] = Honcho(elsewhere, (name,)).start()
     try:
         platform.wait_ready()
         async with httpx.AsyncClient(base_url=platform.base_url, timeout=30) as client:
