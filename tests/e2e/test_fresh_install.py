@@ -11,7 +11,7 @@ import pytest
 
 from chassis.testing.waiting import eventually
 
-from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Honcho, start_platform
+from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Honcho, Platform
 from .shop import Admin, login, new_shopper, stock_of
 
 
@@ -23,7 +23,9 @@ async def test_an_order_placed_before_its_consumers_ever_bound_their_queues_is_c
     # The shop must run to fill a cart and price it, so service-product and service-cart first
     # run on another exchange: on this platform's exchange, no queue of theirs exists yet.
     elsewhere = {**env, "EVENTS_EXCHANGE": env["EVENTS_EXCHANGE"] + ".elsewhere"}
-    platform = start_platform(env, ("service-user", "service-order", "api-gateway"))
+    platform = Platform(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env)
+    for name in ("service-user", "service-order", "api-gateway"):
+        platform.start(name)
     for name in ("service-product", "service-cart"):
         platform.processes[name] = Honcho(elsewhere, (name,)).start()
     try:
