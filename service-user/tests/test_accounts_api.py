@@ -2,12 +2,15 @@
 
 import asyncio
 import uuid
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
 import pytest
 
 from chassis.errors import field_of
+from chassis.testing.proxy import TcpProxy
 from chassis.testing.tokens import TokenAuthority
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 
@@ -182,3 +185,23 @@ async def test_names_and_emails_that_disguise_themselves_are_invalid(
         await stub.Register(user_pb2.RegisterRequest(password=password, **fields), timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_of(raised.value) == field
+
+
+async def test_an_unreachable_database_is_unavailable_not_an_internal_error(
+    make_settings: Any, start_service: Any, authority: TokenAuthority, postgres_url: str
+) -> None:
+    """The account database going away answers UNAVAILABLE (retryable), never INTERNAL."""
+    target = urlsplit(postgres_url)
+    async with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        userinfo = target.netloc.rsplit("@", 1)[0] + "@" if "@" in target.netloc else ""
+        proxied = urlunsplit(target._replace(netloc=f"{userinfo}127.0.0.1:{proxy.port}"))
+        settings = make_settings(POSTGRES_URL=proxied)
+        async with start_service(settings) as running:
+            await proxy.cut()
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await running.stub.GetUser(
+                    user_pb2.GetUserRequest(id=str(uuid.uuid4())),
+                    metadata=authority.metadata(role="admin"),
+                    timeout=20,
+                )
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,34 +1,17 @@
-"""The CartService gRPC servicer: protobuf in, handler call, protobuf out."""
+"""The CartService gRPC servicer: request fields -> handler (which validates) -> proto_mapping ->
+reply."""
 
 from __future__ import annotations
 
 import grpc
 
 from cart_service import domain, handlers
-from cart_service.domain import PricedCart
 from cart_service.handlers import Carts
+from cart_service.proto_mapping import cart_to_proto
 from chassis.auth import TokenVerifier, authenticate
 from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
 
 SERVICE_NAME = cart_pb2.DESCRIPTOR.services_by_name["CartService"].full_name
-
-
-def cart_to_proto(cart: PricedCart) -> cart_pb2.Cart:
-    return cart_pb2.Cart(
-        user_id=cart.user_id,
-        items=[
-            cart_pb2.CartItem(
-                product_id=item.product_id,
-                name=item.name,
-                quantity=item.quantity,
-                unit_price_cents=item.unit_price_cents,
-                line_total_cents=item.line_total_cents,
-            )
-            for item in cart.items
-        ],
-        total_cents=cart.total_cents,
-        currency=cart.currency,
-    )
 
 
 class CartServicer(cart_pb2_grpc.CartServiceServicer):

@@ -1,31 +1,17 @@
-"""The UserService gRPC servicer: translates protobuf messages to handler calls and back."""
+"""The UserService gRPC servicer: request fields -> handler (which validates) -> proto_mapping ->
+reply."""
 
 from __future__ import annotations
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from chassis.auth import TokenVerifier, authenticate, client_address
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 from user_service import handlers
-from user_service.domain import Role, User
 from user_service.handlers import Accounts
+from user_service.proto_mapping import user_to_proto
 
 SERVICE_NAME = user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
-
-_ROLES = {Role.CUSTOMER: user_pb2.ROLE_CUSTOMER, Role.ADMIN: user_pb2.ROLE_ADMIN}
-
-
-def user_to_proto(user: User) -> user_pb2.User:
-    created_at = Timestamp()
-    created_at.FromDatetime(user.created_at)
-    return user_pb2.User(
-        id=str(user.id),
-        email=user.email,
-        full_name=user.full_name,
-        role=_ROLES[user.role],
-        created_at=created_at,
-    )
 
 
 class UserServicer(user_pb2_grpc.UserServiceServicer):

@@ -124,7 +124,13 @@ async def _rehash(accounts: Accounts, user: User, password: str) -> None:
         replaced = await accounts.store.replace_password_hash(
             user.id, old=user.password_hash, new=new_hash
         )
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+    except (
+        Unavailable,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        OSError,
+        TimeoutError,
+    ) as error:
         # The upgrade is opportunistic: the password was proven, so the login must not fail
         # because this write did; the next login tries again.
         log.warning("password rehash not stored", user_id=str(user.id), error=type(error).__name__)

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from chassis.errors import AlreadyExists
-from chassis.postgres import package_migrations
+from chassis.postgres import package_migrations, unavailable_on_outage
 from user_service.domain import Role, User
 
 # The schema this store reads and writes, shipped inside the package.
@@ -30,6 +30,9 @@ _BY_EMAIL = """
 """
 
 
+_unavailable_on_outage = unavailable_on_outage("the account database")
+
+
 def _to_user(row: asyncpg.Record) -> User:
     return User(
         id=row["id"],
@@ -48,6 +51,7 @@ class UserStore:
         self._pool = pool
         self._timeout = timeout
 
+    @_unavailable_on_outage
     async def create(self, *, email: str, full_name: str, password_hash: str, role: Role) -> User:
         """Insert an account; AlreadyExists when the email is taken in any letter case."""
         try:
@@ -63,9 +67,11 @@ class UserStore:
             raise AlreadyExists(
                 "an account with this email already exists", field="email"
             ) from error
-        assert row is not None
+        if row is None:
+            raise RuntimeError("INSERT ... RETURNING returned no row")
         return _to_user(row)
 
+    @_unavailable_on_outage
     async def create_if_absent(
         self, *, email: str, full_name: str, password_hash: str, role: Role
     ) -> User | None:
@@ -80,10 +86,12 @@ class UserStore:
         )
         return None if row is None else _to_user(row)
 
+    @_unavailable_on_outage
     async def by_id(self, user_id: uuid.UUID) -> User | None:
         row = await self._pool.fetchrow(_BY_ID, user_id, timeout=self._timeout)
         return None if row is None else _to_user(row)
 
+    @_unavailable_on_outage
     async def by_email(self, email: str) -> User | None:
         row = await self._pool.fetchrow(
             _BY_EMAIL,
@@ -92,6 +100,7 @@ class UserStore:
         )
         return None if row is None else _to_user(row)
 
+    @_unavailable_on_outage
     async def replace_password_hash(self, user_id: uuid.UUID, *, old: str, new: str) -> bool:
         """Swap the hash only if it is still `old`: a concurrent password change is never lost."""
         status = await self._pool.execute(
