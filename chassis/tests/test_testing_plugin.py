@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import aio_pika
 import asyncpg
 import pytest
@@ -81,3 +84,28 @@ async def test_amqp_cleanup_deletes_the_rest_when_the_broker_refuses_one_name(
             ):
                 with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
                     await declare(await probe.channel())
+
+
+def test_an_unset_server_whose_container_cannot_start_stops_the_run_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where a Docker engine answers but no registry does, pulling an image fails: the run stops
+    with one line naming the variable to set, instead of erroring in every test."""
+    from chassis.testing import plugin
+
+    @contextlib.contextmanager
+    def unpullable() -> Iterator[str]:
+        raise RuntimeError("pull access denied for testcontainers/ryuk\nmore detail")
+        yield "never"
+
+    monkeypatch.delenv("SOME_SERVER_URL", raising=False)
+    monkeypatch.setattr(plugin, "_docker_answers", lambda: True)
+    with (
+        pytest.raises(pytest.exit.Exception) as stopped,
+        plugin._server_url("SOME_SERVER_URL", "proto://127.0.0.1", unpullable),
+    ):
+        pass
+    message = str(stopped.value)
+    assert "SOME_SERVER_URL is not set" in message
+    assert "pull access denied" in message
+    assert "\n" not in message

@@ -46,8 +46,20 @@ def _server_url(
     if variable in os.environ:
         yield os.environ[variable]
     elif _docker_answers():
-        with container() as url:
+        try:
+            started = container()
+            url = started.__enter__()
+        except Exception as error:  # no image and no registry, a refused start, ...
+            pytest.exit(
+                f"{variable} is not set and testcontainers could not start a server for it "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                f"set {variable} to a running server (e.g. {default})",
+                returncode=3,
+            )
+        try:
             yield url
+        finally:
+            started.__exit__(None, None, None)
     else:
         yield default
 
