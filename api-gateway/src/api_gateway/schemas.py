@@ -1,4 +1,5 @@
-"""Request and response bodies of the public REST API (DESIGN.md section 4), with examples.
+"""Request and response bodies of the public REST API (docs/architecture.md, section 3), with
+examples.
 
 Input rules mirror the services' own, so bad input is a 422 naming the field before any hop.
 """
