@@ -190,7 +190,10 @@ def test_alerts_cover_saga_failures_dead_letters_outbox_age_and_gateway_errors(
 ) -> None:
     rules = _alert_rules(environment_dir)
     expressions = {name: " ".join(rule["expr"].split()) for name, rule in rules.items()}
-    assert 'orders_total{status="CANCELLED"}' in expressions["SagaFailureRateHigh"]
+    assert (
+        'orders_total{status="CANCELLED",reason!="USER_CANCELLED"}'
+        in expressions["SagaFailureRateHigh"]
+    )
     assert "max by (queue) (events_dlq_depth) > 0" in expressions["DeadLetterQueueNotEmpty"]
     assert "outbox_oldest_unpublished_age_seconds" in expressions["OutboxBacklogStale"]
     assert 'http_requests_total{status=~"5.."}' in expressions["GatewayServerErrorRateHigh"]
