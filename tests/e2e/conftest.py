@@ -79,7 +79,9 @@ def platform_env(
     run_id: str, postgres_url: str, redis_url: str, redis_key_prefix: str, amqp_url: str
 ) -> dict[str, str]:
     """Every setting the Procfile's processes read, on free ports and run-scoped names."""
-    ports = {name: free_port() for name in ("user", "product", "cart", "gateway", "metrics")}
+    ports = {
+        name: free_port() for name in ("user", "product", "cart", "order", "gateway", "metrics")
+    }
     env = dict(os.environ)
     env.update(
         {
@@ -100,6 +102,9 @@ def platform_env(
             "CART_GRPC_PORT": str(ports["cart"]),
             "CART_METRICS_PORT": "0",
             "CART_STORE": "redis",
+            "ORDER_GRPC_PORT": str(ports["order"]),
+            "ORDER_METRICS_PORT": "0",
+            "ORDER_DB_NAME": f"t_{run_id}_e2e_orders",
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(ports["gateway"]),
             "GATEWAY_METRICS_PORT": str(ports["metrics"]),
@@ -147,6 +152,7 @@ async def e2e_env(
     # Created here (empty) so the plugin drops them at the end; the services migrate them at start.
     await create_database("e2e_users")
     await create_database("e2e_products")
+    await create_database("e2e_orders")
     env["JWT_PRIVATE_KEY_FILE"] = str(tmp_path_factory.mktemp("keys") / "jwt-signing-key.pem")
     return env
 
