@@ -117,6 +117,7 @@ def test_the_platform_dashboard_covers_red_saga_and_cache_metrics(environment_di
     assert {"grpc_server_handled", "grpc_server_handling_seconds"} <= queried
     assert {"events_consumed", "events_dead_lettered", "outbox_backlog"} <= queried
     assert {"rabbitmq_queue_messages", "product_cache_requests"} <= queried
+    assert {"orders_created", "orders", "saga_duration_seconds"} <= queried
 
 
 def test_dashboards_use_only_provisioned_datasources(environment_dir: Path) -> None:

@@ -216,7 +216,7 @@ async def on_stock_released(uow: OrderUnitOfWork, event: events_pb2.StockRelease
 async def expire_pending_orders(uow: OrderUnitOfWork, *, timeout_seconds: float) -> int:
     """One batch of the saga timeout: PENDING orders older than the timeout become CANCELLED
     (TIMEOUT), each with its `order.cancelled`. Returns how many moved."""
-    expired = await uow.orders.expire_pending(EXPIRE, timeout_seconds)
+    expired = await uow.orders.expire_pending(timeout_seconds)
     for moved in expired:
         _publish_cancelled(uow, moved, previous=OrderStatus.PENDING, transition=EXPIRE)
     return len(expired)

@@ -18,6 +18,7 @@ import asyncpg
 from chassis.postgres import package_migrations, unavailable_on_outage
 from chassis.unit_of_work import UnitOfWork
 from order_service.domain import (
+    EXPIRE,
     CancelReason,
     Order,
     OrderLine,
@@ -187,11 +188,11 @@ class OrderStore:
         return None if row is None else _moved(row)
 
     @_outage
-    async def expire_pending(
-        self, transition: Transition, older_than_seconds: float
-    ) -> list[MovedOrder]:
-        """Move at most EXPIRE_BATCH_SIZE of the oldest PENDING orders placed more than
-        `older_than_seconds` ago; rows another sweeper (or a saga event) holds are skipped."""
+    async def expire_pending(self, older_than_seconds: float) -> list[MovedOrder]:
+        """The saga timeout (`EXPIRE`) for at most EXPIRE_BATCH_SIZE of the oldest PENDING orders
+        placed more than `older_than_seconds` ago; rows another sweeper (or a saga event) holds
+        are skipped. `status = 'PENDING'` is EXPIRE's only source, written out so the planner
+        uses the partial index `orders_pending_by_age`."""
         rows = await self._db.fetch(
             "WITH expired AS ("
             " SELECT id FROM orders WHERE status = 'PENDING'"
@@ -200,8 +201,8 @@ class OrderStore:
             ") UPDATE orders SET status = $1, cancel_reason = $2, updated_at = now()"
             " FROM expired WHERE orders.id = expired.id AND orders.status = 'PENDING'"
             " RETURNING orders.id, orders.user_id, orders.created_at, orders.updated_at",
-            transition.target.value,
-            None if transition.reason is None else transition.reason.value,
+            EXPIRE.target.value,
+            None if EXPIRE.reason is None else EXPIRE.reason.value,
             older_than_seconds,
             EXPIRE_BATCH_SIZE,
         )
