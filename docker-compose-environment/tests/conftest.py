@@ -17,6 +17,7 @@ BUILT_SERVICES = {
     "service-user": "service-user",
     "service-product": "service-product",
     "service-cart": "service-cart",
+    "service-order": "service-order",
     "api-gateway": "api-gateway",
 }
 ONE_SHOT_JOBS = {"couchbase-init", "product-seed", "kibana-init"}

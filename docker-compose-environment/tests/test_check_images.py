@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings
 
 from api_gateway.config import GatewaySettings
 from cart_service.settings import CartSettings
+from order_service.settings import OrderSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
 
@@ -22,6 +23,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "service-user": UserSettings,
     "service-product": ProductSettings,
     "service-cart": CartSettings,
+    "service-order": OrderSettings,
     "api-gateway": GatewaySettings,
 }
 

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 from api_gateway.config import GatewaySettings
 from cart_service.settings import CartSettings
 from chassis.health_probe import expand
+from order_service.settings import OrderSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
 
@@ -22,6 +23,7 @@ GRPC_SERVICES = {
     "service-user": UserSettings,
     "service-product": ProductSettings,
     "service-cart": CartSettings,
+    "service-order": OrderSettings,
 }
 
 

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings
 from api_gateway.config import GatewaySettings
 from cart_service.settings import CartSettings
 from chassis.settings import AmqpSettings
+from order_service.settings import OrderSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
 
@@ -28,6 +29,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "service-product": ProductSettings,
     "product-seed": ProductSettings,
     "service-cart": CartSettings,
+    "service-order": OrderSettings,
     "api-gateway": GatewaySettings,
 }
 # Handed to every container alike (test_compose.py); a service may ignore some of them.
@@ -194,7 +196,7 @@ def test_every_variable_in_the_root_env_example_is_read_with_the_default_shown()
 
 
 @pytest.mark.parametrize(
-    "folder", ["service-user", "service-product", "service-cart", "api-gateway"]
+    "folder", ["service-user", "service-product", "service-cart", "service-order", "api-gateway"]
 )
 def test_every_setting_in_a_service_readme_is_read_by_it_with_that_default(folder: str) -> None:
     readable = variables(SETTINGS[folder])

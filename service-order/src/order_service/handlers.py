@@ -1,0 +1,222 @@
+"""One function per use case: the four RPCs, the three saga events and the timeout sweep.
+
+Every status change happens in one unit of work with the event it publishes (outbox) and, for
+an event, the inbox claim of the event that caused it; metrics and the log line follow the
+commit. A saga event that finds its order already moved changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+
+from chassis.auth import Principal
+from chassis.logging import get_logger
+from chassis.messaging import PoisonMessage
+from ecommerce.events.v1 import events_pb2
+from order_service import proto_mapping, reporting
+from order_service.clients import CartClient, ProductClient
+from order_service.domain import (
+    CANCEL_BY_USER,
+    CONFIRM,
+    EXPIRE,
+    REJECT_OUT_OF_STOCK,
+    Order,
+    OrderStatus,
+    PricedCart,
+    Transition,
+    check_cancellable_by_user,
+    merged,
+    order_not_found,
+    price_cart,
+)
+from order_service.page_tokens import PageRequest, encode_page_token
+from order_service.store import IdempotencyKeys, MovedOrder, OrderStore, OrderUnitOfWork
+
+_log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Orders:
+    """What the RPC handlers work with: transactions, reads on the pool, and the upstreams."""
+
+    new_unit_of_work: Callable[[], OrderUnitOfWork]
+    store: OrderStore
+    idempotency_keys: IdempotencyKeys
+    carts: CartClient
+    products: ProductClient
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPage:
+    orders: list[Order]
+    next_page_token: str
+
+
+async def _order_of_key(orders: Orders, user_id: uuid.UUID, key: str) -> Order | None:
+    order_id = await orders.idempotency_keys.order_of(user_id, key)
+    if order_id is None:
+        return None
+    order = await orders.store.get(order_id, user_id)
+    if order is None:
+        raise RuntimeError(f"idempotency key of user {user_id} names a missing order {order_id}")
+    return order
+
+
+async def checkout(orders: Orders, *, caller: Principal, idempotency_key: str | None) -> Order:
+    """Price the caller's cart from service-product and place the order PENDING with its
+    `order.created`, in one unit of work. A key this user used before returns that order."""
+    user_id = uuid.UUID(caller.user_id)
+    if idempotency_key is not None:
+        existing = await _order_of_key(orders, user_id, idempotency_key)
+        if existing is not None:
+            return existing
+    lines = merged(await orders.carts.lines(caller))
+    products = await orders.products.prices([line.product_id for line in lines])
+    placed = await _place(orders, user_id, price_cart(lines, products), idempotency_key)
+    if placed is not None:
+        return placed
+    # A concurrent checkout with the same key committed first: its order is the answer.
+    winner = (
+        None if idempotency_key is None else await _order_of_key(orders, user_id, idempotency_key)
+    )
+    if winner is None:
+        raise RuntimeError("the idempotency key was taken by a transaction that left no order")
+    return winner
+
+
+async def _place(
+    orders: Orders, user_id: uuid.UUID, priced: PricedCart, idempotency_key: str | None
+) -> Order | None:
+    """Insert the order PENDING with its lines, key and `order.created` in one unit of work;
+    None when a concurrent checkout took the key first (the key is claimed first, so a
+    concurrent checkout with the same key waits on it until this transaction ends)."""
+    order_id = uuid.uuid4()
+    async with orders.new_unit_of_work() as uow:
+        if idempotency_key is not None and not await uow.idempotency_keys.claim(
+            user_id, idempotency_key, order_id
+        ):
+            return None
+        placed = await uow.orders.insert(order_id, user_id, priced)
+        uow.publish(
+            proto_mapping.order_created(placed),
+            routing_key=proto_mapping.ORDER_CREATED,
+            correlation_id=str(order_id),
+        )
+        uow.after_commit(partial(reporting.order_placed, placed))
+    return placed
+
+
+async def get_order(orders: Orders, *, user_id: uuid.UUID, order_id: uuid.UUID) -> Order:
+    order = await orders.store.get(order_id, user_id)
+    if order is None:
+        raise order_not_found(order_id)
+    return order
+
+
+async def list_orders(orders: Orders, *, user_id: uuid.UUID, page: PageRequest) -> OrderPage:
+    found, cursor = await orders.store.page(user_id, page)
+    token = "" if cursor is None else encode_page_token(cursor, user_id=user_id)
+    return OrderPage(orders=found, next_page_token=token)
+
+
+async def cancel_order(orders: Orders, *, user_id: uuid.UUID, order_id: uuid.UUID) -> Order:
+    """PENDING or CONFIRMED -> CANCELLED (USER_CANCELLED) with `order.cancelled`."""
+    async with orders.new_unit_of_work() as uow:
+        order = await uow.orders.get(order_id, user_id, lock=True)
+        if order is None:
+            raise order_not_found(order_id)
+        check_cancellable_by_user(order)
+        cancelled = await _cancel_locked(uow, order)
+    return cancelled
+
+
+async def _cancel_locked(uow: OrderUnitOfWork, order: Order) -> Order:
+    """Cancel an order this transaction holds locked and found cancellable."""
+    moved = await uow.orders.move(order.id, CANCEL_BY_USER)
+    if moved is None:
+        raise RuntimeError(f"order {order.id} moved while this transaction held its lock")
+    _publish_cancelled(uow, moved, previous=order.status, transition=CANCEL_BY_USER)
+    return replace(
+        order,
+        status=CANCEL_BY_USER.target,
+        cancel_reason=CANCEL_BY_USER.reason,
+        updated_at=moved.moved_at,
+    )
+
+
+def _publish_cancelled(
+    uow: OrderUnitOfWork, moved: MovedOrder, *, previous: OrderStatus, transition: Transition
+) -> None:
+    if transition.reason is None:
+        raise ValueError(f"{transition.name} does not cancel")
+    uow.publish(
+        proto_mapping.order_cancelled(moved, transition.reason),
+        routing_key=proto_mapping.ORDER_CANCELLED,
+        correlation_id=str(moved.id),
+    )
+    uow.after_commit(partial(reporting.order_moved, moved, previous, transition))
+
+
+def _order_id(raw: str, routing_key: str) -> uuid.UUID:
+    """The event's order id; an event without a valid one goes to the dead-letter queue."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise PoisonMessage(f"{routing_key}: order_id is not a UUID: {raw!r}") from None
+
+
+def _without_effect(order_id: uuid.UUID, routing_key: str, why: str) -> None:
+    _log.info("saga_event_without_effect", order_id=str(order_id), routing_key=routing_key, why=why)
+
+
+async def on_stock_reserved(uow: OrderUnitOfWork, event: events_pb2.StockReserved) -> None:
+    """PENDING -> CONFIRMED with `order.confirmed` (the lines from the database)."""
+    order_id = _order_id(event.order_id, "stock.reserved")
+    moved = await uow.orders.move(order_id, CONFIRM)
+    if moved is None:
+        # Cancelled meanwhile (service-product releases on order.cancelled), or not ours.
+        _without_effect(order_id, "stock.reserved", "the order is not PENDING or does not exist")
+        return
+    lines = (await uow.orders.lines([order_id])).get(order_id, ())
+    uow.publish(
+        proto_mapping.order_confirmed(moved, lines),
+        routing_key=proto_mapping.ORDER_CONFIRMED,
+        correlation_id=str(order_id),
+    )
+    uow.after_commit(partial(reporting.order_moved, moved, OrderStatus.PENDING, CONFIRM))
+
+
+async def on_stock_reservation_failed(
+    uow: OrderUnitOfWork, event: events_pb2.StockReservationFailed
+) -> None:
+    """PENDING -> CANCELLED (OUT_OF_STOCK) with `order.cancelled`."""
+    order_id = _order_id(event.order_id, "stock.reservation_failed")
+    moved = await uow.orders.move(order_id, REJECT_OUT_OF_STOCK)
+    if moved is None:
+        _without_effect(
+            order_id, "stock.reservation_failed", "the order is not PENDING or does not exist"
+        )
+        return
+    _publish_cancelled(uow, moved, previous=OrderStatus.PENDING, transition=REJECT_OUT_OF_STOCK)
+
+
+async def on_stock_released(uow: OrderUnitOfWork, event: events_pb2.StockReleased) -> None:
+    """Record that the cancelled order's stock came back (once; the status does not change)."""
+    order_id = _order_id(event.order_id, "stock.released")
+    status = await uow.orders.mark_stock_released(order_id)
+    if status is None:
+        _without_effect(order_id, "stock.released", "already recorded or no such order")
+    elif status is not OrderStatus.CANCELLED:
+        _log.warning("stock_released_for_live_order", order_id=str(order_id), status=status.value)
+
+
+async def expire_pending_orders(uow: OrderUnitOfWork, *, timeout_seconds: float) -> int:
+    """One batch of the saga timeout: PENDING orders older than the timeout become CANCELLED
+    (TIMEOUT), each with its `order.cancelled`. Returns how many moved."""
+    expired = await uow.orders.expire_pending(timeout_seconds)
+    for moved in expired:
+        _publish_cancelled(uow, moved, previous=OrderStatus.PENDING, transition=EXPIRE)
+    return len(expired)

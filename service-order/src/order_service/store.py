@@ -1,0 +1,259 @@
+"""The SQL of service-order: orders, their lines and the idempotency keys, on a unit of work's
+connection (writes) or the pool (reads); and the unit of work that binds them.
+
+Every status change is one guarded UPDATE (`WHERE status = ANY(<allowed sources>)`): an order
+that has already moved is left alone and the caller learns it from the missing row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeAlias
+
+import asyncpg
+
+from chassis.postgres import package_migrations, unavailable_on_outage
+from chassis.unit_of_work import UnitOfWork
+from order_service.domain import (
+    EXPIRE,
+    CancelReason,
+    Order,
+    OrderLine,
+    OrderStatus,
+    PricedCart,
+    Transition,
+)
+from order_service.page_tokens import PageCursor, PageRequest
+
+# The schema this store reads and writes, shipped inside the package.
+MIGRATIONS_DIR = package_migrations("order_service")
+EXPIRE_BATCH_SIZE = 100
+
+_ORDER_COLUMNS = "id, user_id, status, cancel_reason, total_cents, currency, created_at, updated_at"
+_outage = unavailable_on_outage("the order database")
+Database: TypeAlias = asyncpg.Connection | asyncpg.Pool
+
+
+@dataclass(frozen=True, slots=True)
+class MovedOrder:
+    """An order a guarded UPDATE has just moved: what the event and the metrics need."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    created_at: datetime
+    moved_at: datetime
+
+
+def _order(row: asyncpg.Record, lines: Sequence[OrderLine]) -> Order:
+    reason = row["cancel_reason"]
+    return Order(
+        id=row["id"],
+        user_id=row["user_id"],
+        status=OrderStatus(row["status"]),
+        cancel_reason=None if reason is None else CancelReason(reason),
+        lines=tuple(lines),
+        total_cents=row["total_cents"],
+        currency=row["currency"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _moved(row: asyncpg.Record) -> MovedOrder:
+    return MovedOrder(
+        id=row["id"],
+        user_id=row["user_id"],
+        created_at=row["created_at"],
+        moved_at=row["updated_at"],
+    )
+
+
+class OrderStore:
+    """Orders and their lines."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @_outage
+    async def insert(self, order_id: uuid.UUID, user_id: uuid.UUID, priced: PricedCart) -> Order:
+        """The order PENDING with its lines, in one statement."""
+        row = await self._db.fetchrow(
+            "WITH placed AS ("  # noqa: S608 - constant column list
+            " INSERT INTO orders (id, user_id, status, total_cents, currency)"
+            f" VALUES ($1, $2, 'PENDING', $3, $4) RETURNING {_ORDER_COLUMNS}"
+            "), lines AS ("
+            " INSERT INTO order_lines (order_id, line_no, product_id, name, unit_price_cents,"
+            " quantity) SELECT $1, * FROM unnest($5::smallint[], $6::uuid[], $7::text[],"
+            " $8::bigint[], $9::int[])"
+            ") SELECT * FROM placed",
+            order_id,
+            user_id,
+            priced.total_cents,
+            priced.currency,
+            list(range(len(priced.lines))),
+            [line.product_id for line in priced.lines],
+            [line.name for line in priced.lines],
+            [line.unit_price_cents for line in priced.lines],
+            [line.quantity for line in priced.lines],
+        )
+        if row is None:
+            raise RuntimeError("INSERT ... RETURNING returned no row")
+        return _order(row, priced.lines)
+
+    @_outage
+    async def get(
+        self, order_id: uuid.UUID, user_id: uuid.UUID, *, lock: bool = False
+    ) -> Order | None:
+        """The user's order (None for an unknown one or another user's); `lock` holds the row
+        until the transaction ends (FOR UPDATE)."""
+        row = await self._db.fetchrow(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2"  # noqa: S608
+            + (" FOR UPDATE" if lock else ""),
+            order_id,
+            user_id,
+        )
+        if row is None:
+            return None
+        lines = await self.lines([order_id])
+        return _order(row, lines.get(order_id, ()))
+
+    @_outage
+    async def page(
+        self, user_id: uuid.UUID, request: PageRequest
+    ) -> tuple[list[Order], PageCursor | None]:
+        """One page of the user's orders, newest first (keyset on (created_at, id) descending,
+        served by `orders_user_newest`), and the cursor of the next page (None on the last)."""
+        after = request.after
+        if after is None:
+            rows = await self._db.fetch(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE user_id = $1"  # noqa: S608
+                " ORDER BY created_at DESC, id DESC LIMIT $2",
+                user_id,
+                request.size + 1,
+            )
+        else:
+            rows = await self._db.fetch(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE user_id = $1"  # noqa: S608
+                " AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4",
+                user_id,
+                after.created_at,
+                after.order_id,
+                request.size + 1,
+            )
+        page_rows = rows[: request.size]
+        lines = await self.lines([row["id"] for row in page_rows])
+        orders = [_order(row, lines.get(row["id"], ())) for row in page_rows]
+        if len(rows) <= request.size:
+            return orders, None
+        last = orders[-1]
+        return orders, PageCursor(created_at=last.created_at, order_id=last.id)
+
+    @_outage
+    async def lines(self, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[OrderLine, ...]]:
+        if not order_ids:
+            return {}
+        rows = await self._db.fetch(
+            "SELECT order_id, product_id, name, quantity, unit_price_cents FROM order_lines"
+            " WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no",
+            list(order_ids),
+        )
+        result: dict[uuid.UUID, list[OrderLine]] = {}
+        for row in rows:
+            result.setdefault(row["order_id"], []).append(
+                OrderLine(
+                    product_id=row["product_id"],
+                    name=row["name"],
+                    quantity=row["quantity"],
+                    unit_price_cents=row["unit_price_cents"],
+                )
+            )
+        return {order_id: tuple(lines) for order_id, lines in result.items()}
+
+    @_outage
+    async def move(self, order_id: uuid.UUID, transition: Transition) -> MovedOrder | None:
+        """Apply `transition` if the order is in one of its source statuses; None otherwise
+        (unknown, or already moved: nothing changes)."""
+        row = await self._db.fetchrow(
+            "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now()"
+            " WHERE id = $1 AND status = ANY($4::text[])"
+            " RETURNING id, user_id, created_at, updated_at",
+            order_id,
+            transition.target.value,
+            None if transition.reason is None else transition.reason.value,
+            sorted(status.value for status in transition.sources),
+        )
+        return None if row is None else _moved(row)
+
+    @_outage
+    async def expire_pending(self, older_than_seconds: float) -> list[MovedOrder]:
+        """The saga timeout (`EXPIRE`) for at most EXPIRE_BATCH_SIZE of the oldest PENDING orders
+        placed more than `older_than_seconds` ago; rows another sweeper (or a saga event) holds
+        are skipped. `status = 'PENDING'` is EXPIRE's only source, written out so the planner
+        uses the partial index `orders_pending_by_age`."""
+        rows = await self._db.fetch(
+            "WITH expired AS ("
+            " SELECT id FROM orders WHERE status = 'PENDING'"
+            " AND created_at < now() - make_interval(secs => $3)"
+            " ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED"
+            ") UPDATE orders SET status = $1, cancel_reason = $2, updated_at = now()"
+            " FROM expired WHERE orders.id = expired.id AND orders.status = 'PENDING'"
+            " RETURNING orders.id, orders.user_id, orders.created_at, orders.updated_at",
+            EXPIRE.target.value,
+            None if EXPIRE.reason is None else EXPIRE.reason.value,
+            older_than_seconds,
+            EXPIRE_BATCH_SIZE,
+        )
+        return [_moved(row) for row in rows]
+
+    @_outage
+    async def mark_stock_released(self, order_id: uuid.UUID) -> OrderStatus | None:
+        """Record when the order's reserved stock came back, once; the order's status when this
+        call recorded it, None when it was already recorded or the order is unknown."""
+        status: str | None = await self._db.fetchval(
+            "UPDATE orders SET stock_released_at = now()"
+            " WHERE id = $1 AND stock_released_at IS NULL RETURNING status",
+            order_id,
+        )
+        return None if status is None else OrderStatus(status)
+
+
+class IdempotencyKeys:
+    """Which order a user's idempotency key made."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @_outage
+    async def order_of(self, user_id: uuid.UUID, key: str) -> uuid.UUID | None:
+        order_id: uuid.UUID | None = await self._db.fetchval(
+            "SELECT order_id FROM idempotency_keys WHERE user_id = $1 AND key = $2", user_id, key
+        )
+        return order_id
+
+    @_outage
+    async def claim(self, user_id: uuid.UUID, key: str, order_id: uuid.UUID) -> bool:
+        """Take the key for `order_id`; False when it was taken already. A concurrent claim of
+        the same key waits on the primary key until the first transaction ends, then either
+        loses (it committed) or takes the key (it rolled back)."""
+        claimed = await self._db.fetchval(
+            "INSERT INTO idempotency_keys (user_id, key, order_id) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING RETURNING true",
+            user_id,
+            key,
+            order_id,
+        )
+        return bool(claimed)
+
+
+class OrderUnitOfWork(UnitOfWork):
+    """One transaction of service-order: its repositories on the transaction's connection."""
+
+    orders: OrderStore
+    idempotency_keys: IdempotencyKeys
+
+    def bind(self, connection: asyncpg.Connection) -> None:
+        self.orders = OrderStore(connection)
+        self.idempotency_keys = IdempotencyKeys(connection)

@@ -1,0 +1,233 @@
+"""The order rules, pure: the state machine table, pricing a cart, keys, owners and page tokens."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from chassis.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from chassis.validation import MAX_PRICE_CENTS
+from order_service.domain import (
+    CANCEL_BY_USER,
+    CONFIRM,
+    EXPIRE,
+    REJECT_OUT_OF_STOCK,
+    TRANSITIONS,
+    CancelReason,
+    CartLine,
+    Order,
+    OrderStatus,
+    ProductPrice,
+    check_cancellable_by_user,
+    check_owner,
+    idempotency_key,
+    merged,
+    price_cart,
+    saga_outcome,
+)
+from order_service.page_tokens import (
+    PAGE_SIZE_DEFAULT,
+    PageCursor,
+    decode_page_token,
+    encode_page_token,
+    page_request,
+)
+
+PENDING, CONFIRMED, CANCELLED = OrderStatus.PENDING, OrderStatus.CONFIRMED, OrderStatus.CANCELLED
+
+# (transition, status the order is in) -> (status after, reason after), or None: no move.
+STATE_MACHINE = {
+    (CONFIRM, PENDING): (CONFIRMED, None),
+    (CONFIRM, CONFIRMED): None,
+    (CONFIRM, CANCELLED): None,
+    (REJECT_OUT_OF_STOCK, PENDING): (CANCELLED, CancelReason.OUT_OF_STOCK),
+    (REJECT_OUT_OF_STOCK, CONFIRMED): None,
+    (REJECT_OUT_OF_STOCK, CANCELLED): None,
+    (EXPIRE, PENDING): (CANCELLED, CancelReason.TIMEOUT),
+    (EXPIRE, CONFIRMED): None,
+    (EXPIRE, CANCELLED): None,
+    (CANCEL_BY_USER, PENDING): (CANCELLED, CancelReason.USER_CANCELLED),
+    (CANCEL_BY_USER, CONFIRMED): (CANCELLED, CancelReason.USER_CANCELLED),
+    (CANCEL_BY_USER, CANCELLED): None,
+}
+
+
+def test_the_state_machine_table_covers_every_transition_from_every_status() -> None:
+    assert {(t, s) for t in TRANSITIONS for s in OrderStatus} == set(STATE_MACHINE)
+
+
+@pytest.mark.parametrize(("transition", "status"), list(STATE_MACHINE))
+def test_each_transition_moves_only_from_its_sources_to_its_target(
+    transition: object, status: OrderStatus
+) -> None:
+    assert transition in TRANSITIONS
+    expected = STATE_MACHINE[(transition, status)]  # type: ignore[index]
+    moved = transition.allows(status)  # type: ignore[attr-defined]
+
+    assert moved == (expected is not None)
+    if expected is not None:
+        assert (transition.target, transition.reason) == expected  # type: ignore[attr-defined]
+
+
+def test_a_cancelled_order_is_final() -> None:
+    assert not any(t.allows(CANCELLED) for t in TRANSITIONS)
+
+
+@pytest.mark.parametrize(
+    ("previous", "transition", "outcome"),
+    [
+        (PENDING, CONFIRM, "confirmed"),
+        (PENDING, REJECT_OUT_OF_STOCK, "out_of_stock"),
+        (PENDING, EXPIRE, "timeout"),
+        (PENDING, CANCEL_BY_USER, "user_cancelled"),
+        (CONFIRMED, CANCEL_BY_USER, None),
+    ],
+)
+def test_the_saga_ends_when_a_pending_order_moves_and_only_then(
+    previous: OrderStatus, transition: object, outcome: str | None
+) -> None:
+    assert saga_outcome(previous, transition) == outcome  # type: ignore[arg-type]
+
+
+def product(price_cents: int = 500, currency: str = "USD", name: str = "Lamp") -> ProductPrice:
+    return ProductPrice(uuid.uuid4(), name, price_cents, currency)
+
+
+def test_a_cart_is_priced_from_the_products_in_the_cart_s_order() -> None:
+    lamp, desk = product(250, name="Lamp"), product(10_000, name="Desk")
+    lines = [CartLine(desk.product_id, 1), CartLine(lamp.product_id, 3)]
+
+    priced = price_cart(lines, {p.product_id: p for p in (lamp, desk)})
+
+    assert [(line.name, line.quantity, line.unit_price_cents) for line in priced.lines] == [
+        ("Desk", 1, 10_000),
+        ("Lamp", 3, 250),
+    ]
+    assert [line.line_total_cents for line in priced.lines] == [10_000, 750]
+    assert priced.total_cents == 10_750
+    assert priced.currency == "USD"
+
+
+def test_an_empty_cart_cannot_be_checked_out() -> None:
+    with pytest.raises(FailedPrecondition, match="the cart is empty"):
+        price_cart([], {})
+
+
+def test_a_vanished_product_is_named() -> None:
+    kept, gone = product(), uuid.uuid4()
+
+    with pytest.raises(FailedPrecondition, match=f"product {gone} no longer exists"):
+        price_cart([CartLine(kept.product_id, 1), CartLine(gone, 1)], {kept.product_id: kept})
+
+
+def test_mixed_currencies_are_named() -> None:
+    usd, eur = product(currency="USD"), product(currency="EUR")
+    lines = [CartLine(usd.product_id, 1), CartLine(eur.product_id, 1)]
+
+    with pytest.raises(FailedPrecondition, match="mixes currencies EUR and USD"):
+        price_cart(lines, {usd.product_id: usd, eur.product_id: eur})
+
+
+@pytest.mark.parametrize("price_cents", [0, -1, MAX_PRICE_CENTS + 1])
+def test_a_product_without_a_valid_price_is_refused(price_cents: int) -> None:
+    bad = product(price_cents)
+
+    with pytest.raises(FailedPrecondition, match="no valid price"):
+        price_cart([CartLine(bad.product_id, 1)], {bad.product_id: bad})
+
+
+def test_repeated_cart_lines_of_one_product_are_merged_in_first_seen_order() -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+
+    assert merged([CartLine(a, 1), CartLine(b, 2), CartLine(a, 3)]) == [
+        CartLine(a, 4),
+        CartLine(b, 2),
+    ]
+
+
+def order(status: OrderStatus) -> Order:
+    now = datetime.now(UTC)
+    reason = CancelReason.TIMEOUT if status is CANCELLED else None
+    return Order(uuid.uuid4(), uuid.uuid4(), status, reason, (), 1, "USD", now, now)
+
+
+def test_a_user_may_cancel_pending_and_confirmed_orders_but_not_cancelled_ones() -> None:
+    check_cancellable_by_user(order(PENDING))
+    check_cancellable_by_user(order(CONFIRMED))
+
+    with pytest.raises(FailedPrecondition, match="already cancelled"):
+        check_cancellable_by_user(order(CANCELLED))
+
+
+def test_only_the_token_s_subject_acts_on_its_orders() -> None:
+    me = uuid.uuid4()
+    check_owner(str(me), me)
+
+    with pytest.raises(PermissionDenied):
+        check_owner(str(uuid.uuid4()), me)
+
+
+@pytest.mark.parametrize("key", ["k", "order-42", "x" * 255, "!~#$%&'*+-.^_`|"])
+def test_idempotency_keys_are_1_to_255_visible_ascii_characters(key: str) -> None:
+    assert idempotency_key(key) == key
+
+
+def test_an_absent_idempotency_key_is_none() -> None:
+    assert idempotency_key("") is None
+
+
+@pytest.mark.parametrize(
+    "key", ["x" * 256, "two words", "tab\there", "caf\u00e9", "nul\x00", "\x7f"]
+)
+def test_other_idempotency_keys_are_invalid_arguments_naming_the_field(key: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        idempotency_key(key)
+
+    assert raised.value.field == "idempotency_key"
+
+
+def test_a_page_token_carries_its_cursor_exactly() -> None:
+    owner = uuid.uuid4()
+    cursor = PageCursor(datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC), uuid.uuid4())
+
+    token = encode_page_token(cursor, user_id=owner)
+
+    assert decode_page_token(token, user_id=owner) == cursor
+
+
+def _edited(token: str) -> str:
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[3] = ord("9") if raw[3] != ord("9") else ord("8")  # a digit of the timestamp
+    return base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+
+
+def test_a_page_token_that_is_garbage_edited_or_another_user_s_is_an_invalid_argument() -> None:
+    owner = uuid.uuid4()
+    token = encode_page_token(PageCursor(datetime.now(UTC), uuid.uuid4()), user_id=owner)
+
+    for bad, whose in [
+        ("garbage", owner),
+        ("", owner),
+        (_edited(token), owner),
+        (token + "AAAA", owner),
+        ("\u00e9" * 10, owner),
+        ("A" * 500, owner),
+        (token, uuid.uuid4()),
+    ]:
+        with pytest.raises(InvalidArgument) as raised:
+            decode_page_token(bad, user_id=whose)
+        assert raised.value.field == "page_token", bad
+
+
+def test_page_size_is_1_to_100_and_0_means_the_default() -> None:
+    owner = uuid.uuid4()
+    assert page_request(user_id=owner, page_size=0, page_token="").size == PAGE_SIZE_DEFAULT
+    assert page_request(user_id=owner, page_size=100, page_token="").size == 100
+
+    for size in (-1, 101):
+        with pytest.raises(InvalidArgument) as raised:
+            page_request(user_id=owner, page_size=size, page_token="")
+        assert raised.value.field == "page_size"

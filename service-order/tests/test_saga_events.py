@@ -1,0 +1,284 @@
+"""service-order's part of the saga over a real broker: the stock events published to its exchange
+(each twice, and in odd orders) move an order at most once, with one event out per move."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import pytest
+from google.protobuf.message import Message
+
+from chassis.messaging import Broker
+from chassis.settings import AmqpSettings
+from ecommerce.events.v1 import events_pb2
+from ecommerce.order.v1 import order_pb2
+
+from .conftest import Shop
+from .support import Tap, eventually, sample
+
+RESERVED = "ecommerce.events.v1.StockReserved"
+
+
+@pytest.fixture(scope="session")
+async def broker(amqp_settings: AmqpSettings) -> AsyncIterator[Broker]:
+    """Plays service-product: publishes the stock events to service-order's exchange."""
+    broker = Broker(amqp_settings, "order-tests", connection_name=f"order-tests-{uuid.uuid4()}")
+    await broker.connect()
+    yield broker
+    await broker.close()
+
+
+def now() -> Any:
+    stamp = events_pb2.StockReserved().occurred_at
+    stamp.FromDatetime(datetime.now(UTC))
+    return stamp
+
+
+def reserved(order_id: str) -> events_pb2.StockReserved:
+    return events_pb2.StockReserved(
+        event_id=str(uuid.uuid4()), order_id=order_id, occurred_at=now()
+    )
+
+
+def reservation_failed(order_id: str) -> events_pb2.StockReservationFailed:
+    return events_pb2.StockReservationFailed(
+        event_id=str(uuid.uuid4()),
+        order_id=order_id,
+        product_id=str(uuid.uuid4()),
+        requested=2,
+        available=1,
+        occurred_at=now(),
+    )
+
+
+def released(order_id: str) -> events_pb2.StockReleased:
+    return events_pb2.StockReleased(
+        event_id=str(uuid.uuid4()), order_id=order_id, occurred_at=now()
+    )
+
+
+ROUTING_KEYS = {
+    events_pb2.StockReserved: "stock.reserved",
+    events_pb2.StockReservationFailed: "stock.reservation_failed",
+    events_pb2.StockReleased: "stock.released",
+}
+
+
+async def handled(broker: Broker, shop: Shop, event: Message) -> None:
+    """Publish `event` and wait until service-order committed its effect (its inbox claim)."""
+    order_id = event.order_id  # type: ignore[attr-defined]
+    await broker.publish(event, routing_key=ROUTING_KEYS[type(event)], correlation_id=order_id)
+
+    async def claimed() -> bool:
+        return bool(
+            await shop.orders_db.fetchval(
+                "SELECT 1 FROM inbox WHERE consumer = 'service-order' AND event_id = $1",
+                uuid.UUID(event.event_id),  # type: ignore[attr-defined]
+            )
+        )
+
+    await eventually(claimed)
+
+
+async def redelivered(broker: Broker, event: Message) -> None:
+    """Publish `event` again and wait until service-order acknowledged it as a duplicate."""
+    event_type = event.DESCRIPTOR.full_name
+    before = sample("events_consumed_total", event_type=event_type, outcome="duplicate")
+    await broker.publish(
+        event,
+        routing_key=ROUTING_KEYS[type(event)],
+        correlation_id=event.order_id,  # type: ignore[attr-defined]
+    )
+
+    async def acknowledged() -> bool:
+        return sample("events_consumed_total", event_type=event_type, outcome="duplicate") > before
+
+    await eventually(acknowledged)
+
+
+async def row(shop: Shop, order_id: str) -> dict[str, Any]:
+    found = await shop.orders_db.fetchrow(
+        "SELECT status, cancel_reason, updated_at, stock_released_at FROM orders WHERE id = $1",
+        uuid.UUID(order_id),
+    )
+    assert found is not None
+    return dict(found)
+
+
+async def placed_order(shop: Shop, user: str, *quantities: int) -> order_pb2.Order:
+    await shop.filled_cart(user, *quantities)
+    return await shop.checkout(user)
+
+
+async def test_stock_reserved_confirms_the_order_once_with_order_confirmed(
+    broker: Broker, shop: Shop, tap: Tap, user: str
+) -> None:
+    order = await placed_order(shop, user, 2, 1)
+    confirmed_before = sample("orders_total", status="CONFIRMED", reason="none")
+    sagas_before = sample("saga_duration_seconds_count", outcome="confirmed")
+    event = reserved(order.id)
+
+    await handled(broker, shop, event)
+    after_first = await row(shop, order.id)
+    await redelivered(broker, event)
+    await handled(broker, shop, reserved(order.id))
+
+    assert after_first["status"] == "CONFIRMED"
+    assert after_first["cancel_reason"] is None
+    assert await row(shop, order.id) == after_first
+    [payload] = await shop.outbox(order.id, "order.confirmed")
+    [message] = await tap.wait_for(order.id, "order.confirmed")
+    confirmed = events_pb2.OrderConfirmed.FromString(message.body)
+    assert confirmed == events_pb2.OrderConfirmed.FromString(payload)
+    assert message.type == "ecommerce.events.v1.OrderConfirmed"
+    assert message.message_id == confirmed.event_id
+    assert (confirmed.order_id, confirmed.user_id) == (order.id, user)
+    assert [(i.product_id, i.quantity, i.unit_price_cents) for i in confirmed.lines] == [
+        (i.product_id, i.quantity, i.unit_price_cents) for i in order.items
+    ]
+    assert confirmed.occurred_at.ToDatetime(tzinfo=UTC) == after_first["updated_at"]
+    assert sample("orders_total", status="CONFIRMED", reason="none") == confirmed_before + 1
+    assert sample("saga_duration_seconds_count", outcome="confirmed") == sagas_before + 1
+    read = await shop.get_order(user, order.id)
+    assert read.status == order_pb2.ORDER_STATUS_CONFIRMED
+
+
+async def test_a_failed_reservation_cancels_the_order_out_of_stock_once(
+    broker: Broker, shop: Shop, tap: Tap, user: str
+) -> None:
+    order = await placed_order(shop, user, 1)
+    failed_before = sample("orders_total", status="CANCELLED", reason="OUT_OF_STOCK")
+    event = reservation_failed(order.id)
+
+    await handled(broker, shop, event)
+    after_first = await row(shop, order.id)
+    await redelivered(broker, event)
+    await handled(broker, shop, reserved(order.id))  # too late: stays cancelled
+
+    assert (after_first["status"], after_first["cancel_reason"]) == ("CANCELLED", "OUT_OF_STOCK")
+    assert await row(shop, order.id) == after_first
+    assert await shop.outbox(order.id, "order.confirmed") == []
+    [payload] = await shop.outbox(order.id, "order.cancelled")
+    [message] = await tap.wait_for(order.id, "order.cancelled")
+    cancelled = events_pb2.OrderCancelled.FromString(message.body)
+    assert cancelled == events_pb2.OrderCancelled.FromString(payload)
+    assert cancelled.reason == events_pb2.ORDER_CANCEL_REASON_OUT_OF_STOCK
+    assert (cancelled.order_id, cancelled.user_id) == (order.id, user)
+    assert sample("orders_total", status="CANCELLED", reason="OUT_OF_STOCK") == failed_before + 1
+    read = await shop.get_order(user, order.id)
+    assert read.cancel_reason == order_pb2.CANCEL_REASON_OUT_OF_STOCK
+
+
+async def test_stock_reserved_after_the_user_cancelled_changes_nothing(
+    broker: Broker, shop: Shop, user: str
+) -> None:
+    order = await placed_order(shop, user, 1)
+    await shop.orders.CancelOrder(
+        order_pb2.CancelOrderRequest(user_id=user, order_id=order.id), timeout=5
+    )
+    cancelled = await row(shop, order.id)
+
+    await handled(broker, shop, reserved(order.id))
+
+    assert await row(shop, order.id) == cancelled
+    assert (cancelled["status"], cancelled["cancel_reason"]) == ("CANCELLED", "USER_CANCELLED")
+    assert await shop.outbox(order.id, "order.confirmed") == []
+    assert len(await shop.outbox(order.id, "order.cancelled")) == 1
+
+
+async def test_a_failed_reservation_after_confirmation_changes_nothing(
+    broker: Broker, shop: Shop, user: str
+) -> None:
+    order = await placed_order(shop, user, 1)
+    await handled(broker, shop, reserved(order.id))
+    confirmed = await row(shop, order.id)
+
+    await handled(broker, shop, reservation_failed(order.id))
+
+    assert await row(shop, order.id) == confirmed
+    assert confirmed["status"] == "CONFIRMED"
+    assert await shop.outbox(order.id, "order.cancelled") == []
+
+
+async def test_stock_events_for_an_unknown_order_are_consumed_without_effect(
+    broker: Broker, shop: Shop
+) -> None:
+    unknown = str(uuid.uuid4())
+
+    for event in (reserved(unknown), reservation_failed(unknown), released(unknown)):
+        await handled(broker, shop, event)
+
+    assert (
+        await shop.orders_db.fetchval(
+            "SELECT count(*) FROM orders WHERE id = $1", uuid.UUID(unknown)
+        )
+        == 0
+    )
+    assert (
+        await shop.orders_db.fetchval(
+            "SELECT count(*) FROM outbox WHERE correlation_id = $1", unknown
+        )
+        == 0
+    )
+
+
+async def test_released_stock_is_recorded_once_without_changing_the_status(
+    broker: Broker, shop: Shop, user: str
+) -> None:
+    order = await placed_order(shop, user, 1)
+    await shop.orders.CancelOrder(
+        order_pb2.CancelOrderRequest(user_id=user, order_id=order.id), timeout=5
+    )
+    before = await row(shop, order.id)
+    event = released(order.id)
+
+    await handled(broker, shop, event)
+    recorded = await row(shop, order.id)
+    await redelivered(broker, event)
+    await handled(broker, shop, released(order.id))
+
+    assert before["stock_released_at"] is None
+    assert recorded["stock_released_at"] is not None
+    assert {k: v for k, v in recorded.items() if k != "stock_released_at"} == {
+        k: v for k, v in before.items() if k != "stock_released_at"
+    }
+    assert await row(shop, order.id) == recorded
+
+
+async def test_an_event_without_a_valid_order_id_goes_to_the_dead_letter_queue(
+    broker: Broker, shop: Shop, amqp_settings: AmqpSettings
+) -> None:
+    poison = events_pb2.StockReserved(event_id=str(uuid.uuid4()), order_id="not-a-uuid")
+    dead_letters = f"{amqp_settings.queue_prefix}service-order.dlq"
+
+    await broker.publish(poison, routing_key="stock.reserved", correlation_id="not-a-uuid")
+
+    connection = await aio_pika.connect(amqp_settings.amqp_url, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(dead_letters, passive=True)
+        found = None
+
+        async def arrived() -> bool:
+            nonlocal found
+            message = await queue.get(no_ack=True, fail=False)
+            if message is not None and message.message_id == poison.event_id:
+                found = message
+            return found is not None
+
+        await eventually(arrived)
+    assert found is not None
+    headers = found.headers or {}
+    assert headers.get("x-dead-letter-reason") == "poison"
+    assert "order_id is not a UUID" in str(headers.get("x-dead-letter-error"))
+    assert found.type == RESERVED
+    assert (
+        await shop.orders_db.fetchval(
+            "SELECT count(*) FROM inbox WHERE event_id = $1", uuid.UUID(poison.event_id)
+        )
+        == 0
+    )
