@@ -70,9 +70,13 @@ def test_services_start_after_the_infrastructure_they_use(
     assert {"postgres", "redis", "rabbitmq"} <= waits_for("service-product")
     assert {"couchbase-init", "rabbitmq", "service-product"} <= waits_for("service-cart")
     assert {"service-product"} <= waits_for("product-seed")
-    assert {"service-user", "service-product", "service-cart", "product-seed"} <= waits_for(
-        "api-gateway"
-    )
+    assert {
+        "service-user",
+        "service-product",
+        "service-cart",
+        "service-order",
+        "product-seed",
+    } <= waits_for("api-gateway")
 
 
 def test_only_the_gateway_and_the_uis_publish_ports(services: dict[str, dict[str, Any]]) -> None:
