@@ -183,7 +183,7 @@ async def platform(
     processes: dict[str, ServiceProcess] = {}
     amqp = {
         "AMQP_URL": amqp_url,
-        "EVENTS_EXCHANGE": amqp_isolation.exchange,
+        "EVENTS_EXCHANGE": f"{amqp_isolation.queue_prefix}gw.events",
         "QUEUE_PREFIX": f"{amqp_isolation.queue_prefix}gw.",
     }
     users_db, products_db = await asyncio.gather(

@@ -216,7 +216,7 @@ async def product_address(
             "OTEL_EXPORTER_OTLP_ENDPOINT": "",
             "USER_SERVICE_ADDR": jwks_address,
             "AMQP_URL": amqp_url,
-            "EVENTS_EXCHANGE": amqp_isolation.exchange,
+            "EVENTS_EXCHANGE": f"{amqp_isolation.queue_prefix}cart-tests.events",
             "QUEUE_PREFIX": f"{amqp_isolation.queue_prefix}cart-tests.",
         },
         name="service-product",
@@ -238,7 +238,7 @@ RUN_BROKER: dict[str, str] = {}
 def _run_broker(amqp_url: str, amqp_isolation: AmqpIsolation) -> None:
     RUN_BROKER.update(
         AMQP_URL=amqp_url,
-        EVENTS_EXCHANGE=amqp_isolation.exchange,
+        EVENTS_EXCHANGE=f"{amqp_isolation.queue_prefix}cart-tests.events",
         QUEUE_PREFIX=f"{amqp_isolation.queue_prefix}cart-tests.",
     )
 

@@ -200,8 +200,8 @@ def amqp_settings(amqp_url: str, amqp_isolation: AmqpIsolation) -> AmqpSettings:
     """The broker names of the in-process service-order (and of the tests publishing to it)."""
     return AmqpSettings(
         amqp_url=amqp_url,
-        events_exchange=amqp_isolation.exchange,
-        queue_prefix=amqp_isolation.queue_prefix,
+        events_exchange=f"{amqp_isolation.queue_prefix}order-tests.events",
+        queue_prefix=f"{amqp_isolation.queue_prefix}order-tests.",
         delivery_limit=2,
     )
 

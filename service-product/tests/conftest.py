@@ -86,8 +86,8 @@ def make_settings(
             "SHUTDOWN_GRACE_SECONDS": 1,
             "USER_SERVICE_ADDR": jwks_address,
             "AMQP_URL": amqp_url,
-            "EVENTS_EXCHANGE": amqp_isolation.exchange,
-            "QUEUE_PREFIX": amqp_isolation.queue_prefix,
+            "EVENTS_EXCHANGE": f"{amqp_isolation.queue_prefix}product-tests.events",
+            "QUEUE_PREFIX": f"{amqp_isolation.queue_prefix}product-tests.",
             **overrides,
         }
         return ProductSettings(**values)

@@ -50,7 +50,7 @@ def process_env(
             "PRODUCT_METRICS_PORT": "0",
             "GRPC_HOST": "127.0.0.1",
             "AMQP_URL": amqp_url,
-            "EVENTS_EXCHANGE": amqp_isolation.exchange,
+            "EVENTS_EXCHANGE": f"{amqp_isolation.queue_prefix}product-process.events",
             "QUEUE_PREFIX": f"{amqp_isolation.queue_prefix}process.",
             **overrides,
         }

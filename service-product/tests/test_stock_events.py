@@ -32,8 +32,8 @@ SAGA_EVENTS = [
 def amqp_settings(amqp_url: str, amqp_isolation: AmqpIsolation) -> AmqpSettings:
     return AmqpSettings(
         amqp_url=amqp_url,
-        events_exchange=amqp_isolation.exchange,
-        queue_prefix=amqp_isolation.queue_prefix,
+        events_exchange=f"{amqp_isolation.queue_prefix}product-tests.events",
+        queue_prefix=f"{amqp_isolation.queue_prefix}product-tests.",
     )
 
 
