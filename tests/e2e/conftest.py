@@ -85,12 +85,27 @@ class Honcho:
             self.kill()
 
     def kill(self) -> None:
-        """SIGKILL honcho and the service under it: a crash, nothing drained."""
+        """SIGKILL the service and honcho over it: a crash, nothing drained. honcho starts each
+        Procfile line in a session of its own, so the service's process group is killed first
+        (killing honcho alone would leave the service running, orphaned)."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        for child in _children(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(os.getpgid(child), signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of `pid` (Linux /proc)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                found += [int(child) for child in children.read().split()]
+    return found
 
 
 @dataclass
