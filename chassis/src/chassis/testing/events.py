@@ -12,6 +12,7 @@ async with EventTap(amqp_settings, [events_pb2.StockReserved]) as tap:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,6 +33,7 @@ class TappedEvent:
     message_id: str
     event: Message | None  # None when the type was not one the tap was told about
     headers: dict[str, Any]
+    seen_at: float  # time.perf_counter() when the tap received it
 
 
 class EventTap:
@@ -70,6 +72,7 @@ class EventTap:
             message_id=message.message_id or "",
             event=event,
             headers=dict(message.headers or {}),
+            seen_at=time.perf_counter(),
         )
         async with self._arrived:
             self.events.append(tapped)
