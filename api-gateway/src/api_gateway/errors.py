@@ -134,17 +134,20 @@ def validation_problem(exc: RequestValidationError) -> Response:
 
 
 async def _on_rpc_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, grpc.aio.AioRpcError)
+    if not isinstance(exc, grpc.aio.AioRpcError):  # registered for that type only
+        raise TypeError(type(exc).__name__)
     return problem_from_rpc_error(exc)
 
 
 async def _on_validation_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+    if not isinstance(exc, RequestValidationError):  # registered for that type only
+        raise TypeError(type(exc).__name__)
     return validation_problem(exc)
 
 
 async def _on_http_exception(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
+    if not isinstance(exc, StarletteHTTPException):  # registered for that type only
+        raise TypeError(type(exc).__name__)
     if exc.status_code == 204 or exc.status_code == 304:
         return Response(status_code=exc.status_code, headers=exc.headers)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase

@@ -112,21 +112,23 @@ class Broker:
             raise
         self._connection = connection
 
-    async def _open_publishing_channel(self, connection: AbstractRobustConnection) -> None:
+    async def _open_publishing_channel(
+        self, connection: AbstractRobustConnection
+    ) -> AbstractExchange:
         async with asyncio.timeout(self._connect_timeout):
             channel = await connection.channel(publisher_confirms=True)
-            self._exchange = await topology.get_events_exchange(channel, self.settings)
-        self._channel = channel
+            exchange = await topology.get_events_exchange(channel, self.settings)
+        self._channel, self._exchange = channel, exchange
+        return exchange
 
     async def _publishing_exchange(self, connection: AbstractRobustConnection) -> AbstractExchange:
         exchange = self._exchange
         if exchange is not None:
             return exchange
         async with self._channel_lock:
-            if self._exchange is None:
-                await self._open_publishing_channel(connection)
-            assert self._exchange is not None
-            return self._exchange
+            if self._exchange is not None:  # another publish opened it while we waited
+                return self._exchange
+            return await self._open_publishing_channel(connection)
 
     async def _drop_publishing_channel(self, failed: AbstractExchange | None) -> None:
         """After a publish that timed out, the next one opens a fresh channel: a channel that
