@@ -26,7 +26,12 @@ from cart_service.store import CartStore
 from chassis.grpc_server import ServiceRuntime
 from chassis.testing.plugin import AmqpIsolation
 from chassis.testing.process import ServiceProcess, free_port
-from chassis.testing.tokens import BearerInterceptor, TokenAuthority, serving_jwks
+from chassis.testing.tokens import (
+    BearerInterceptor,
+    OwnerTokenInterceptor,
+    TokenAuthority,
+    serving_jwks,
+)
 from ecommerce.cart.v1 import cart_pb2_grpc
 from ecommerce.product.v1 import product_pb2, product_pb2_grpc
 from ecommerce.user.v1 import user_pb2
@@ -34,23 +39,6 @@ from ecommerce.user.v1 import user_pb2
 TTL_DAYS = 30
 # The key the services under test trust (served as service-user's GetJwks) and tests sign with.
 AUTHORITY = TokenAuthority()
-
-
-class OwnerTokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Sends each cart call with a token of the user it names, as the gateway does, unless the
-    test gives metadata of its own."""
-
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        if not details.metadata:
-            try:
-                owner: str | None = str(uuid.UUID(request.user_id))
-            except ValueError:
-                owner = None  # a malformed id under test: some valid user's token
-            metadata = AUTHORITY.metadata(owner)
-            details = details._replace(metadata=grpc.aio.Metadata(*metadata))
-        return await continuation(details, request)
 
 
 def encode_jwks(keys: list[dict[str, str]]) -> bytes:
@@ -286,7 +274,7 @@ async def platform(
         async with (
             grpc.aio.insecure_channel(product_address, interceptors=[admin]) as product_channel,
             grpc.aio.insecure_channel(
-                cart_address, interceptors=[OwnerTokenInterceptor()]
+                cart_address, interceptors=[OwnerTokenInterceptor(AUTHORITY)]
             ) as cart_channel,
         ):
             yield Platform(

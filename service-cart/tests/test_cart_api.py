@@ -9,10 +9,11 @@ import grpc
 import pytest
 
 from chassis.errors import field_of
+from chassis.testing.tokens import OwnerTokenInterceptor
 from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
 from ecommerce.product.v1 import product_pb2
 
-from .conftest import OwnerTokenInterceptor, Platform, cart_settings, running_cart
+from .conftest import AUTHORITY, Platform, cart_settings, running_cart
 
 
 def new_user() -> str:
@@ -229,7 +230,7 @@ async def test_with_service_product_silent_writes_answer_unavailable_within_the_
         silent,
         running_cart(settings) as runtime,
         grpc.aio.insecure_channel(
-            f"127.0.0.1:{runtime.bound_port}", interceptors=[OwnerTokenInterceptor()]
+            f"127.0.0.1:{runtime.bound_port}", interceptors=[OwnerTokenInterceptor(AUTHORITY)]
         ) as channel,
     ):
         carts = cart_pb2_grpc.CartServiceStub(channel)

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +29,12 @@ import pytest
 from chassis.settings import AmqpSettings
 from chassis.testing.plugin import AmqpIsolation, CreateDatabase
 from chassis.testing.process import ServiceProcess, free_port
-from chassis.testing.tokens import BearerInterceptor, TokenAuthority, serving_jwks
+from chassis.testing.tokens import (
+    BearerInterceptor,
+    OwnerTokenInterceptor,
+    TokenAuthority,
+    serving_jwks,
+)
 from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
 from ecommerce.order.v1 import order_pb2, order_pb2_grpc
 from ecommerce.product.v1 import product_pb2, product_pb2_grpc
@@ -41,22 +46,6 @@ from .support import Tap, open_tap, wait_serving
 
 # The key the services under test trust (served as service-user's GetJwks) and tests sign with.
 AUTHORITY = TokenAuthority()
-
-
-class OwnerTokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Sends each call with a token of the user its request names, as the gateway does, unless
-    the test gives metadata of its own."""
-
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        if not details.metadata:
-            try:
-                owner: str | None = str(uuid.UUID(request.user_id))
-            except ValueError:
-                owner = None  # a malformed id under test: some valid user's token
-            details = details._replace(metadata=grpc.aio.Metadata(*AUTHORITY.metadata(owner)))
-        return await continuation(details, request)
 
 
 def encode_jwks(keys: list[dict[str, str]]) -> bytes:
@@ -311,9 +300,11 @@ async def shop(
 ) -> AsyncIterator[Shop]:
     admin = BearerInterceptor(AUTHORITY.metadata(role="admin"))
     async with (
-        grpc.aio.insecure_channel(service.address, interceptors=[OwnerTokenInterceptor()]) as oc,
         grpc.aio.insecure_channel(
-            upstreams.cart_address, interceptors=[OwnerTokenInterceptor()]
+            service.address, interceptors=[OwnerTokenInterceptor(AUTHORITY)]
+        ) as oc,
+        grpc.aio.insecure_channel(
+            upstreams.cart_address, interceptors=[OwnerTokenInterceptor(AUTHORITY)]
         ) as cc,
         grpc.aio.insecure_channel(upstreams.catalogue_address, interceptors=[admin]) as pc,
         asyncpg.create_pool(orders_db_url, min_size=0, max_size=4) as orders_db,

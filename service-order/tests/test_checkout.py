@@ -11,12 +11,13 @@ import grpc
 
 from chassis.errors import field_of
 from chassis.testing.plugin import AmqpIsolation, CreateDatabase
+from chassis.testing.tokens import OwnerTokenInterceptor
 from ecommerce.cart.v1 import cart_pb2
 from ecommerce.events.v1 import events_pb2
 from ecommerce.order.v1 import order_pb2, order_pb2_grpc
 from ecommerce.product.v1 import product_pb2
 
-from .conftest import OwnerTokenInterceptor, Shop, order_settings, running_order
+from .conftest import AUTHORITY, Shop, order_settings, running_order
 from .support import Tap, rpc_error, sample
 
 
@@ -210,7 +211,7 @@ async def test_with_the_cart_or_catalogue_silent_checkout_is_unavailable_within_
             async with (
                 running_order(settings) as running,
                 grpc.aio.insecure_channel(
-                    running.address, interceptors=[OwnerTokenInterceptor()]
+                    running.address, interceptors=[OwnerTokenInterceptor(AUTHORITY)]
                 ) as channel,
             ):
                 request = order_pb2.CheckoutRequest(user_id=user)
