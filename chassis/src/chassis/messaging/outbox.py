@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,6 +158,7 @@ class OutboxRelay:
         self._max_backoff = max_backoff
         self._max_attempts = max_attempts
         self._backoff = 0.0
+        self._gauges_at = -float("inf")
 
     async def run(self) -> None:
         """Relay forever; database or broker failures are logged and retried with backoff."""
@@ -191,7 +193,11 @@ class OutboxRelay:
                     while claimed == self._batch_size:
                         claimed = await self._publish_batch(worker)
                     self._backoff = 0.0
-                    await self._refresh_gauges(worker)
+                    # At most once per poll interval: under load a wake per commit would
+                    # otherwise add a count over the outbox to every batch.
+                    if time.monotonic() - self._gauges_at >= self._poll_interval:
+                        await self._refresh_gauges(worker)
+                        self._gauges_at = time.monotonic()
                     if listener.is_closed():
                         raise ConnectionError("outbox LISTEN connection lost")
                     with contextlib.suppress(TimeoutError):
