@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 BUF_VERSION ?= 1.75.0
 
-.PHONY: help install test lint format proto proto-check proto-lint dev seed compose-validate check-images clean
+.PHONY: help install test lint format proto proto-check proto-lint dev seed profile compose-validate check-images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,13 @@ dev: install ## run every service locally (root Procfile, honcho) against the se
 
 seed: install ## load the sample catalogue (idempotent)
 	$(UV) run service-product seed
+
+# py-spy (PyPI, run with `uv tool run`) samples the process without stopping it; reading another process's
+# memory needs root or CAP_SYS_PTRACE. PYSPY=dump prints every thread's stack once.
+PYSPY ?= top
+profile: ## live profile of a running local service: make profile SERVICE=service-order [PYSPY=dump]
+	@pid=$$(pgrep -nf "bin/$(SERVICE)$$") || { echo "no running process ends with bin/$(SERVICE)"; exit 1; }; \
+	  $(UV) tool run py-spy $(PYSPY) --pid $$pid
 
 compose-validate: ## offline checks of the compose environment and Dockerfiles (see its README)
 	docker-compose-environment/validate.sh

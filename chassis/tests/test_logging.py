@@ -21,7 +21,7 @@ def restore_logging() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-def test_structlog_and_stdlib_events_are_json_lines_with_the_service(
+def test_structlog_and_library_lines_are_json_with_the_service_and_an_event_name(
     restore_logging, capsys
 ) -> None:
     configure_logging("service-test", "INFO")
@@ -31,8 +31,9 @@ def test_structlog_and_stdlib_events_are_json_lines_with_the_service(
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(line["logger"], line["event"], line["level"]) for line in lines] == [
         ("orders", "order_created", "info"),
-        ("uvicorn.error", "listening on 0.0.0.0:8080", "warning"),
+        ("uvicorn.error", "library_log", "warning"),
     ]
+    assert lines[1]["message"] == "listening on 0.0.0.0:8080"
     assert all(line["service"] == "service-test" for line in lines)
     assert all(line["timestamp"].endswith("Z") for line in lines)
     assert lines[0]["order_id"] == "o-1"

@@ -1,5 +1,6 @@
-"""What operators see of a running service: one access-log line per RPC, RED metrics on the
-metrics port, secrets redacted in logs, trace ids on every line of a request, reflection."""
+"""What operators see of a running service: one access-log line per RPC, a warning for an RPC
+slower than SLOW_RPC_SECONDS, RED metrics and runtime metrics on the metrics port, secrets
+redacted in logs, trace ids on every line of a request, reflection."""
 
 from __future__ import annotations
 
@@ -43,6 +44,21 @@ async def test_every_rpc_gets_one_access_log_line(sample_server) -> None:
     assert HEX16.match(line["span_id"])
 
 
+async def test_an_rpc_slower_than_the_threshold_logs_a_slow_rpc_warning(start_sample) -> None:
+    process, address = start_sample(SLOW_RPC_SECONDS="0.25")
+    await process.wait_serving(address, timeout_s=30)
+    await call(address, "Slow", b"0")
+    await call(address, "Slow", b"500")
+    slow = await asyncio.to_thread(process.wait_for_log, "slow_rpc", 10)
+    access = process.wait_for_log("rpc", method=SAMPLE + "Slow", trace_id=slow["trace_id"])
+    assert slow["level"] == "warning"
+    assert (slow["method"], slow["code"]) == (SAMPLE + "Slow", "OK")
+    assert slow["duration_ms"] == access["duration_ms"] >= 500
+    assert slow["threshold_ms"] == 250
+    # The quick call came first and was logged first: it got no warning.
+    assert [line["event"] for line in process.logs()].count("slow_rpc") == 1
+
+
 async def test_rpcs_are_counted_by_method_and_code(sample_server) -> None:
     with pytest.raises(grpc.aio.AioRpcError):
         await call(sample_server.address, "Reject")
@@ -81,6 +97,13 @@ async def test_reflection_lists_the_registered_services_and_health(sample_server
             for service in response.list_services_response.service
         }
     assert {"chassis.sample.Sample", "grpc.health.v1.Health"} <= names
+
+
+async def test_the_metrics_port_serves_the_python_runtime_metrics(sample_server) -> None:
+    metrics = await asyncio.to_thread(scrape, sample_server.metrics_url)
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"):
+        assert re.search(rf"^{name}(\{{.*\}})? ", metrics, flags=re.MULTILINE), name
+    assert 'python_gc_collections_total{generation="0"}' in metrics
 
 
 def test_redaction_reaches_nested_keys_lists_and_card_numbers() -> None:

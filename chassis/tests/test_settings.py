@@ -118,3 +118,33 @@ def test_an_aliased_setting_is_read_from_its_own_variable_only(monkeypatch, caps
     assert "SHOP_DB_NAME is required" in capsys.readouterr().err
     monkeypatch.setenv("SHOP_DB_NAME", "shop")
     assert load_settings(ShopSettings).grpc_port == 50099
+
+
+def test_the_trace_sampler_is_read_from_the_standard_otel_variables(monkeypatch) -> None:
+    monkeypatch.setenv("SHOP_DB_NAME", "shop")
+    defaults = load_settings(ShopSettings)
+    assert (defaults.otel_traces_sampler, defaults.otel_traces_sampler_arg) == (
+        "parentbased_traceidratio",
+        1.0,
+    )
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    settings = load_settings(ShopSettings)
+    assert (settings.otel_traces_sampler, settings.otel_traces_sampler_arg) == (
+        "parentbased_always_off",
+        0.25,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("OTEL_TRACES_SAMPLER_ARG", "1.5"), ("OTEL_TRACES_SAMPLER", "traceidratio")],
+)
+def test_a_ratio_outside_0_1_or_a_sampler_that_ignores_the_parent_is_refused(
+    monkeypatch, capsys, variable: str, value: str
+) -> None:
+    monkeypatch.setenv("SHOP_DB_NAME", "shop")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit):
+        load_settings(ShopSettings)
+    assert capsys.readouterr().err.startswith(f"service-shop: configuration error: {variable}: ")

@@ -195,6 +195,7 @@ def test_the_services_get_the_shared_platform_settings(
         "EVENTS_EXCHANGE",
         "LOG_LEVEL",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_TRACES_SAMPLER_ARG",
         "ADMIN_EMAIL",
         "ADMIN_PASSWORD",
     }

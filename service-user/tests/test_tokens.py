@@ -118,7 +118,8 @@ def test_without_configuration_an_ephemeral_key_is_generated_with_a_warning() ->
     second = load_signing_key(None, None)
     assert first.kid != second.kid
     assert any(
-        "generated an ephemeral development signing key" in entry["event"]
+        entry["event"] == "signing_key_ephemeral"
+        and entry["kid"] == first.kid
         and entry["log_level"] == "warning"
         for entry in logs
     )

@@ -29,7 +29,12 @@ log = get_logger(__name__)
 
 def create_app(settings: GatewaySettings) -> FastAPI:
     configure_logging(GatewaySettings.service_name, settings.log_level)
-    configure_tracing(GatewaySettings.service_name, settings.otel_exporter_otlp_endpoint)
+    configure_tracing(
+        GatewaySettings.service_name,
+        settings.otel_exporter_otlp_endpoint,
+        traces_sampler=settings.otel_traces_sampler,
+        ratio=settings.otel_traces_sampler_arg,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

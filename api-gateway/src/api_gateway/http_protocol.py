@@ -79,7 +79,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.reading_headers:
             # Still inside the headers with the allowance spent: refuse without parsing more.
-            self._refuse(TOO_LARGE, "request_headers_too_large")
+            self._refuse(TOO_LARGE, "headers_too_large")
             return
         super().data_received(rest)
 
@@ -111,10 +111,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _headers_timed_out(self) -> None:
         self.header_timer = None
         if self.reading_headers and not self.transport.is_closing():
-            self._refuse(TIMED_OUT, "request_headers_timed_out")
+            self._refuse(TIMED_OUT, "headers_timed_out")
 
-    def _refuse(self, answer: bytes, event: str) -> None:
+    def _refuse(self, answer: bytes, reason: str) -> None:
         self._disarm_header_timer()
-        log.warning(event, client=self.client[0] if self.client else None)
+        log.warning(
+            "request_refused", reason=reason, client=self.client[0] if self.client else None
+        )
         self.transport.write(answer)
         self.transport.close()

@@ -15,18 +15,21 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram
 
+from chassis.metrics import expose
 from chassis.telemetry import grpc_client_interceptors
 
 RPC_CLIENT_HANDLED = Counter(
     "grpc_client_handled_total",
     "RPCs this process made to another service, by final status code.",
     ["method", "code"],
+    registry=None,
 )
 RPC_CLIENT_LATENCY = Histogram(
     "grpc_client_handling_seconds",
     "Time from starting an outbound RPC to receiving its status.",
     ["method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=None,
 )
 
 KEEPALIVE_OPTIONS: list[tuple[str, Any]] = [
@@ -105,6 +108,7 @@ def create_channel(
     `idempotent_methods` (full names, `/pkg.Service/Method`) are retried on UNAVAILABLE within
     that deadline. Writes are never retried here: only their caller knows whether that is safe.
     """
+    expose(RPC_CLIENT_HANDLED, RPC_CLIENT_LATENCY)
     options = list(KEEPALIVE_OPTIONS)
     if idempotent_methods:
         options += [

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from chassis.logging import configure_logging, get_logger
-from chassis.metrics import start_metrics_server
+from chassis.metrics import RPC_HANDLED, RPC_LATENCY, expose, start_metrics_server
 from chassis.rpc_observer import RpcObserver
 from chassis.settings import ServiceSettings
 from chassis.telemetry import configure_tracing, grpc_server_interceptor, shutdown_tracing
@@ -48,9 +48,16 @@ class ServiceRuntime:
         self.settings = settings
         self.service_name = type(settings).service_name
         configure_logging(self.service_name, settings.log_level)
-        configure_tracing(self.service_name, settings.otel_exporter_otlp_endpoint)
+        configure_tracing(
+            self.service_name,
+            settings.otel_exporter_otlp_endpoint,
+            traces_sampler=settings.otel_traces_sampler,
+            ratio=settings.otel_traces_sampler_arg,
+        )
+        expose(RPC_HANDLED, RPC_LATENCY)
+        observer = RpcObserver(self.service_name, slow_rpc_seconds=settings.slow_rpc_seconds)
         self.server: grpc.aio.Server = grpc.aio.server(
-            interceptors=[grpc_server_interceptor(), RpcObserver(self.service_name)],
+            interceptors=[grpc_server_interceptor(), observer],
             maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
         self.health = health.aio.HealthServicer()

@@ -70,6 +70,17 @@ def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     return event_dict
 
 
+LIBRARY_EVENT = "library_log"
+
+
+def name_library_records(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """A line from a library's stdlib logger (uvicorn, alembic, grpc, aio-pika): its text moves
+    to `message` and its event is `library_log`, so every `event` of every line is a name."""
+    event_dict["message"] = event_dict.get("event")
+    event_dict["event"] = LIBRARY_EVENT
+    return event_dict
+
+
 def _add_service(service: str) -> Processor:
     def add_service(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         event_dict.setdefault("service", service)
@@ -132,7 +143,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, name_library_records],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -146,7 +157,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.handlers = [handler]
     root.setLevel(numeric_level)
     # Libraries that chat at INFO about every connection would drown the service's own events.
-    for noisy in ("aiormq", "aio_pika", "asyncio"):
+    for noisy in ("aiormq", "aio_pika", "asyncio", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(numeric_level, logging.WARNING))
 
 

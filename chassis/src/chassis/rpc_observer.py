@@ -1,5 +1,6 @@
-"""The server interceptor that gives every RPC its access-log line and RED metrics, and the ONE
-place where a DomainError becomes a gRPC status (anything unexpected becomes INTERNAL)."""
+"""The server interceptor that gives every RPC its access-log line, RED metrics and, past the
+slow-RPC threshold, a `slow_rpc` warning; and the ONE place where a DomainError becomes a gRPC
+status (anything unexpected becomes INTERNAL)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def _final_code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> 
 class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Wraps each method handler; sits inside the tracing interceptor so logs carry trace ids."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, *, slow_rpc_seconds: float = 1.0) -> None:
         self._service = service
+        self._slow_rpc_seconds = slow_rpc_seconds
 
     async def intercept_service(
         self,
@@ -128,6 +130,15 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             "peer": context.peer(),
         }
         if method.startswith(_QUIET_PREFIXES):
+            # Health watches are long-lived streams: their duration says nothing about speed.
             _log.debug("rpc", **fields)
-        else:
-            write_access_line(_ACCESS_LOGGER, "rpc", fields)
+            return
+        write_access_line(_ACCESS_LOGGER, "rpc", fields)
+        if elapsed > self._slow_rpc_seconds:
+            _log.warning(
+                "slow_rpc",
+                method=method,
+                code=outcome.code.name,
+                duration_ms=fields["duration_ms"],
+                threshold_ms=round(self._slow_rpc_seconds * 1000, 3),
+            )

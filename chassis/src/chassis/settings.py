@@ -4,7 +4,7 @@ loader that turns a bad variable into one clear line and exit code 2."""
 from __future__ import annotations
 
 import sys
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -12,6 +12,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 # No populate_by_name: a field with an alias must be read from that variable only, never from a
 # generic one that happens to share its field name (honcho sets PORT, shells set HOST).
 _CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+# The values of OTEL_TRACES_SAMPLER accepted: parent-based only, so that a trace is kept or dropped
+# whole (a service deciding on its own would cut a checkout's trace into pieces).
+TracesSampler = Literal[
+    "parentbased_traceidratio", "parentbased_always_on", "parentbased_always_off"
+]
 
 
 class ProcessSettings(BaseSettings):
@@ -24,6 +30,9 @@ class ProcessSettings(BaseSettings):
 
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
+    # The standard OpenTelemetry variables; read only when the endpoint above is set.
+    otel_traces_sampler: TracesSampler = "parentbased_traceidratio"
+    otel_traces_sampler_arg: float = Field(1.0, ge=0.0, le=1.0)
     # Internal ports listen on loopback unless told otherwise (containers set 0.0.0.0): outside
     # a container, nothing but the gateway should be reachable from another machine.
     metrics_host: str = "127.0.0.1"
@@ -41,6 +50,8 @@ class ServiceSettings(ProcessSettings):
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     readiness_interval_seconds: float = Field(3.0, gt=0)
     startup_retry_max_seconds: float = Field(5.0, gt=0)
+    # An RPC that takes longer is logged as `slow_rpc` (warning) besides its access line.
+    slow_rpc_seconds: float = Field(1.0, gt=0)
 
 
 class TokenVerificationSettings(BaseSettings):

@@ -1,31 +1,102 @@
-"""OpenTelemetry tracing for a service: tracer provider, OTLP exporter (only when an endpoint is
-configured), asyncpg and redis instrumentation, gRPC client and server interceptors."""
+"""OpenTelemetry tracing for a service: tracer provider, sampler, OTLP exporter (only when an
+endpoint is configured), asyncpg and redis instrumentation, gRPC client and server interceptors."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
+from importlib import metadata
+
 import grpc
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.instrumentation.grpc.filters import any_of, health_check, negate, service_prefix
 from opentelemetry.instrumentation.redis import RedisInstrumentor
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.util.types import Attributes
+
+from chassis.settings import TracesSampler
 
 _provider: TracerProvider | None = None
 
 
-def configure_tracing(service: str, endpoint: str | None) -> None:
+class EntryPointSampler(Sampler):
+    """Decides for traces that start in this process: only where work enters it (a request
+    served, a message published or processed), by `root`. A database, Redis or gRPC call made
+    with no trace around it (the saga sweeper, the relay's polling, readiness checks) starts
+    none: otherwise each would be a one-span trace every few seconds, burying the real ones."""
+
+    def __init__(self, root: Sampler) -> None:
+        self._root = root
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if kind is SpanKind.CLIENT:
+            return SamplingResult(Decision.DROP)
+        return self._root.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"EntryPointSampler{{{self._root.get_description()}}}"
+
+
+def sampler(name: TracesSampler = "parentbased_traceidratio", ratio: float = 1.0) -> Sampler:
+    """The sampler of OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG: a child follows its
+    parent's decision; a root is an entry point (above), kept with probability `ratio`."""
+    roots = {
+        "parentbased_traceidratio": TraceIdRatioBased(ratio),
+        "parentbased_always_on": ALWAYS_ON,
+        "parentbased_always_off": ALWAYS_OFF,
+    }
+    return ParentBased(EntryPointSampler(roots[name]))
+
+
+def _resource(service: str) -> Resource:
+    attributes = {SERVICE_NAME: service}
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        attributes[SERVICE_VERSION] = metadata.version(service)  # the distribution's version
+    return Resource.create(attributes)
+
+
+def configure_tracing(
+    service: str,
+    endpoint: str | None,
+    *,
+    traces_sampler: TracesSampler = "parentbased_traceidratio",
+    ratio: float = 1.0,
+) -> None:
     """Install the SDK tracer provider once per process. Spans are recorded and exported over
-    OTLP gRPC only when `endpoint` is set. Without one, tracing is off but context still flows:
-    spans are created unsampled (no attributes, no export, a fraction of the cost), so log lines
-    keep trace ids that match across services, and the driver instrumentation is not installed."""
+    OTLP gRPC only when `endpoint` is set, sampled by `sampler(traces_sampler, ratio)`. Without
+    one, tracing is off but context still flows: spans are created unsampled (no attributes, no
+    export, a fraction of the cost), so log lines keep trace ids that match across services, and
+    the driver instrumentation is not installed."""
     global _provider
     if _provider is not None:
         return
-    resource = Resource.create({SERVICE_NAME: service})
+    resource = _resource(service)
     if not endpoint:
         _provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
         trace.set_tracer_provider(_provider)
@@ -33,7 +104,7 @@ def configure_tracing(service: str, endpoint: str | None) -> None:
     # Imported here: the exporter pulls in its own gRPC channel machinery, useless when off.
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
+    provider = TracerProvider(resource=resource, sampler=sampler(traces_sampler, ratio))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
     _provider = provider

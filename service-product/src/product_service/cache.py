@@ -176,5 +176,5 @@ class ProductCache:
                 return await call()
         except (RedisError, OSError, TimeoutError) as error:
             CACHE_ERRORS.labels(operation=operation).inc()
-            log.warning("product cache unavailable", operation=operation, error=repr(error))
+            log.warning("product_cache_unavailable", operation=operation, error=repr(error))
             return None

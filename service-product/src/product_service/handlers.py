@@ -142,7 +142,7 @@ class Stock:
         lines = stock_lines((line.product_id, line.quantity) for line in event.lines)
         if not await uow.stock.open_reservation(order_id):
             RESERVATIONS.labels(outcome="skipped").inc()
-            log.info("stock_reservation_skipped", order_id=str(order_id))
+            log.info("stock_reservation", order_id=str(order_id), outcome="skipped")
             return
         in_stock = await uow.stock.lock_stock([line.product_id for line in lines])
         shortage = first_shortage(lines, in_stock)
@@ -187,7 +187,7 @@ class Stock:
 def _counted(outcome: str, order_id: uuid.UUID) -> Callable[[], Awaitable[None]]:
     async def count() -> None:
         RESERVATIONS.labels(outcome=outcome).inc()
-        log.info("stock_reservation_" + outcome, order_id=str(order_id))
+        log.info("stock_reservation", order_id=str(order_id), outcome=outcome)
 
     return count
 

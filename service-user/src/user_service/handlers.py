@@ -75,7 +75,7 @@ async def register(
     user = await accounts.store.create(
         email=normalised, full_name=name, password_hash=password_hash, role=Role.CUSTOMER
     )
-    log.info("account registered", user_id=str(user.id))
+    log.info("account_registered", user_id=str(user.id))
     return user
 
 
@@ -107,14 +107,14 @@ async def _check_credentials(
     if verification.needs_rehash:
         await _rehash(accounts, user, password)
     await accounts.throttle.attempt_succeeded(normalised, client)
-    log.info("login succeeded", user_id=str(user.id))
+    log.info("login_succeeded", user_id=str(user.id))
     return accounts.tokens.issue(user)
 
 
 async def _failed_login(accounts: Accounts, email: str, client: str) -> Unauthenticated:
     """Count the failure, then hand back the one error every failed login gets."""
     await accounts.throttle.attempt_failed(email, client)
-    log.info("login failed")
+    log.info("login_failed")
     return Unauthenticated(INVALID_CREDENTIALS)
 
 
@@ -133,10 +133,10 @@ async def _rehash(accounts: Accounts, user: User, password: str) -> None:
     ) as error:
         # The upgrade is opportunistic: the password was proven, so the login must not fail
         # because this write did; the next login tries again.
-        log.warning("password rehash not stored", user_id=str(user.id), error=type(error).__name__)
+        log.warning("password_rehash_not_stored", user_id=str(user.id), error=type(error).__name__)
         return
     if replaced:
-        log.info("password rehashed with current parameters", user_id=str(user.id))
+        log.info("password_rehashed", user_id=str(user.id))
 
 
 async def get_user(accounts: Accounts, *, caller: Principal, user_id: str) -> User:
@@ -171,10 +171,13 @@ async def bootstrap_admin(
         role=Role.ADMIN,
     )
     if created is not None:
-        log.info("admin account created", user_id=str(created.id))
+        log.info("admin_account_created", user_id=str(created.id))
         return
     existing = await store.by_email(normalised)
     if existing is not None and existing.role is not Role.ADMIN:
-        log.error("ADMIN_EMAIL belongs to a non-admin account; it was not promoted")
+        log.error(
+            "admin_account_not_created",
+            reason="ADMIN_EMAIL belongs to a non-admin account; it was not promoted",
+        )
     else:
-        log.info("admin account already exists")
+        log.info("admin_account_exists")

@@ -157,7 +157,8 @@ def admin_account_wanted(settings: UserSettings) -> tuple[str, SecretStr] | None
     weakness = admin_password_weakness(settings.admin_password.get_secret_value())
     if weakness is not None:
         get_logger(__name__).error(
-            f"ADMIN_PASSWORD {weakness}: no admin account was created; set a strong one"
+            "admin_account_not_created",
+            reason=f"ADMIN_PASSWORD {weakness}: no admin account was created; set a strong one",
         )
         return None
     return settings.admin_email, settings.admin_password

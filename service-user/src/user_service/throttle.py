@@ -46,7 +46,7 @@ class _Deadlined:
             async with asyncio.timeout(self._timeout):
                 return await pending
         except (TimeoutError, RedisError, OSError) as error:
-            log.error("redis unavailable for throttling", error=repr(error))
+            log.error("throttle_redis_unavailable", error=repr(error))
             raise Unavailable("login is temporarily unavailable, try again shortly") from error
 
 
@@ -118,7 +118,7 @@ class LoginThrottle(_Deadlined):
             attempts, _, _ = await self._call(pipe.execute())
         if attempts is not None and int(attempts) >= self._max_failures:
             await self._call(self._redis.expire(pair, self._window))
-            log.warning("login throttled for one client after repeated failures")
+            log.warning("login_throttled", scope="client", max_failures=self._max_failures)
 
     async def attempt_succeeded(self, email: str, client: str) -> None:
         await self._call(self._redis.delete(self._pair_key(email, client)))

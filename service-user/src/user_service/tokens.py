@@ -117,11 +117,13 @@ def load_signing_key(pem: str | None, path: Path | None) -> SigningKey:
         return SigningKey.from_pem(pem)
     if path is not None:
         return _load_or_create_key_file(path)
+    key = SigningKey.generate()
     log.warning(
-        "generated an ephemeral development signing key; tokens will not survive a restart, "
-        "set JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE in production"
+        "signing_key_ephemeral",
+        kid=key.kid,
+        detail="tokens will not survive a restart; set JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE",
     )
-    return SigningKey.generate()
+    return key
 
 
 def _load_or_create_key_file(path: Path) -> SigningKey:
@@ -141,7 +143,7 @@ def _load_or_create_key_file(path: Path) -> SigningKey:
         return SigningKey.from_pem(path.read_text(encoding="ascii"))
     finally:
         temporary.unlink()
-    log.warning("generated a signing key and saved it", path=str(path), kid=key.kid)
+    log.warning("signing_key_generated", path=str(path), kid=key.kid)
     return key
 
 

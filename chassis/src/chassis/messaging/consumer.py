@@ -29,8 +29,6 @@ import aiormq
 import grpc
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from google.protobuf.message import Message
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
 from prometheus_client import Counter, Gauge
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -38,24 +36,34 @@ from structlog.stdlib import BoundLogger
 
 from chassis.errors import Unavailable
 from chassis.logging import get_logger
-from chassis.messaging import codec, redrive, topology
+from chassis.messaging import codec, redrive, topology, tracing
 from chassis.messaging.broker import Broker, BrokerUnavailable
 from chassis.messaging.inbox import Handler, Outcome
+from chassis.metrics import expose
 from chassis.postgres import OUTAGE_ERRORS
 
 EVENTS_CONSUMED = Counter(
-    "events_consumed", "Events taken off a queue, by outcome", ["event_type", "outcome"]
+    "events_consumed",
+    "Events taken off a queue, by outcome",
+    ["event_type", "outcome"],
+    registry=None,
 )
 EVENTS_DEAD_LETTERED = Counter(
-    "events_dead_lettered", "Events sent to a dead-letter queue", ["queue", "event_type"]
+    "events_dead_lettered",
+    "Events sent to a dead-letter queue",
+    ["queue", "event_type"],
+    registry=None,
 )
-DLQ_DEPTH = Gauge("events_dlq_depth", "Messages waiting in a dead-letter queue", ["queue"])
+DLQ_DEPTH = Gauge(
+    "events_dlq_depth", "Messages waiting in a dead-letter queue", ["queue"], registry=None
+)
 UNROUTED_DEPTH = Gauge(
-    "events_unrouted_depth", "Events waiting because no queue was bound to their routing key"
+    "events_unrouted_depth",
+    "Events waiting because no queue was bound to their routing key",
+    registry=None,
 )
 
 logger = get_logger(__name__)
-_tracer = trace.get_tracer("chassis.messaging")
 _TRANSIENT_RPC_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
@@ -106,6 +114,8 @@ class EventConsumer:
         self._subscriptions = {s.routing_key: s for s in subscriptions}
         if not self._subscriptions:
             raise ValueError("an EventConsumer needs at least one subscription")
+        expose(EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, DLQ_DEPTH, UNROUTED_DEPTH)
+        expose(redrive.UNROUTED_REDRIVEN)
         self._broker = broker
         self._prefetch = prefetch
         self._handler_timeout = handler_timeout
@@ -202,28 +212,14 @@ class EventConsumer:
                 self._ordering[key] = (lock, waiting - 1)
 
     async def _traced(self, message: AbstractIncomingMessage) -> None:
-        headers = message.headers or {}
-        carrier = {key: value for key, value in headers.items() if isinstance(value, str)}
-        token = otel_context.attach(propagate.extract(carrier))
         routing_key = redrive.original_routing_key(message)
-        try:
-            with _tracer.start_as_current_span(
-                f"{routing_key} process",
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "rabbitmq",
-                    "messaging.operation": "process",
-                    "messaging.destination.name": self.queue_name,
-                    "messaging.rabbitmq.destination.routing_key": routing_key,
-                    "messaging.message.id": message.message_id or "",
-                    "messaging.message.conversation_id": message.correlation_id or "",
-                },
-            ):
-                await self._process(message, routing_key)
-        finally:
-            otel_context.detach(token)
+        with tracing.processing(
+            self._broker.settings, message, queue=self.queue_name, routing_key=routing_key
+        ):
+            await self._process(message, routing_key)
 
     async def _process(self, message: AbstractIncomingMessage, routing_key: str) -> None:
+        started = time.perf_counter()
         event_type = message.type or "unknown"
         log = logger.bind(
             queue=self.queue_name,
@@ -242,6 +238,9 @@ class EventConsumer:
         outcome = await self._handle(subscription.handler, event, message, event_type, log)
         if outcome is not None and await _settled(message.ack(), log):
             EVENTS_CONSUMED.labels(event_type=event_type, outcome=outcome).inc()
+            # The event's access line: one per event handled, in the trace it carried.
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+            log.info("event_handled", outcome=outcome.value, duration_ms=elapsed_ms)
 
     async def _handle(
         self,

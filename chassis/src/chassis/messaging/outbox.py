@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,13 +18,12 @@ from typing import Any
 
 import asyncpg
 from google.protobuf.message import Message
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
 from prometheus_client import Counter, Gauge
 
 from chassis.logging import get_logger
-from chassis.messaging import codec
+from chassis.messaging import codec, tracing
 from chassis.messaging.broker import Broker, BrokerUnavailable, OutgoingEvent
+from chassis.metrics import expose
 
 NOTIFY_CHANNEL = "outbox"
 
@@ -61,24 +59,32 @@ CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
     FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
 """
 
-OUTBOX_BACKLOG = Gauge("outbox_backlog", "Outbox events committed but not yet published")
+OUTBOX_BACKLOG = Gauge(
+    "outbox_backlog", "Outbox events committed but not yet published", registry=None
+)
 OUTBOX_OLDEST_AGE = Gauge(
     "outbox_oldest_unpublished_age_seconds",
     "Age of the oldest outbox event waiting to be published (0 when none waits)",
+    registry=None,
 )
 OUTBOX_PARKED = Gauge(
-    "outbox_parked", "Outbox events set aside after repeated publish failures (need an operator)"
+    "outbox_parked",
+    "Outbox events set aside after repeated publish failures (need an operator)",
+    registry=None,
 )
 OUTBOX_PUBLISHED = Counter(
-    "outbox_published", "Outbox events published and confirmed by the broker", ["event_type"]
+    "outbox_published",
+    "Outbox events published and confirmed by the broker",
+    ["event_type"],
+    registry=None,
 )
 OUTBOX_PUBLISH_FAILURES = Counter(
     "outbox_publish_failures",
     "Publish attempts of one outbox row that failed for that row (not a broker outage)",
     ["event_type"],
+    registry=None,
 )
 
-_tracer = trace.get_tracer("chassis.messaging")
 logger = get_logger(__name__)
 
 
@@ -97,15 +103,13 @@ class PendingEvent:
     def of(cls, event: Message, *, routing_key: str, correlation_id: str) -> PendingEvent:
         """Check what AMQP limits now, so a bad event fails its own transaction instead of
         blocking the relay later; the current trace context travels with it."""
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
         return cls(
             event_id=codec.event_id_of(event),
             event_type=codec.check_short_string(codec.type_name(event), "event type"),
             routing_key=codec.check_short_string(routing_key, "routing_key"),
             correlation_id=codec.check_short_string(correlation_id, "correlation_id"),
             payload=event.SerializeToString(),
-            trace_context=json.dumps(carrier),
+            trace_context=tracing.current_context(),
         )
 
 
@@ -150,6 +154,13 @@ class OutboxRelay:
         max_backoff: float = 30.0,
         max_attempts: int = 5,
     ) -> None:
+        expose(
+            OUTBOX_BACKLOG,
+            OUTBOX_OLDEST_AGE,
+            OUTBOX_PARKED,
+            OUTBOX_PUBLISHED,
+            OUTBOX_PUBLISH_FAILURES,
+        )
         self._url = pool_url
         self._broker = broker
         self._batch_size = batch_size
@@ -274,36 +285,28 @@ class OutboxRelay:
         )
 
     async def _publish_row(self, row: asyncpg.Record) -> None:
-        parent = propagate.extract(_trace_carrier(row["trace_context"]))
-        token = otel_context.attach(parent)
-        try:
-            with _tracer.start_as_current_span(
-                f"{row['routing_key']} publish",
-                kind=trace.SpanKind.PRODUCER,
-                attributes={
-                    "messaging.system": "rabbitmq",
-                    "messaging.operation": "publish",
-                    "messaging.destination.name": self._broker.settings.events_exchange,
-                    "messaging.rabbitmq.destination.routing_key": row["routing_key"],
-                    "messaging.message.id": str(row["event_id"]),
-                    "messaging.message.conversation_id": row["correlation_id"],
-                },
-            ):
-                headers: dict[str, str] = {}
-                propagate.inject(headers)
-                await self._broker.publish_outgoing(
-                    OutgoingEvent(
-                        event_id=str(row["event_id"]),
-                        event_type=row["event_type"],
-                        routing_key=row["routing_key"],
-                        correlation_id=row["correlation_id"],
-                        body=bytes(row["payload"]),
-                        headers=headers,
-                        occurred_at=row["created_at"],
-                    )
+        headers: dict[str, str] = {}
+        payload = bytes(row["payload"])
+        with tracing.publishing(
+            self._broker.settings,
+            routing_key=row["routing_key"],
+            event_id=str(row["event_id"]),
+            correlation_id=row["correlation_id"],
+            body_size=len(payload),
+            stored_context=row["trace_context"],
+            headers=headers,
+        ):
+            await self._broker.publish_outgoing(
+                OutgoingEvent(
+                    event_id=str(row["event_id"]),
+                    event_type=row["event_type"],
+                    routing_key=row["routing_key"],
+                    correlation_id=row["correlation_id"],
+                    body=payload,
+                    headers=headers,
+                    occurred_at=row["created_at"],
                 )
-        finally:
-            otel_context.detach(token)
+            )
 
     async def _refresh_gauges(self, conn: asyncpg.Connection) -> None:
         row = await conn.fetchrow(
@@ -323,11 +326,6 @@ class OutboxRelay:
 def _is_outage(error: BaseException) -> bool:
     """The broker (not this row) is the problem: nothing is counted against the row."""
     return isinstance(error, BrokerUnavailable | ConnectionError | TimeoutError | OSError)
-
-
-def _trace_carrier(raw: Any) -> dict[str, str]:
-    stored = json.loads(raw) if isinstance(raw, str) else raw
-    return {str(key): str(value) for key, value in (stored or {}).items()}
 
 
 async def _close(conn: asyncpg.Connection) -> None:

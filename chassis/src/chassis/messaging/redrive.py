@@ -22,6 +22,7 @@ from chassis.messaging.broker import Broker
 UNROUTED_REDRIVEN = Counter(
     "events_unrouted_redriven",
     "Events published before any queue was bound to them, re-published once a consumer bound",
+    registry=None,
 )
 
 # Headers the chassis sets on a dead-lettered copy; the re-drive reads the first one back.

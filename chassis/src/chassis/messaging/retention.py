@@ -16,8 +16,14 @@ import asyncpg
 from prometheus_client import Counter
 
 from chassis.logging import get_logger
+from chassis.metrics import expose
 
-PURGED = Counter("messaging_rows_purged", "Outbox and inbox rows deleted by retention", ["table"])
+PURGED = Counter(
+    "messaging_rows_purged",
+    "Outbox and inbox rows deleted by retention",
+    ["table"],
+    registry=None,
+)
 _log = get_logger(__name__)
 
 _PURGE_OUTBOX = """
@@ -44,6 +50,7 @@ class MessagingRetention:
         interval: float = 60.0,
         chunk: int = 1000,
     ) -> None:
+        expose(PURGED)
         self._pool = pool
         self._outbox_retention = outbox_retention
         self._inbox_retention = inbox_retention
