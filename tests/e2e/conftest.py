@@ -7,6 +7,7 @@ process dies).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -15,9 +16,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import httpx
@@ -25,6 +27,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chassis.testing.plugin import AmqpIsolation
+
+if TYPE_CHECKING:
+    from .faults import QueueDepths, Servers
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_EMAIL = "admin@e2e.example.com"
@@ -85,12 +90,27 @@ class Honcho:
             self.kill()
 
     def kill(self) -> None:
-        """SIGKILL honcho and the service under it: a crash, nothing drained."""
+        """SIGKILL the service and honcho over it: a crash, nothing drained. Honcho starts each
+        process in a session of its own, so killing honcho's group alone would leave the service
+        running, orphaned, still bound to its port."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        for pid in reversed(_descendants(self.proc.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under `pid`, parents before their children (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                found += [int(child), *_descendants(int(child))]
+    return found
 
 
 @dataclass
@@ -100,9 +120,16 @@ class Platform:
     base_url: str
     env: dict[str, str]
     processes: dict[str, Honcho] = field(default_factory=dict)
+    # Settings of one process only (a fault test points each service at proxies of its own).
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    # What processes stopped or killed before wrote.
+    earlier_lines: dict[str, list[str]] = field(default_factory=dict)
 
     def start(self, name: str) -> None:
-        self.processes[name] = Honcho(self.env, (name,)).start()
+        if name in self.processes:
+            self.earlier_lines.setdefault(name, []).extend(self.processes[name].lines)
+        env = {**self.env, **self.overrides.get(name, {})}
+        self.processes[name] = Honcho(env, (name,)).start()
 
     def stop(self, name: str) -> None:
         self.processes[name].stop()
@@ -138,6 +165,14 @@ class Platform:
     def logs(self, name: str) -> list[str]:
         return list(self.processes[name].lines)
 
+    def save_logs(self, label: str) -> None:
+        """Every process's output into E2E_LOG_DIR, when set (to read after a failure)."""
+        if folder := os.environ.get("E2E_LOG_DIR"):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            for name, honcho in self.processes.items():
+                lines = [*self.earlier_lines.get(name, []), *honcho.lines]
+                (Path(folder) / f"{label}-{name}.log").write_text("\n".join(lines) + "\n")
+
 
 def platform_env(
     run_id: str,
@@ -158,6 +193,8 @@ def platform_env(
         {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
             "LOG_LEVEL": "INFO",
+            # Every log line reaches honcho at once, also from a process about to be SIGKILLed.
+            "PYTHONUNBUFFERED": "1",
             "POSTGRES_URL": postgres_url,
             "REDIS_URL": redis_url,
             "REDIS_KEY_PREFIX": f"{redis_key_prefix}{label}:",
@@ -266,8 +303,12 @@ async def e2e_env(make_env: Callable[[str], Awaitable[dict[str, str]]]) -> dict[
     return await make_env("e2e")
 
 
-def start_platform(env: dict[str, str], processes: tuple[str, ...] = PROCESSES) -> Platform:
-    platform = Platform(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env)
+def start_platform(
+    env: dict[str, str],
+    processes: tuple[str, ...] = PROCESSES,
+    overrides: dict[str, dict[str, str]] | None = None,
+) -> Platform:
+    platform = Platform(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env, overrides=overrides or {})
     try:
         for name in processes:
             platform.start(name)
@@ -285,6 +326,7 @@ def platform(e2e_env: dict[str, str]) -> Iterator[Platform]:
         yield running
     finally:
         running.stop_all()
+        running.save_logs("e2e")
 
 
 @dataclass(frozen=True)
@@ -310,3 +352,40 @@ class Procfile:
 @pytest.fixture(scope="session")
 def procfile() -> Procfile:
     return Procfile()
+
+
+@dataclass
+class FaultPlatform:
+    """A platform of its own whose services reach PostgreSQL, Redis and RabbitMQ through
+    proxies a test can cut (`servers`), with the depths of its queues (`queues`)."""
+
+    platform: Platform
+    servers: Servers
+    queues: QueueDepths
+
+    def ensure_running(self) -> None:
+        """Whatever an earlier test left, every process up and serving."""
+        for name in PROCESSES:
+            if not self.platform.processes[name].running:
+                self.platform.start(name)
+        for name in PROCESSES:
+            self.platform.wait_serving(name)
+
+
+@pytest.fixture(scope="session")
+async def fault_platform(
+    make_env: Callable[[str], Awaitable[dict[str, str]]],
+) -> AsyncIterator[FaultPlatform]:
+    from .faults import QueueDepths, Servers  # faults.py imports this module
+
+    env = await make_env("faults")
+    for service in ("PRODUCT", "CART", "ORDER"):
+        env[f"{service}_METRICS_PORT"] = str(free_port())
+    queues = QueueDepths(env["AMQP_URL"], env["QUEUE_PREFIX"], env["EVENTS_EXCHANGE"])
+    with Servers(env) as servers:
+        platform = await asyncio.to_thread(start_platform, env, PROCESSES, servers.overrides())
+        try:
+            yield FaultPlatform(platform, servers, queues)
+        finally:
+            platform.stop_all()
+            platform.save_logs("faults")
