@@ -129,8 +129,17 @@ class ApiClient:
     async def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """The first answer that is not a transport error, 502, 503 or 504 (retried with the same
         request until `patience` runs out). A 500 or a non-problem error is an anomaly."""
+        response, _ = await self.call_noting_retries(method, url, **kwargs)
+        return response
+
+    async def call_noting_retries(
+        self, method: str, url: str, **kwargs: Any
+    ) -> tuple[httpx.Response, bool]:
+        """`call`, and whether the request had to be sent more than once (an earlier attempt
+        may then have had its effect without its answer arriving)."""
         deadline = time.monotonic() + self.patience
         delay = 0.1
+        retried = False
         while True:
             try:
                 response = await self.client.request(method, url, **kwargs)
@@ -139,8 +148,9 @@ class ApiClient:
             else:
                 self._inspect(method, url, response)
                 if response.status_code not in RETRIED_STATUSES:
-                    return response
+                    return response, retried
                 self.retries[str(response.status_code)] += 1
+            retried = True
             if time.monotonic() > deadline:
                 raise AssertionError(f"{method} {url} never answered within {self.patience}s")
             await asyncio.sleep(delay)
@@ -232,7 +242,7 @@ class Stream:
         for product_id in rng.sample(sorted(self.products), k=rng.choice((1, 2))):
             quantity = buyer.cart.get(product_id, 0) + rng.choice((1, 1, 2))
             # An absolute quantity: a retry after a lost answer sets the same line again.
-            answer = await self.api.call(
+            answer, retried = await self.api.call_noting_retries(
                 "PUT",
                 f"/api/v1/cart/items/{product_id}",
                 headers=buyer.headers,
@@ -242,6 +252,11 @@ class Stream:
                 buyer.cart[product_id] = quantity
             elif answer.status_code != 409:  # 409: not enough stock left for it
                 self.api.anomalies.append(f"set cart line -> {answer.status_code} {answer.text}")
+            elif retried:
+                # Refused now, but the attempt whose answer was lost may have set it: ask.
+                line = (await self.cart_of(buyer)).get(product_id)
+                if line is not None:
+                    buyer.cart[product_id] = line
         if not buyer.cart:
             return
         key = f"stream-{uuid.uuid4()}"
