@@ -160,9 +160,9 @@ class ApiClient:
         where = f"{method} {url} -> {response.status_code}"
         if response.status_code >= 500 and response.status_code not in RETRIED_STATUSES:
             self.anomalies.append(f"{where}: {response.text[:300]}")
-        if response.status_code >= 400 and not response.headers.get(
-            "content-type", ""
-        ).startswith("application/problem+json"):
+        if response.status_code >= 400 and not response.headers.get("content-type", "").startswith(
+            "application/problem+json"
+        ):
             self.anomalies.append(f"{where} is not a problem+json: {response.text[:200]}")
         if "x-request-id" not in response.headers:
             self.anomalies.append(f"{where} has no X-Request-ID")
@@ -415,7 +415,9 @@ class QueueDepths:
             await connection.close()
 
     async def depths(self) -> dict[str, int]:
-        names = [f"{self.queue_prefix}{q}{suffix}" for q in SERVICE_QUEUES for suffix in ("", ".dlq")]
+        names = [
+            f"{self.queue_prefix}{q}{suffix}" for q in SERVICE_QUEUES for suffix in ("", ".dlq")
+        ]
         names.append(f"{self.exchange}.unrouted")
         depths = {}
         async with self._channel() as channel:

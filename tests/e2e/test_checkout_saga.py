@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from chassis.testing.waiting import eventually
 
-from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, SAGA_TIMEOUT_SECONDS, Platform
+from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Platform
 from .shop import Admin, Shopper, login, new_shopper, stock_of
 
 
@@ -233,36 +233,6 @@ async def test_another_users_order_is_404_and_cannot_be_cancelled(
     ).status_code == 404
     assert (await stranger.cancel(order["id"])).status_code == 404
     assert await stranger.orders() == []
-
-
-@pytest.mark.slow
-async def test_with_service_product_stopped_an_order_times_out_and_nothing_stays_reserved(
-    platform: Platform, client: httpx.AsyncClient, admin: Admin
-) -> None:
-    product = await admin.create_product(stock=4)
-    shopper = await new_shopper(client)
-    await shopper.add(product["id"], 3)
-    # Priced by service-product first: the checkout itself needs it.
-    platform.stop("service-product")
-    try:
-        response = await shopper.checkout()
-        # Without service-product a checkout cannot be priced: 503 within the gateway's deadline.
-        assert response.status_code == 503, response.text
-    finally:
-        platform.start("service-product")
-        await asyncio.to_thread(platform.wait_serving, "service-product")
-    pending = await shopper.checkout_order()
-    platform.kill("service-product")
-    try:
-        order = await shopper.final_order(pending["id"], within=SAGA_TIMEOUT_SECONDS + 30)
-        assert (order["status"], order["cancel_reason"]) == ("CANCELLED", "TIMEOUT")
-    finally:
-        platform.start("service-product")
-        await asyncio.to_thread(platform.wait_serving, "service-product")
-    # service-product now handles the stale order.created, then the order.cancelled.
-    await asyncio.sleep(3)
-    assert await stock_of(client, product["id"]) == 4
-    assert (await shopper.order(pending["id"]))["status"] == "CANCELLED"
 
 
 async def _eventually_cart(shopper: Shopper, expected: dict[str, int]) -> None:
