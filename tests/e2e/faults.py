@@ -227,7 +227,10 @@ class Stream:
         seeds = [rng.random() for _ in self.shoppers]
         await asyncio.gather(
             fault_then_flag(),
-            *(self._shop(s, random.Random(seed), rounds) for s, seed in zip(self.shoppers, seeds)),
+            *(
+                self._shop(s, random.Random(seed), rounds)
+                for s, seed in zip(self.shoppers, seeds, strict=True)
+            ),
         )
 
     async def _shop(self, buyer: StreamShopper, rng: random.Random, rounds: int) -> None:

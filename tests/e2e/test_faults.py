@@ -138,7 +138,7 @@ async def test_with_postgresql_gone_the_gateway_answers_503_problems_in_time_and
     assert {"POST /api/v1/login", "GET /api/v1/orders", "POST /api/v1/checkout"} <= unavailable
 
 
-async def test_with_redis_gone_products_come_from_postgresql_login_fails_closed_and_the_saga_goes_on(
+async def test_with_redis_gone_products_come_from_postgresql_login_fails_closed_saga_goes_on(
     faulty: FaultPlatform, stream: Stream, client: httpx.AsyncClient
 ) -> None:
     prober = await Prober.ready(client, stream)

@@ -47,7 +47,8 @@ async def test_a_shopper_registers_browses_buys_sees_the_order_and_cancels_it(
 
     # Browse: pages of one, then a search by a word of the names.
     first = (await client.get("/api/v1/products", params={"limit": 1})).json()
-    assert len(first["items"]) == 1 and first["next_page_token"]
+    assert len(first["items"]) == 1
+    assert first["next_page_token"]
     second = await client.get(
         "/api/v1/products", params={"limit": 1, "page_token": first["next_page_token"]}
     )

@@ -146,6 +146,13 @@ async def test_a_database_that_cannot_be_reached_is_unavailable(database_url: st
             pool.terminate()
 
 
+async def record_twice_losing_the_database_between(pool: asyncpg.Pool, proxy: TcpProxy) -> None:
+    async with LedgerUnitOfWork(pool) as uow:
+        await uow.ledger.record(str(uuid.uuid4()), 1)
+        await proxy.cut()
+        await uow.ledger.record(str(uuid.uuid4()), 1)
+
+
 async def test_a_connection_lost_inside_the_block_is_unavailable_not_an_internal_error(
     ledger_pool: asyncpg.Pool, database_url: str
 ) -> None:
@@ -155,10 +162,7 @@ async def test_a_connection_lost_inside_the_block_is_unavailable_not_an_internal
         pool = await asyncpg.create_pool(_via(database_url, proxy.port), min_size=0, timeout=2)
         try:
             with pytest.raises(Unavailable):
-                async with LedgerUnitOfWork(pool) as uow:
-                    await uow.ledger.record(str(uuid.uuid4()), 1)
-                    await proxy.cut()
-                    await uow.ledger.record(str(uuid.uuid4()), 1)
+                await record_twice_losing_the_database_between(pool, proxy)
         finally:
             pool.terminate()
     assert await counts(ledger_pool) == (0, 0)
