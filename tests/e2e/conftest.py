@@ -39,6 +39,9 @@ PROCESSES = (*SERVICES, "api-gateway")
 # The saga timeout of the e2e platform: short enough for the timeout scenario, long enough that
 # a loaded 2-core machine never times out a healthy checkout.
 SAGA_TIMEOUT_SECONDS = 12
+MEMORY_GOAL_MIB = 150
+# (platform, moment, process -> resident MiB), printed at the end of the run.
+MEMORY_READINGS: list[tuple[str, str, dict[str, float | None]]] = []
 
 
 def free_port() -> int:
@@ -102,6 +105,18 @@ class Honcho:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def resident_mib(self) -> float | None:
+        """VmRSS of the service under honcho (the largest process below it), in MiB."""
+        if not self.running or self.proc is None:
+            return None
+        sizes = [0]
+        for pid in _descendants(self.proc.pid):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        sizes.append(int(line.split()[1]))
+        return max(sizes) / 1024 or None
+
 
 def _descendants(pid: int) -> list[int]:
     """Every process under `pid`, parents before their children (Linux /proc)."""
@@ -164,6 +179,12 @@ class Platform:
 
     def logs(self, name: str) -> list[str]:
         return list(self.processes[name].lines)
+
+    def record_memory(self, label: str, moment: str) -> None:
+        """Each process's resident memory now, for the run's closing summary."""
+        MEMORY_READINGS.append(
+            (label, moment, {name: h.resident_mib() for name, h in self.processes.items()})
+        )
 
     def save_logs(self, label: str) -> None:
         """Every process's output into E2E_LOG_DIR, when set (to read after a failure)."""
@@ -322,9 +343,12 @@ def start_platform(
 @pytest.fixture(scope="session")
 def platform(e2e_env: dict[str, str]) -> Iterator[Platform]:
     running = start_platform(e2e_env)
+    time.sleep(2)  # let the start-up work (migrations, JWKS, queue declarations) settle
+    running.record_memory("e2e", "idle")
     try:
         yield running
     finally:
+        running.record_memory("e2e", "after the e2e tests")
         running.stop_all()
         running.save_logs("e2e")
 
@@ -384,8 +408,29 @@ async def fault_platform(
     queues = QueueDepths(env["AMQP_URL"], env["QUEUE_PREFIX"], env["EVENTS_EXCHANGE"])
     with Servers(env) as servers:
         platform = await asyncio.to_thread(start_platform, env, PROCESSES, servers.overrides())
+        await asyncio.sleep(2)
+        platform.record_memory("faults", "idle")
         try:
             yield FaultPlatform(platform, servers, queues)
         finally:
+            platform.record_memory(
+                "faults", "after the fault tests (restarted ones: since restart)"
+            )
             platform.stop_all()
             platform.save_logs("faults")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each service's resident memory at idle and after the runs (goal: at most 150 MiB)."""
+    if not MEMORY_READINGS:
+        return
+    terminalreporter.section(f"resident memory per process, MiB (goal <= {MEMORY_GOAL_MIB})")
+    width = max(len(name) for name in PROCESSES)
+    for label, moment, sizes in MEMORY_READINGS:
+        figures = "  ".join(
+            f"{name:>{width}} {'-' if size is None else f'{size:6.1f}'}"
+            + (" OVER" if size is not None and size > MEMORY_GOAL_MIB else "")
+            for name, size in sizes.items()
+        )
+        terminalreporter.write_line(f"{label} platform, {moment}:")
+        terminalreporter.write_line(f"  {figures}")
