@@ -17,6 +17,7 @@ import aio_pika
 import httpx
 import pytest
 import redis.asyncio as redis
+from google.protobuf.message import Message
 from prometheus_client.parser import text_string_to_metric_families
 
 from chassis.settings import AmqpSettings
@@ -205,6 +206,7 @@ async def test_an_event_whose_handler_kept_failing_is_redriven_after_the_fix_and
         assert "reason=handler_failed" in row
 
         # The fix: the cart document as it was.
+        assert document is not None
         await store.delete(key)
         await store.set(key, document, px=ttl_ms)
         assert "moved 1 message(s)" in dead_letters(platform, "redrive", "service-cart")
@@ -243,9 +245,7 @@ async def test_an_event_whose_handler_kept_failing_is_redriven_after_the_fix_and
         await store.aclose()
 
 
-async def publish_again(
-    platform: Platform, message_id: str, order_id: str, event: events_pb2.OrderConfirmed
-) -> None:
+async def publish_again(platform: Platform, message_id: str, order_id: str, event: Message) -> None:
     connection = await aio_pika.connect(platform.env["AMQP_URL"], timeout=10)
     try:
         channel = await connection.channel(publisher_confirms=True)
