@@ -26,6 +26,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chassis.postgres import database_url
 from chassis.testing.plugin import AmqpIsolation
 
 if TYPE_CHECKING:
@@ -405,7 +406,15 @@ async def fault_platform(
     env = await make_env("faults")
     for service in ("PRODUCT", "CART", "ORDER"):
         env[f"{service}_METRICS_PORT"] = str(free_port())
-    queues = QueueDepths(env["AMQP_URL"], env["QUEUE_PREFIX"], env["EVENTS_EXCHANGE"])
+    queues = QueueDepths(
+        env["AMQP_URL"],
+        env["QUEUE_PREFIX"],
+        env["EVENTS_EXCHANGE"],
+        outbox_databases=tuple(
+            database_url(env["POSTGRES_URL"], env[name])
+            for name in ("PRODUCT_DB_NAME", "ORDER_DB_NAME")
+        ),
+    )
     with Servers(env) as servers:
         platform = await asyncio.to_thread(start_platform, env, PROCESSES, servers.overrides())
         await asyncio.sleep(2)

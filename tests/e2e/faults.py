@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+import asyncpg
 import httpx
 
 from chassis.testing.proxy import TcpProxy
@@ -402,11 +403,13 @@ async def _eventually(condition: Callable[[], Awaitable[bool]], within: float) -
 
 @dataclass
 class QueueDepths:
-    """The platform's queues, read on the real broker (never through a proxy)."""
+    """The platform's queues, read on the real broker (never through a proxy), and its
+    services' outboxes (events committed but not published, or parked)."""
 
     amqp_url: str
     queue_prefix: str
     exchange: str
+    outbox_databases: tuple[str, ...] = ()
     baseline: dict[str, int] = field(default_factory=dict)
 
     @contextlib.asynccontextmanager
@@ -440,10 +443,27 @@ class QueueDepths:
         return {q: n for q, n in grown.items() if n}
 
     async def wait_drained(self, within: float = 30.0) -> None:
-        """Every service queue and the unrouted queue empty (ready messages)."""
+        """Every outbox published and every service queue and the unrouted queue empty; an
+        outbox row set aside (parked) is an event lost to the saga."""
 
         async def drained() -> bool:
             depths = await self.depths()
-            return all(n == 0 for q, n in depths.items() if not q.endswith(".dlq"))
+            queues_empty = all(n == 0 for q, n in depths.items() if not q.endswith(".dlq"))
+            return queues_empty and await self.unpublished() == 0
 
         await _eventually(drained, within)
+        assert await self.unpublished() == 0
+
+    async def unpublished(self) -> int:
+        waiting = 0
+        for url in self.outbox_databases:
+            connection = await asyncpg.connect(url, timeout=10)
+            try:
+                waiting += int(
+                    await connection.fetchval(
+                        "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+                    )
+                )
+            finally:
+                await connection.close()
+        return waiting
