@@ -10,7 +10,7 @@ import asyncio
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar, cast
 
 from google.protobuf.message import DecodeError
@@ -77,6 +77,11 @@ class ProductCache:
         # Products whose invalidation Redis did not take (it was unreachable): what it holds
         # for them may be older than the database, so it is not read until a tombstone lands.
         self._unconfirmed: set[uuid.UUID] = set()
+        # An earlier process may have died between a commit and its invalidation, leaving a
+        # value older than the database; which one cannot be known, so this process turns every
+        # cached product into a tombstone before it trusts the cache (retried until Redis takes it).
+        self._swept = False
+        self._sweeping = asyncio.Lock()
 
     def key(self, product_id: uuid.UUID) -> str:
         return f"{self._prefix}product:{product_id}"
@@ -147,12 +152,35 @@ class ProductCache:
         if not task.cancelled():
             task.exception()  # retrieved here so an unawaited failure is not reported twice
 
+    async def _sweep(self) -> bool:
+        """Tombstones for every product an earlier process cached (once per process); whether
+        the cache can be trusted now."""
+        if self._swept:
+            return True
+        async with self._sweeping:
+            if self._swept:
+                return True
+
+            async def tombstone_all() -> bool:
+                async for keys in _batches(self._redis.scan_iter(f"{self._prefix}product:*")):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for key in keys:
+                            pipe.set(key, TOMBSTONE, px=self._tombstone_ms)
+                        await pipe.execute()
+                return True
+
+            self._swept = bool(await self._redis_call("sweep", tombstone_all, within=2.0))
+            return self._swept
+
     async def _fetch(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, Product]:
         found: dict[uuid.UUID, Product] = {}
+        trusted = await self._sweep()
         await self._confirm_invalidations()
-        cached = await self._redis_call(
-            "mget", lambda: self._redis.mget([self.key(i) for i in product_ids])
-        )
+        cached = None
+        if trusted:
+            cached = await self._redis_call(
+                "mget", lambda: self._redis.mget([self.key(i) for i in product_ids])
+            )
         misses: list[uuid.UUID] = []
         for product_id, value in zip(product_ids, cached or [None] * len(product_ids), strict=True):
             product = None if product_id in self._unconfirmed else self._decode(value)
@@ -166,7 +194,7 @@ class ProductCache:
             started = time.monotonic()
             loaded = await self._store.get_many(misses)
             fresh = [p for p in loaded.values() if p.id not in self._unconfirmed]
-            if fresh and (time.monotonic() - started) * 1000 < self._tombstone_ms / 2:
+            if trusted and fresh and (time.monotonic() - started) * 1000 < self._tombstone_ms / 2:
                 await self._fill(fresh)
             found.update(loaded)
         return found
@@ -192,11 +220,24 @@ class ProductCache:
 
         await self._redis_call("fill", set_missing)
 
-    async def _redis_call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T | None:
+    async def _redis_call(
+        self, operation: str, call: Callable[[], Awaitable[T]], *, within: float | None = None
+    ) -> T | None:
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(within or self._timeout):
                 return await call()
         except (RedisError, OSError, TimeoutError) as error:
             CACHE_ERRORS.labels(operation=operation).inc()
             log.warning("product cache unavailable", operation=operation, error=repr(error))
             return None
+
+
+async def _batches(keys: AsyncIterator[bytes], size: int = 500) -> AsyncIterator[list[bytes]]:
+    batch: list[bytes] = []
+    async for key in keys:
+        batch.append(key)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
