@@ -218,6 +218,9 @@ def platform_env(
             # Every log line reaches honcho at once, also from a process about to be SIGKILLed.
             "PYTHONUNBUFFERED": "1",
             "POSTGRES_URL": postgres_url,
+            # Two platforms run at once (the shared one and the fault tests'), on a server of 100
+            # connections that the other suites share: a few per service is plenty here.
+            "POSTGRES_POOL_MAX": "4",
             "REDIS_URL": redis_url,
             "REDIS_KEY_PREFIX": f"{redis_key_prefix}{label}:",
             "AMQP_URL": amqp_url,
