@@ -7,6 +7,7 @@ process dies).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -15,16 +16,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chassis.postgres import database_url
 from chassis.testing.plugin import AmqpIsolation
+
+if TYPE_CHECKING:
+    from .faults import QueueDepths, Servers
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_EMAIL = "admin@e2e.example.com"
@@ -34,6 +40,9 @@ PROCESSES = (*SERVICES, "api-gateway")
 # The saga timeout of the e2e platform: short enough for the timeout scenario, long enough that
 # a loaded 2-core machine never times out a healthy checkout.
 SAGA_TIMEOUT_SECONDS = 12
+MEMORY_GOAL_MIB = 150
+# (platform, moment, process -> resident MiB), printed at the end of the run.
+MEMORY_READINGS: list[tuple[str, str, dict[str, float | None]]] = []
 
 
 def free_port() -> int:
@@ -85,26 +94,38 @@ class Honcho:
             self.kill()
 
     def kill(self) -> None:
-        """SIGKILL the service and honcho over it: a crash, nothing drained. honcho starts each
-        Procfile line in a session of its own, so the service's process group is killed first
-        (killing honcho alone would leave the service running, orphaned)."""
+        """SIGKILL the service and honcho over it: a crash, nothing drained. Honcho starts each
+        process in a session of its own, so killing honcho's group alone would leave the service
+        running, orphaned, still bound to its port."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        for child in _children(self.proc.pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(child), signal.SIGKILL)
+        for pid in reversed(_descendants(self.proc.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def resident_mib(self) -> float | None:
+        """VmRSS of the service under honcho (the largest process below it), in MiB."""
+        if not self.running or self.proc is None:
+            return None
+        sizes = [0]
+        for pid in _descendants(self.proc.pid):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        sizes.append(int(line.split()[1]))
+        return max(sizes) / 1024 or None
 
-def _children(pid: int) -> list[int]:
-    """The direct children of `pid` (Linux /proc)."""
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under `pid`, parents before their children (Linux /proc)."""
     found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as children:
-                found += [int(child) for child in children.read().split()]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                found += [int(child), *_descendants(int(child))]
     return found
 
 
@@ -115,9 +136,16 @@ class Platform:
     base_url: str
     env: dict[str, str]
     processes: dict[str, Honcho] = field(default_factory=dict)
+    # Settings of one process only (a fault test points each service at proxies of its own).
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    # What processes stopped or killed before wrote.
+    earlier_lines: dict[str, list[str]] = field(default_factory=dict)
 
     def start(self, name: str) -> None:
-        self.processes[name] = Honcho(self.env, (name,)).start()
+        if name in self.processes:
+            self.earlier_lines.setdefault(name, []).extend(self.processes[name].lines)
+        env = {**self.env, **self.overrides.get(name, {})}
+        self.processes[name] = Honcho(env, (name,)).start()
 
     def stop(self, name: str) -> None:
         self.processes[name].stop()
@@ -153,6 +181,20 @@ class Platform:
     def logs(self, name: str) -> list[str]:
         return list(self.processes[name].lines)
 
+    def record_memory(self, label: str, moment: str) -> None:
+        """Each process's resident memory now, for the run's closing summary."""
+        MEMORY_READINGS.append(
+            (label, moment, {name: h.resident_mib() for name, h in self.processes.items()})
+        )
+
+    def save_logs(self, label: str) -> None:
+        """Every process's output into E2E_LOG_DIR, when set (to read after a failure)."""
+        if folder := os.environ.get("E2E_LOG_DIR"):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            for name, honcho in self.processes.items():
+                lines = [*self.earlier_lines.get(name, []), *honcho.lines]
+                (Path(folder) / f"{label}-{name}.log").write_text("\n".join(lines) + "\n")
+
 
 def platform_env(
     run_id: str,
@@ -173,7 +215,12 @@ def platform_env(
         {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
             "LOG_LEVEL": "INFO",
+            # Every log line reaches honcho at once, also from a process about to be SIGKILLed.
+            "PYTHONUNBUFFERED": "1",
             "POSTGRES_URL": postgres_url,
+            # Two platforms run at once (the shared one and the fault tests'), on a server of 100
+            # connections that the other suites share: a few per service is plenty here.
+            "POSTGRES_POOL_MAX": "4",
             "REDIS_URL": redis_url,
             "REDIS_KEY_PREFIX": f"{redis_key_prefix}{label}:",
             "AMQP_URL": amqp_url,
@@ -281,8 +328,12 @@ async def e2e_env(make_env: Callable[[str], Awaitable[dict[str, str]]]) -> dict[
     return await make_env("e2e")
 
 
-def start_platform(env: dict[str, str], processes: tuple[str, ...] = PROCESSES) -> Platform:
-    platform = Platform(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env)
+def start_platform(
+    env: dict[str, str],
+    processes: tuple[str, ...] = PROCESSES,
+    overrides: dict[str, dict[str, str]] | None = None,
+) -> Platform:
+    platform = Platform(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env, overrides=overrides or {})
     try:
         for name in processes:
             platform.start(name)
@@ -296,10 +347,14 @@ def start_platform(env: dict[str, str], processes: tuple[str, ...] = PROCESSES) 
 @pytest.fixture(scope="session")
 def platform(e2e_env: dict[str, str]) -> Iterator[Platform]:
     running = start_platform(e2e_env)
+    time.sleep(2)  # let the start-up work (migrations, JWKS, queue declarations) settle
+    running.record_memory("e2e", "idle")
     try:
         yield running
     finally:
+        running.record_memory("e2e", "after the e2e tests")
         running.stop_all()
+        running.save_logs("e2e")
 
 
 @dataclass(frozen=True)
@@ -325,3 +380,69 @@ class Procfile:
 @pytest.fixture(scope="session")
 def procfile() -> Procfile:
     return Procfile()
+
+
+@dataclass
+class FaultPlatform:
+    """A platform of its own whose services reach PostgreSQL, Redis and RabbitMQ through
+    proxies a test can cut (`servers`), with the depths of its queues (`queues`)."""
+
+    platform: Platform
+    servers: Servers
+    queues: QueueDepths
+
+    def ensure_running(self) -> None:
+        """Whatever an earlier test left, every process up and serving."""
+        for name in PROCESSES:
+            if not self.platform.processes[name].running:
+                self.platform.start(name)
+        for name in PROCESSES:
+            self.platform.wait_serving(name)
+
+
+@pytest.fixture(scope="session")
+async def fault_platform(
+    make_env: Callable[[str], Awaitable[dict[str, str]]],
+) -> AsyncIterator[FaultPlatform]:
+    from .faults import QueueDepths, Servers  # faults.py imports this module
+
+    env = await make_env("faults")
+    for service in ("PRODUCT", "CART", "ORDER"):
+        env[f"{service}_METRICS_PORT"] = str(free_port())
+    queues = QueueDepths(
+        env["AMQP_URL"],
+        env["QUEUE_PREFIX"],
+        env["EVENTS_EXCHANGE"],
+        outbox_databases=tuple(
+            database_url(env["POSTGRES_URL"], env[name])
+            for name in ("PRODUCT_DB_NAME", "ORDER_DB_NAME")
+        ),
+    )
+    with Servers(env) as servers:
+        platform = await asyncio.to_thread(start_platform, env, PROCESSES, servers.overrides())
+        await asyncio.sleep(2)
+        platform.record_memory("faults", "idle")
+        try:
+            yield FaultPlatform(platform, servers, queues)
+        finally:
+            platform.record_memory(
+                "faults", "after the fault tests (restarted ones: since restart)"
+            )
+            platform.stop_all()
+            platform.save_logs("faults")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each service's resident memory at idle and after the runs (goal: at most 150 MiB)."""
+    if not MEMORY_READINGS:
+        return
+    terminalreporter.section(f"resident memory per process, MiB (goal <= {MEMORY_GOAL_MIB})")
+    width = max(len(name) for name in PROCESSES)
+    for label, moment, sizes in MEMORY_READINGS:
+        figures = "  ".join(
+            f"{name:>{width}} {'-' if size is None else f'{size:6.1f}'}"
+            + (" OVER" if size is not None and size > MEMORY_GOAL_MIB else "")
+            for name, size in sizes.items()
+        )
+        terminalreporter.write_line(f"{label} platform, {moment}:")
+        terminalreporter.write_line(f"  {figures}")

@@ -111,6 +111,11 @@ class UnitOfWork:
                 self.committed = True
             else:
                 await transaction.rollback()
+        except asyncpg.InterfaceError:
+            if exc is None:
+                raise
+            # The rollback found the connection gone (closed, or taken back by the pool when it
+            # was lost) and its transaction with it: nothing is left to undo.
         except OUTAGE_ERRORS as error:
             if exc is None:
                 raise Unavailable("the database is unavailable") from error

@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import asyncpg
@@ -22,6 +23,8 @@ from chassis.messaging import (
     OutboxRelay,
     add_to_outbox,
 )
+from chassis.settings import AmqpSettings
+from chassis.testing.proxy import TcpProxy
 from ecommerce.events.v1 import events_pb2
 
 from .conftest import Tap
@@ -261,3 +264,34 @@ async def test_an_event_published_before_any_queue_is_bound_reaches_the_queue_bo
 
         await eventually(all_arrived)
     assert sorted(received) == sorted(e.event_id for e in events)
+
+
+async def test_a_broker_outage_parks_no_row_and_every_event_goes_out_once_it_is_back(
+    pool: asyncpg.Pool, database_url: str, amqp_settings: AmqpSettings, tap: Tap
+) -> None:
+    """The broker goes away under a relay with work to do (its channel closed, new connections
+    refused) and comes back: the failed publishes are the broker's, not the rows', so none is
+    counted against a row, none is parked, and every event is published."""
+    target = urlsplit(amqp_settings.amqp_url)
+    async with TcpProxy(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
+        through_proxy = target._replace(netloc=f"guest:guest@127.0.0.1:{proxy.port}")
+        settings = amqp_settings.model_copy(update={"amqp_url": urlunsplit(through_proxy)})
+        broker = Broker(settings, "messaging-tests", connection_name=f"{uuid.uuid4()}")
+        await broker.connect()
+        relay = OutboxRelay(database_url, broker, max_attempts=2, poll_interval=0.1)
+        try:
+            async with running(relay):
+                before = await commit_events(pool, 20)
+                await tap.wait_for(20)
+                await proxy.cut()
+                during = await commit_events(pool, 60)
+                await asyncio.sleep(2.0)  # the relay tries, and fails, meanwhile
+                await proxy.restore()
+                await all_marked_published(pool, within=60)
+        finally:
+            await broker.close()
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL") == 0
+    assert await pool.fetchval("SELECT max(attempts) FROM outbox") == 0
+    await tap.wait_for(80)
+    received = {message.message_id for message in tap.messages}
+    assert received == {e.event_id for e in [*before, *during]}

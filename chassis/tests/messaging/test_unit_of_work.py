@@ -146,6 +146,28 @@ async def test_a_database_that_cannot_be_reached_is_unavailable(database_url: st
             pool.terminate()
 
 
+async def record_twice_losing_the_database_between(pool: asyncpg.Pool, proxy: TcpProxy) -> None:
+    async with LedgerUnitOfWork(pool) as uow:
+        await uow.ledger.record(str(uuid.uuid4()), 1)
+        await proxy.cut()
+        await uow.ledger.record(str(uuid.uuid4()), 1)
+
+
+async def test_a_connection_lost_inside_the_block_is_unavailable_not_an_internal_error(
+    ledger_pool: asyncpg.Pool, database_url: str
+) -> None:
+    """The database goes away between two statements: the rollback has no connection left to
+    run on, and the caller hears UNAVAILABLE (retry later), never an internal error."""
+    async with TcpProxy(*_host_port(database_url)) as proxy:
+        pool = await asyncpg.create_pool(_via(database_url, proxy.port), min_size=0, timeout=2)
+        try:
+            with pytest.raises(Unavailable):
+                await record_twice_losing_the_database_between(pool, proxy)
+        finally:
+            pool.terminate()
+    assert await counts(ledger_pool) == (0, 0)
+
+
 async def test_a_short_database_outage_dead_letters_nothing_and_every_effect_happens_once(
     ledger_pool: asyncpg.Pool, database_url: str, broker: Broker
 ) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar, cast
 
 from google.protobuf.message import DecodeError
@@ -50,6 +50,11 @@ class ProductCache:
     half a tombstone lifetime ago, so any commit after that read began left a tombstone that is
     still alive when the fill arrives. Comparing updated_at would need a Lua script and a
     versioned value format; this keeps the values plain protobuf bytes readable with MGET.
+
+    An invalidation Redis does not take (unreachable) is remembered and retried before every
+    read; until it lands, those products are read from Postgres and not filled, so the value
+    cached before an outage is never served after it (within this process: a replica that
+    changed nothing has nothing to remember).
     """
 
     def __init__(
@@ -69,6 +74,14 @@ class ProductCache:
         self._tombstone_ms = int(tombstone_seconds * 1000)
         self._timeout = timeout_seconds
         self._inflight: dict[uuid.UUID, asyncio.Task[dict[uuid.UUID, Product]]] = {}
+        # Products whose invalidation Redis did not take (it was unreachable): what it holds
+        # for them may be older than the database, so it is not read until a tombstone lands.
+        self._unconfirmed: set[uuid.UUID] = set()
+        # An earlier process may have died between a commit and its invalidation, leaving a
+        # value older than the database; which one cannot be known, so this process turns every
+        # cached product into a tombstone before it trusts the cache (retried until Redis takes it).
+        self._swept = False
+        self._sweeping = asyncio.Lock()
 
     def key(self, product_id: uuid.UUID) -> str:
         return f"{self._prefix}product:{product_id}"
@@ -105,20 +118,32 @@ class ProductCache:
             for product_id in product_ids:
                 self._inflight.pop(product_id, None)
 
-        async def write_tombstones() -> None:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for product_id in product_ids:
-                    pipe.set(self.key(product_id), TOMBSTONE, px=self._tombstone_ms)
-                await pipe.execute()
-
         # A fetch in flight may have read the row before the commit: later readers must not join
         # it. Once more after the write: a fetch that began while the tombstone was on its way
         # may have read the old cached value.
         detach_inflight()
+        self._unconfirmed.update(product_ids)
         try:
-            await self._redis_call("invalidate", write_tombstones)
+            await self._confirm_invalidations()
         finally:
             detach_inflight()
+
+    async def _confirm_invalidations(self) -> None:
+        """Tombstones for every product whose invalidation is not known to have landed; those
+        stay unconfirmed (and unread from Redis) while Redis does not take them."""
+        pending = set(self._unconfirmed)
+        if not pending:
+            return
+
+        async def write_tombstones() -> bool:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for product_id in pending:
+                    pipe.set(self.key(product_id), TOMBSTONE, px=self._tombstone_ms)
+                await pipe.execute()
+            return True
+
+        if await self._redis_call("invalidate", write_tombstones):
+            self._unconfirmed -= pending
 
     def _forget(self, product_ids: tuple[uuid.UUID, ...], task: asyncio.Task[object]) -> None:
         for product_id in product_ids:
@@ -127,14 +152,38 @@ class ProductCache:
         if not task.cancelled():
             task.exception()  # retrieved here so an unawaited failure is not reported twice
 
+    async def _sweep(self) -> bool:
+        """Tombstones for every product an earlier process cached (once per process); whether
+        the cache can be trusted now."""
+        if self._swept:
+            return True
+        async with self._sweeping:
+            if self._swept:
+                return True
+
+            async def tombstone_all() -> bool:
+                async for keys in _batches(self._redis.scan_iter(f"{self._prefix}product:*")):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for key in keys:
+                            pipe.set(key, TOMBSTONE, px=self._tombstone_ms)
+                        await pipe.execute()
+                return True
+
+            self._swept = bool(await self._redis_call("sweep", tombstone_all, within=2.0))
+            return self._swept
+
     async def _fetch(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, Product]:
         found: dict[uuid.UUID, Product] = {}
-        cached = await self._redis_call(
-            "mget", lambda: self._redis.mget([self.key(i) for i in product_ids])
-        )
+        trusted = await self._sweep()
+        await self._confirm_invalidations()
+        cached = None
+        if trusted:
+            cached = await self._redis_call(
+                "mget", lambda: self._redis.mget([self.key(i) for i in product_ids])
+            )
         misses: list[uuid.UUID] = []
         for product_id, value in zip(product_ids, cached or [None] * len(product_ids), strict=True):
-            product = self._decode(value)
+            product = None if product_id in self._unconfirmed else self._decode(value)
             if product is None:
                 misses.append(product_id)
             else:
@@ -144,8 +193,9 @@ class ProductCache:
         if misses:
             started = time.monotonic()
             loaded = await self._store.get_many(misses)
-            if loaded and (time.monotonic() - started) * 1000 < self._tombstone_ms / 2:
-                await self._fill(loaded.values())
+            fresh = [p for p in loaded.values() if p.id not in self._unconfirmed]
+            if trusted and fresh and (time.monotonic() - started) * 1000 < self._tombstone_ms / 2:
+                await self._fill(fresh)
             found.update(loaded)
         return found
 
@@ -170,11 +220,24 @@ class ProductCache:
 
         await self._redis_call("fill", set_missing)
 
-    async def _redis_call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T | None:
+    async def _redis_call(
+        self, operation: str, call: Callable[[], Awaitable[T]], *, within: float | None = None
+    ) -> T | None:
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(within or self._timeout):
                 return await call()
         except (RedisError, OSError, TimeoutError) as error:
             CACHE_ERRORS.labels(operation=operation).inc()
             log.warning("product_cache_unavailable", operation=operation, error=repr(error))
             return None
+
+
+async def _batches(keys: AsyncIterator[bytes], size: int = 500) -> AsyncIterator[list[bytes]]:
+    batch: list[bytes] = []
+    async for key in keys:
+        batch.append(key)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

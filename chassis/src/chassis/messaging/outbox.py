@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from aiormq.exceptions import ChannelClosed, ChannelInvalidStateError, ChannelPreconditionFailed
 from google.protobuf.message import Message
 from prometheus_client import Counter, Gauge
 
@@ -324,8 +325,14 @@ class OutboxRelay:
 
 
 def _is_outage(error: BaseException) -> bool:
-    """The broker (not this row) is the problem: nothing is counted against the row."""
-    return isinstance(error, BrokerUnavailable | ConnectionError | TimeoutError | OSError)
+    """The broker (not this row) is the problem: nothing is counted against the row. A channel
+    that is closed, or closed under the publish, is the connection's state, whatever the row;
+    only a nack, a return or a precondition the message itself broke is the row's own."""
+    if isinstance(error, BrokerUnavailable | ConnectionError | TimeoutError | OSError):
+        return True
+    if isinstance(error, ChannelInvalidStateError):
+        return True
+    return isinstance(error, ChannelClosed) and not isinstance(error, ChannelPreconditionFailed)
 
 
 async def _close(conn: asyncpg.Connection) -> None:
