@@ -219,8 +219,9 @@ def platform_env(
             "PYTHONUNBUFFERED": "1",
             "POSTGRES_URL": postgres_url,
             # Two platforms run at once (the shared one and the fault tests'), on a server of 100
-            # connections that the other suites share: a few per service is plenty here.
-            "POSTGRES_POOL_MAX": "4",
+            # connections that the other suites share: 2 x 3 PostgreSQL services x 8 stays far
+            # below it (4 each made 200 checkouts at once queue past the gateway's deadline).
+            "POSTGRES_POOL_MAX": "8",
             "REDIS_URL": redis_url,
             "REDIS_KEY_PREFIX": f"{redis_key_prefix}{label}:",
             "AMQP_URL": amqp_url,

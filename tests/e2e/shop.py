@@ -41,6 +41,18 @@ class Shopper:
             headers["Idempotency-Key"] = idempotency_key
         return await self.client.post("/api/v1/checkout", headers=headers)
 
+    async def checkout_until_answered(self, attempts: int = 6) -> httpx.Response:
+        """Check out as a careful client does: one Idempotency-Key for the intent, and the same
+        request again after a 503 or 504 (the first try may have placed the order or not; the
+        key makes the repeat return that order rather than a second one)."""
+        key = str(uuid.uuid4())
+        for attempt in range(attempts):
+            response = await self.checkout(key)
+            if response.status_code not in (503, 504):
+                return response
+            await asyncio.sleep(0.25 * 2**attempt)
+        return response
+
     async def checkout_order(self, idempotency_key: str | None = None) -> dict[str, Any]:
         response = await self.checkout(idempotency_key)
         assert response.status_code == 202, response.text
