@@ -41,6 +41,22 @@ ADMIN_EMAIL, ADMIN_PASSWORD = "bench.admin@example.com", "bench-admin-password"
 PROCESSES = ("service-user", "service-product", "service-cart", "service-order", "api-gateway")
 
 
+def cpu_seconds_by_command() -> dict[str, float]:
+    """CPU seconds (user + system) of every process on the machine, summed by command name
+    (Linux /proc): the services' console scripts, postgres, beam.smp (RabbitMQ), this script."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, tail = stat.read_text().rpartition(")")
+        except OSError:
+            continue
+        fields = tail.split()
+        name = head.partition("(")[2]
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
 @dataclass
 class Run:
     """Start time of each checkout by order id, and when its confirmation was seen."""
@@ -130,49 +146,66 @@ async def login(client: httpx.AsyncClient, email: str, password: str) -> dict[st
     return {"Authorization": f"Bearer {reply.json()['access_token']}"}
 
 
-async def new_shopper(client: httpx.AsyncClient) -> dict[str, str]:
+@dataclass
+class Shopper:
+    """A shopper with a client of its own: one httpx pool of many connections shared by every
+    shopper cost the benchmark more CPU than the gateway it measures (httpcore scans its whole
+    pool on each request), on the same two cores."""
+
+    client: httpx.AsyncClient
+    headers: dict[str, str]
+
+
+async def new_shopper(base_url: str) -> Shopper:
+    client = httpx.AsyncClient(
+        base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=8)
+    )
     email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
     reply = await client.post(
         "/api/v1/register",
         json={"email": email, "password": "bench password 1", "full_name": "Bench"},
     )
     reply.raise_for_status()
-    return await login(client, email, "bench password 1")
+    return Shopper(client, await login(client, email, "bench password 1"))
 
 
-async def one_checkout(
-    client: httpx.AsyncClient, headers: dict[str, str], products: list[str], run: Run
-) -> None:
+async def one_checkout(shopper: Shopper, products: list[str], run: Run) -> None:
     started = time.perf_counter()
-    add = await client.post(
+    try:
+        await _add_and_check_out(shopper, products, run, started)
+    except httpx.TransportError:
+        run.failed += 1
+
+
+async def _add_and_check_out(
+    shopper: Shopper, products: list[str], run: Run, started: float
+) -> None:
+    add = await shopper.client.post(
         "/api/v1/cart/items",
-        headers=headers,
+        headers=shopper.headers,
         json={"product_id": random.choice(products), "quantity": 1},
     )
-    checkout = await client.post("/api/v1/checkout", headers=headers)
+    checkout = await shopper.client.post("/api/v1/checkout", headers=shopper.headers)
     if add.status_code != 200 or checkout.status_code != 202:
         run.failed += 1
         return
     run.started[checkout.json()["id"]] = started
 
 
-async def full_rate(
-    client: httpx.AsyncClient, shoppers: list[dict[str, str]], products: list[str], seconds: float
-) -> Run:
+async def full_rate(shoppers: list[Shopper], products: list[str], seconds: float) -> Run:
     run = Run()
     stop = time.perf_counter() + seconds
 
-    async def loop(headers: dict[str, str]) -> None:
+    async def loop(shopper: Shopper) -> None:
         while time.perf_counter() < stop:
-            await one_checkout(client, headers, products, run)
+            await one_checkout(shopper, products, run)
 
-    await asyncio.gather(*(loop(h) for h in shoppers))
+    await asyncio.gather(*(loop(shopper) for shopper in shoppers))
     return run
 
 
 async def fixed_rate(
-    client: httpx.AsyncClient,
-    shoppers: list[dict[str, str]],
+    shoppers: list[Shopper],
     products: list[str],
     seconds: float,
     rate: float,
@@ -184,8 +217,8 @@ async def fixed_rate(
         delay = begin + index / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        headers = shoppers[index % len(shoppers)]
-        tasks.append(asyncio.create_task(one_checkout(client, headers, products, run)))
+        shopper = shoppers[index % len(shoppers)]
+        tasks.append(asyncio.create_task(one_checkout(shopper, products, run)))
     await asyncio.gather(*tasks)
     return run
 
@@ -242,11 +275,13 @@ async def main() -> None:
     base_url = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
     amqp = AmqpSettings(amqp_url=AMQP_URL, events_exchange=env["EVENTS_EXCHANGE"])
     rows = []
+    cpu_before: dict[str, float] = {}
+    cpu_after: dict[str, float] = {}
+    shoppers: list[Shopper] = []
     try:
         await wait_ready(base_url, processes)
-        limits = httpx.Limits(max_connections=args.shoppers * 2)
         async with (
-            httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client,
+            httpx.AsyncClient(base_url=base_url, timeout=30) as client,
             EventTap(amqp, []) as tap,
         ):
             admin = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
@@ -260,11 +295,13 @@ async def main() -> None:
                 )  # fmt: skip
                 reply.raise_for_status()
                 products.append(reply.json()["id"])
-            shoppers = [await new_shopper(client) for _ in range(args.shoppers)]
-            await full_rate(client, shoppers, products, 3)  # warm-up: caches, plans, pools
+            shoppers += [await new_shopper(base_url) for _ in range(args.shoppers)]
+            await full_rate(shoppers, products, 3)  # warm-up: caches, plans, pools
 
             commits_before, events_before = await xact_commits(databases), len(tap.events)
-            full = await full_rate(client, shoppers, products, args.duration)
+            cpu_before = cpu_seconds_by_command()
+            full = await full_rate(shoppers, products, args.duration)
+            cpu_after = cpu_seconds_by_command()
             await wait_confirmed(full, tap)
             commits = await xact_commits(databases) - commits_before
             events = len(tap.events) - events_before
@@ -272,10 +309,12 @@ async def main() -> None:
             per_checkout = max(len(full.started), 1)
 
             half_rate = max(len(full.confirmed) / args.duration / 2, 1.0)
-            half = await fixed_rate(client, shoppers, products, args.duration, half_rate)
+            half = await fixed_rate(shoppers, products, args.duration, half_rate)
             await wait_confirmed(half, tap)
             rows.append(summary(f"half rate ({half_rate:,.0f}/s offered)", half, args.duration))
     finally:
+        for shopper in shoppers:
+            await shopper.client.aclose()
         for process in processes:
             process.stop()
         await cleanup(env, databases)
@@ -287,6 +326,12 @@ async def main() -> None:
         print("  ".join(f"{cell:>14}" for cell in row))
     print(f"PostgreSQL transactions per checkout (3 databases): {commits / per_checkout:.1f}")
     print(f"broker messages per checkout (all saga events seen): {events / per_checkout:.1f}")
+    print("CPU per checkout at full rate, ms (2 cores give 2,000 ms per second):")
+    spent = {name: cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0) for name in cpu_after}
+    for name, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+        if seconds * 1000 / per_checkout >= 0.5:
+            print(f"  {name:>16} {seconds * 1000 / per_checkout:6.1f}")
+    print(f"  {'all':>16} {sum(spent.values()) * 1000 / per_checkout:6.1f}")
 
 
 async def cleanup(env: dict[str, str], databases: list[str]) -> None:
