@@ -108,17 +108,17 @@ class Run:
         for service in self.services:
             port = self.ports.setdefault(service.port_variable, free_port())
             env[service.port_variable] = str(port)
+            # Every process serves /metrics on a port of its own (the gateway never on its
+            # public one).
+            metrics = self.ports.setdefault(f"{service.prefix}_METRICS_PORT", free_port())
+            env[f"{service.prefix}_METRICS_PORT"] = str(metrics)
             if service.grpc:
-                metrics = self.ports.setdefault(f"{service.prefix}_METRICS_PORT", free_port())
-                env[f"{service.prefix}_METRICS_PORT"] = str(metrics)
                 env[f"{service.prefix}_SERVICE_ADDR"] = f"127.0.0.1:{port}"
                 env[f"{service.prefix}_DB_NAME"] = f"{self.run_id}_{service.prefix.lower()}"
         return env
 
     def metrics_url(self, service: Service) -> str:
-        if service.grpc:
-            return f"http://127.0.0.1:{self.ports[f'{service.prefix}_METRICS_PORT']}/metrics"
-        return f"http://127.0.0.1:{self.ports[service.port_variable]}/metrics"
+        return f"http://127.0.0.1:{self.ports[f'{service.prefix}_METRICS_PORT']}/metrics"
 
     def docker_run(self, *args: str, check: bool = True, merge_stderr: bool = False) -> str:
         result = subprocess.run(  # noqa: S603 - the docker CLI with fixed arguments
@@ -207,9 +207,12 @@ def wait_healthy(run: Run, started: dict[str, float]) -> dict[str, float]:
     return healthy
 
 
-def scrape(url: str) -> None:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback http
-        body = response.read().decode()
+def scrape(service: Service, url: str) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback http
+            body = response.read().decode()
+    except OSError as error:  # HTTPError and URLError included
+        raise CheckFailed(f"{service.folder}: {url}: {error}") from error
     if "# TYPE " not in body:
         raise CheckFailed(f"{url}: no Prometheus metrics in the answer")
 
@@ -269,7 +272,7 @@ def check(run: Run, environment: dict[str, str], log_dir: Path) -> list[str]:
         started[service.folder] = time.monotonic()
     healthy = wait_healthy(run, started)
     for service in run.services:
-        scrape(run.metrics_url(service))
+        scrape(service, run.metrics_url(service))
     for service in run.services:
         code = stop(run, service)
         if code != 0:
