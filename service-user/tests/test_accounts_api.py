@@ -205,3 +205,29 @@ async def test_an_unreachable_database_is_unavailable_not_an_internal_error(
                     timeout=20,
                 )
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_logins_refused_during_a_database_outage_do_not_lock_out_the_owner(
+    make_settings: Any, start_service: Any, postgres_url: str
+) -> None:
+    """Ten logins answered UNAVAILABLE while the database is away reached no verdict on the
+    password: once it is back, the owner logs in (five counted failures would lock the pair)."""
+    target = urlsplit(postgres_url)
+    async with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        userinfo = target.netloc.rsplit("@", 1)[0] + "@" if "@" in target.netloc else ""
+        proxied = urlunsplit(target._replace(netloc=f"{userinfo}127.0.0.1:{proxy.port}"))
+        async with start_service(make_settings(POSTGRES_URL=proxied)) as running:
+            email, password = f"owner-{uuid.uuid4().hex[:8]}@example.com", "owner password 1"
+            await running.stub.Register(
+                user_pb2.RegisterRequest(email=email, password=password, full_name="Owner"),
+                timeout=10,
+            )
+            request = user_pb2.LoginRequest(email=email, password=password)
+            await proxy.cut()
+            for _ in range(10):
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await running.stub.Login(request, timeout=20)
+                assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            await proxy.restore()
+            reply = await running.stub.Login(request, timeout=20)
+    assert reply.access_token

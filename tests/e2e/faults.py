@@ -358,13 +358,22 @@ class Stream:
         assert statuses[("CONFIRMED", None)] > 0
         assert statuses[("CANCELLED", "OUT_OF_STOCK")] > 0, f"no stock ran out: {statuses}"
 
+        seen: dict[str, tuple[int, int, int]] = {}
+
         async def stock_accounted_for() -> bool:
             # Releases of the last cancellations may still be on their way.
             stocks = {p: await self.stock(p) for p in self.products}
             assert all(s >= 0 for s in stocks.values()), f"negative stock: {stocks}"
+            seen.clear()
+            seen.update({p: (self.products[p], stocks[p], confirmed[p]) for p in self.products})
             return all(self.products[p] == stocks[p] + confirmed[p] for p in self.products)
 
-        await _eventually(stock_accounted_for, within=30)
+        try:
+            await _eventually(stock_accounted_for, within=30)
+        except AssertionError as error:
+            off = {p: f"initial {i} != stock {s} + confirmed {c}" for p, (i, s, c) in seen.items()
+                   if i != s + c}  # fmt: skip
+            raise AssertionError(f"{error}: {off}") from None
         for buyer in self.shoppers:
             assert await self.cart_of(buyer) == buyer.cart, buyer.shopper.email
         await queues.wait_drained()

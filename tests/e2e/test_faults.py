@@ -6,7 +6,8 @@ their confirmed lines exactly once, every queue drained and nothing dead-lettere
 
 The servers are shared with other test runs: a test takes one away from this platform only, by
 cutting the proxies its services reach it through (`faults.Servers`), and gives it back in a
-`finally`. Only `test_a_real_broker_restart...` stops the real broker, when asked to."""
+`finally`. Only `test_a_real_broker_restart...` and `test_a_real_postgresql_stop...` stop the real
+servers, when asked to."""
 
 from __future__ import annotations
 
@@ -113,10 +114,53 @@ def _rabbitmqctl(command: str) -> None:
     subprocess.run(["rabbitmqctl", command], check=True, capture_output=True, timeout=120)
 
 
-async def test_with_postgresql_gone_the_gateway_answers_503_problems_in_time_and_recovers(
-    faulty: FaultPlatform, stream: Stream, client: httpx.AsyncClient
+@pytest.mark.postgres_restart
+@pytest.mark.skipif(
+    os.environ.get("E2E_RESTART_SHARED_POSTGRES") != "1",
+    reason="stops the PostgreSQL every test run on this machine shares: "
+    "E2E_RESTART_SHARED_POSTGRES=1",
+)
+async def test_a_real_postgresql_stop_mid_stream_is_survived_with_no_service_restarted(
+    faulty: FaultPlatform, stream: Stream, client: httpx.AsyncClient, admin: Admin
 ) -> None:
-    prober = await Prober.ready(client, stream)
+    """The server itself stopped (`pg_ctlcluster ... stop -m fast`: connections terminated by the
+    administrator, new ones refused while it is down), not a proxy cut: the same promises."""
+    prober = await Prober.ready(client, admin)
+    answers: list[Probe] = []
+
+    async def database_stop() -> None:
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(_pg_ctlcluster, "stop", "-m", "fast")
+        try:
+            answers.extend(await prober.probe_for(5.0))
+        finally:
+            await asyncio.to_thread(_pg_ctlcluster, "start")
+
+    await stream.run_through(database_stop)
+    await stream.check_invariants(faulty.queues)
+
+    assert answers, "nothing was asked while the database was stopped"
+    for probe in answers:
+        assert probe.seconds < 10, probe
+        assert probe.status in (200, 503, 504), probe
+        if probe.status != 200:
+            assert probe.problem, probe
+
+
+def _pg_ctlcluster(*command: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", *command],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+async def test_with_postgresql_gone_the_gateway_answers_503_problems_in_time_and_recovers(
+    faulty: FaultPlatform, stream: Stream, client: httpx.AsyncClient, admin: Admin
+) -> None:
+    prober = await Prober.ready(client, admin)
     answers: list[Probe] = []
 
     async def database_outage() -> None:
@@ -139,9 +183,9 @@ async def test_with_postgresql_gone_the_gateway_answers_503_problems_in_time_and
 
 
 async def test_with_redis_gone_products_come_from_postgresql_login_fails_closed_saga_goes_on(
-    faulty: FaultPlatform, stream: Stream, client: httpx.AsyncClient
+    faulty: FaultPlatform, stream: Stream, client: httpx.AsyncClient, admin: Admin
 ) -> None:
-    prober = await Prober.ready(client, stream)
+    prober = await Prober.ready(client, admin)
     answers: list[Probe] = []
 
     async def cache_outage() -> None:
@@ -222,9 +266,11 @@ class Prober:
         self._routes = routes
 
     @classmethod
-    async def ready(cls, client: httpx.AsyncClient, stream: Stream) -> Prober:
+    async def ready(cls, client: httpx.AsyncClient, admin: Admin) -> Prober:
+        """A shopper of its own and a product of its own: its checkouts (some succeed) must not
+        take stock the stream's invariants account for."""
         shopper = await new_shopper(client)
-        product_id = next(iter(stream.products))
+        product_id = (await admin.create_product(stock=1000))["id"]
         await shopper.add(product_id, 1)
         auth = {"headers": shopper.headers}
         login_body = {"email": shopper.email, "password": "correct horse battery"}

@@ -95,14 +95,20 @@ async def _check_credentials(
     normalised, password = validate_login_input(email, password)
     await accounts.login_rate.take(client)
     delay = await accounts.throttle.begin_attempt(normalised, client)
-    if delay:
-        await asyncio.sleep(delay)
-    user = await accounts.store.by_email(normalised)
-    if user is None:
-        await accounts.passwords.burn_verification(password)
-        raise await _failed_login(accounts, normalised, client)
-    verification = await accounts.passwords.verify(user.password_hash, password)
-    if not verification.matches:
+    try:
+        if delay:
+            await asyncio.sleep(delay)
+        user = await accounts.store.by_email(normalised)
+        if user is None:
+            await accounts.passwords.burn_verification(password)
+        else:
+            verification = await accounts.passwords.verify(user.password_hash, password)
+    except (Unavailable, ResourceExhausted, asyncio.CancelledError):
+        # No verdict on the password (an outage, a full hashing pool, the caller's deadline):
+        # the attempt does not count against its owner.
+        await accounts.throttle.attempt_abandoned(normalised, client)
+        raise
+    if user is None or not verification.matches:
         raise await _failed_login(accounts, normalised, client)
     if verification.needs_rehash:
         await _rehash(accounts, user, password)

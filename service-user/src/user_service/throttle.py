@@ -29,6 +29,13 @@ log = get_logger(__name__)
 # The first delay once an email crosses its failure threshold; each further failure doubles it.
 FIRST_DELAY_SECONDS = 0.1
 
+# Decrement a counter that is still there and positive; never create one (it may have expired).
+_UNCOUNT = """
+local value = tonumber(redis.call('GET', KEYS[1]) or '0')
+if value > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
 
 def _digest(*parts: str) -> str:
     # Hashed so that addresses (emails and client addresses) do not sit in Redis in clear text.
@@ -122,6 +129,15 @@ class LoginThrottle(_Deadlined):
 
     async def attempt_succeeded(self, email: str, client: str) -> None:
         await self._call(self._redis.delete(self._pair_key(email, client)))
+
+    async def attempt_abandoned(self, email: str, client: str) -> None:
+        """The counted attempt never reached a verdict (the database or the hashing pool was
+        unavailable): uncount it, so an outage never locks out the owner retrying meanwhile.
+        Best effort: if Redis cannot take it either, the attempt stays counted."""
+        try:
+            await self._call(self._redis.eval(_UNCOUNT, 1, self._pair_key(email, client)))
+        except Unavailable:
+            log.warning("login_attempt_not_uncounted")
 
     async def check(self) -> None:
         """Readiness: Redis answers a PING within the deadline."""
