@@ -34,6 +34,10 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # A pooled connection the server terminated while it sat idle (PostgreSQL stopping sends
+    # FATAL 57P01 to every session): asyncpg reports the broken protocol state on its next use
+    # ("cannot switch to state ..."), then drops it; the pool opens a new one for the retry.
+    asyncpg.exceptions.InternalClientError,
 )
 P = ParamSpec("P")
 R = TypeVar("R")
