@@ -383,3 +383,21 @@ async def test_consumer_keeps_consuming_after_the_broker_closes_its_connection(
     finally:
         await consumer_broker.close()
     assert recorder.events == [first, second]
+
+
+async def test_a_consumer_stopped_right_after_it_started_leaves_the_connection_whole(
+    broker: Broker,
+) -> None:
+    """Stopping lands while the consumer opens channels (re-drive, depth gauges): the broker must
+    never see a channel closed before it was opened, or it closes the whole connection that the
+    service's publishers and other consumers share (CHANNEL_ERROR - expected 'channel.open')."""
+    connection = broker.connection
+    consumer = EventConsumer(broker, "orders", on_order_created(Recorder()))
+    for attempt in range(15):
+        async with consuming(consumer):
+            await asyncio.sleep(attempt * 0.001)
+    await asyncio.sleep(1.0)  # the broker's answer to a bad close would have arrived by now
+    assert not connection.is_closed
+    assert broker.connection is connection
+    async with consuming(consumer):
+        await consumer.check()

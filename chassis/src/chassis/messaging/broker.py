@@ -116,7 +116,7 @@ class Broker:
         self, connection: AbstractRobustConnection
     ) -> AbstractExchange:
         async with asyncio.timeout(self._connect_timeout):
-            channel = await connection.channel(publisher_confirms=True)
+            channel = await topology.open_channel(connection, publisher_confirms=True)
             exchange = await topology.get_events_exchange(channel, self.settings)
         self._channel, self._exchange = channel, exchange
         return exchange
@@ -162,7 +162,7 @@ class Broker:
     async def channel(self, *, prefetch: int = 0) -> AbstractRobustChannel:
         """A new robust channel on the service connection (consumers use one each)."""
         async with asyncio.timeout(self._connect_timeout):
-            channel = await self.connection.channel(publisher_confirms=False)
+            channel: AbstractRobustChannel = await topology.open_channel(self.connection)
             if prefetch:
                 await channel.set_qos(prefetch_count=prefetch)
         return channel
@@ -227,9 +227,6 @@ class Broker:
     async def queue_depth(self, queue: str) -> int:
         """Messages ready in `queue` (full name), by passive declare on a throwaway channel."""
         async with asyncio.timeout(self._connect_timeout):
-            channel = await self.connection.channel(publisher_confirms=False)
-            try:
+            async with topology.temporary_channel(self.connection) as channel:
                 declared = await channel.declare_queue(queue, passive=True, robust=False)
                 return int(declared.declaration_result.message_count or 0)
-            finally:
-                await channel.close()

@@ -156,9 +156,13 @@ class EventConsumer:
             self.consuming.set()
             logger.info("consuming", queue=self.queue_name, routing_keys=self.routing_keys)
             try:
-                await self._after_binding()
+                # Shielded: a stop that lands mid-RPC would make aiormq close the channel under
+                # the broker's feet, and the broker then closes the whole connection
+                # (CHANNEL_ERROR), every publisher and consumer of the service on it. A stop
+                # leaves these to finish (each has its deadline) and closes nothing half-way.
+                await asyncio.shield(self._after_binding())
                 while True:
-                    await self._refresh_depths()
+                    await asyncio.shield(self._refresh_depths())
                     await asyncio.sleep(self._dlq_poll_interval)
             finally:
                 self.consuming.clear()

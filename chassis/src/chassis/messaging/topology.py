@@ -14,7 +14,9 @@ yet, the dead-letter exchange, and per-service quorum queues.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import aiormq
@@ -32,6 +34,49 @@ BROKER_DELIVERY_LIMIT = 20
 UNROUTED_TTL_MS = 7 * 24 * 3600 * 1000
 
 _log = get_logger(__name__)
+
+# Channels whose open outlived the caller that gave up on it, kept until they are closed.
+_ABANDONED: set[asyncio.Task[None]] = set()
+
+
+async def open_channel(connection: AbstractConnection, *, publisher_confirms: bool = False) -> Any:
+    """A new channel on `connection`, whose Channel.Open is never abandoned half-way.
+
+    A caller cancelled (a deadline, a consumer stopping) while Channel.Open is in flight would
+    make aiormq close a channel the broker has not finished opening; the broker answers with
+    CHANNEL_ERROR and closes the whole connection, every other channel on it included. So the
+    open runs shielded: a caller that gives up leaves it to finish, and the channel is closed.
+    """
+    channel = connection.channel(publisher_confirms=publisher_confirms)
+
+    async def opened() -> Any:
+        await channel
+        return channel
+
+    opening = asyncio.ensure_future(opened())
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_abandoned)
+        raise
+
+
+def _close_abandoned(opening: asyncio.Future[Any]) -> None:
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    closing = asyncio.ensure_future(opening.result().close())
+    _ABANDONED.add(closing)
+    closing.add_done_callback(_ABANDONED.discard)
+
+
+@contextlib.asynccontextmanager
+async def temporary_channel(connection: AbstractConnection) -> AsyncIterator[Any]:
+    """A channel for a few declarations, opened with `open_channel` and closed after."""
+    channel = await open_channel(connection)
+    try:
+        yield channel
+    finally:
+        await asyncio.shield(channel.close())
 
 
 def queue_name(settings: AmqpSettings, queue: str) -> str:
@@ -71,7 +116,7 @@ async def declare_events_exchange(connection: AbstractConnection, settings: Amqp
     re-created) and the exchange is used as it is.
     """
     unrouted = unrouted_name(settings)
-    async with connection.channel() as channel:
+    async with temporary_channel(connection) as channel:
         alternate = await channel.declare_exchange(unrouted, ExchangeType.FANOUT, durable=True)
         queue = await channel.declare_queue(
             unrouted,
@@ -80,7 +125,7 @@ async def declare_events_exchange(connection: AbstractConnection, settings: Amqp
         )
         await queue.bind(alternate)
     try:
-        async with connection.channel() as channel:
+        async with temporary_channel(connection) as channel:
             await channel.declare_exchange(
                 settings.events_exchange,
                 ExchangeType.TOPIC,
@@ -114,7 +159,7 @@ async def declare_service_queue(
     """
     name = queue_name(settings, queue)
     await declare_events_exchange(connection, settings)
-    async with connection.channel() as channel:
+    async with temporary_channel(connection) as channel:
         dlx = await channel.declare_exchange(
             dead_letter_exchange_name(settings), ExchangeType.DIRECT, durable=True
         )
@@ -125,13 +170,13 @@ async def declare_service_queue(
         )
         await dlq.bind(dlx, routing_key=name)
     try:
-        async with connection.channel() as channel:
+        async with temporary_channel(connection) as channel:
             await channel.declare_queue(
                 name, durable=True, arguments=service_queue_arguments(settings, queue)
             )
     except aiormq.exceptions.ChannelPreconditionFailed as error:
         _log.warning("service_queue_arguments_differ", queue=name, error=str(error))
-    async with connection.channel() as channel:
+    async with temporary_channel(connection) as channel:
         service_queue = await channel.declare_queue(name, passive=True)
         exchange = await get_events_exchange(channel, settings)
         for key in routing_keys:
