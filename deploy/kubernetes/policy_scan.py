@@ -113,11 +113,13 @@ def main() -> int:
     acceptances = load_acceptances()
     problems = judge(findings, acceptances)
     accepted = len(findings) - sum(line.startswith("FAILED") for line in problems)
+    reports = report if isinstance(report, list) else [report]
+    passed = sum(int((one.get("summary") or {}).get("passed", 0)) for one in reports)
     for line in problems:
         sys.stdout.write(line + "\n")
     sys.stdout.write(
-        f"checkov: {len(findings)} failed checks, {accepted} accepted with a reason"
-        f" ({len(acceptances)} entries in {ACCEPTED.name}), {len(problems)} problems\n"
+        f"checkov: {passed} passed, {len(findings)} failed, {accepted} of them accepted with a"
+        f" reason ({len(acceptances)} entries in {ACCEPTED.name}), {len(problems)} problems\n"
     )
     return 1 if problems else 0
 

@@ -35,8 +35,8 @@ files=()
 for overlay in "$rendered"/*.yaml; do files+=(-f "$(basename "$overlay")"); done
 # checkov exits 1 when any check fails; whether that is acceptable is policy_scan.py's verdict.
 (cd "$rendered" && "$checkov_venv/bin/checkov" --framework kubernetes "${files[@]}" \
-  --quiet --compact --output json >"$report") || true
-[ -s "$report" ] || { log "FAILED: checkov wrote no report"; exit 1; }
+  --quiet --compact --skip-download --output json >"$report" 2>"$rendered/checkov.log") || true
+[ -s "$report" ] || { log "FAILED: checkov wrote no report:"; cat "$rendered/checkov.log"; exit 1; }
 uv run --frozen python deploy/kubernetes/policy_scan.py "$report"
 
 log "consistency tests (deploy/kubernetes/tests)"
