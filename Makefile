@@ -3,10 +3,10 @@ SHELL := /bin/bash
 UV ?= uv
 BUF_VERSION ?= 1.75.0
 
-.PHONY: help install test lint format proto proto-check proto-lint dev seed profile compose-validate check-images clean
+.PHONY: help install test lint format proto proto-check proto-lint dev seed profile compose-validate check-images k8s-validate k8s-local-secrets clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 install: ## install every package and tool from the lock file
 	$(UV) sync --frozen
@@ -53,8 +53,14 @@ profile: ## live profile of a running local service: make profile SERVICE=servic
 compose-validate: ## offline checks of the compose environment and Dockerfiles (see its README)
 	docker-compose-environment/validate.sh
 
-check-images: install ## build every service image, start each container and wait for its HEALTHCHECK
+check-images: install ## build every service image, run each container as its pod runs and wait for its HEALTHCHECK
 	docker-compose-environment/check-images.sh
+
+k8s-validate: install ## render the Kubernetes overlays, strict schema validation, checkov, consistency tests (offline)
+	deploy/kubernetes/validate.sh
+
+k8s-local-secrets: ## make the local overlay's git-ignored secret files (random passwords, a new signing key)
+	deploy/kubernetes/overlays/local/make-secrets.sh
 
 clean: ## remove caches
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -3,6 +3,10 @@ network against this machine's PostgreSQL, Redis and RabbitMQ under names of its
 the image's own HEALTHCHECK to report healthy, scrape its metrics, stop it with SIGTERM, and remove
 everything the run made. Run by check-images.sh, which provides the Docker engine and base image.
 
+Each container runs the way the Kubernetes manifests run its pod (deploy/kubernetes/base/<folder>/
+deployment.yaml, read here so the two cannot drift): read-only root filesystem, every capability
+dropped, no privilege escalation, the manifests' user and group, and a tmpfs for each emptyDir.
+
 A service is a top-level folder with a Dockerfile. Its HEALTHCHECK names the port variable the
 probe follows (`${USER_GRPC_PORT:-50051}`, `${GATEWAY_PORT:-8080}`); the other settings follow the
 platform's naming from that prefix: `USER_METRICS_PORT`, `USER_DB_NAME`, and `USER_SERVICE_ADDR`
@@ -26,11 +30,13 @@ from pathlib import Path
 
 import asyncpg
 import redis.asyncio as redis
+import yaml
 
 from chassis.postgres import database_url
 from chassis.testing.plugin import _delete_amqp_names, _rabbitmqctl_names
 
 ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS = ROOT / "deploy" / "kubernetes" / "base"
 NAME_PREFIX = "imgcheck"  # every database, key, exchange, queue, container and image of a run
 PORT_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*_PORT):-\d+\}")
 HEALTH_TIMEOUT_S = 120.0
@@ -153,14 +159,55 @@ def build(run: Run, service: Service, log_dir: Path) -> float:
     return time.monotonic() - started
 
 
-def start(run: Run, service: Service, environment: dict[str, str]) -> None:
+def _docker_size(quantity: str) -> str:
+    """A Kubernetes quantity (`16Mi`, `1Gi`) as a tmpfs size (`16m`, `1g`)."""
+    match = re.fullmatch(r"(\d+)([KMG])i", quantity)
+    if match is None:
+        raise SystemExit(f"{MANIFESTS}: emptyDir sizeLimit {quantity!r} is not n Ki, Mi or Gi")
+    return f"{match[1]}{match[2].lower()}"
+
+
+def pod_security_arguments(service: Service, manifests: Path = MANIFESTS) -> list[str]:
+    """The `docker run` arguments that make the container run as the service's pod does: the
+    pod's user and group, a read-only root filesystem, no capability, no privilege escalation,
+    and a tmpfs where the pod mounts an emptyDir (the only writable paths)."""
+    deployment = yaml.safe_load((manifests / service.folder / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    user = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+    context = container["securityContext"]
+    if not (
+        context.get("readOnlyRootFilesystem")
+        and context.get("allowPrivilegeEscalation") is False
+        and context.get("capabilities", {}).get("drop") == ["ALL"]
+    ):
+        raise SystemExit(
+            f"{service.folder}: its pod is not read-only, capability-free and unescalated"
+        )
+    arguments = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    arguments += ["--user", f"{user['runAsUser']}:{user['runAsGroup']}"]
+    empty_dirs = {v["name"]: v["emptyDir"] for v in pod.get("volumes", []) if "emptyDir" in v}
+    for mount in container.get("volumeMounts", []):
+        if mount["name"] not in empty_dirs:
+            raise SystemExit(f"{service.folder}: mounts {mount['name']}, which is no emptyDir")
+        size = _docker_size(empty_dirs[mount["name"]].get("sizeLimit", "64Mi"))
+        arguments += ["--tmpfs", f"{mount['mountPath']}:rw,exec,nosuid,size={size}"]
+    return arguments
+
+
+def run_arguments(run: Run, service: Service, environment: dict[str, str]) -> list[str]:
+    """The whole `docker run` command line of a service's container."""
     variables = [arg for name, value in environment.items() for arg in ("-e", f"{name}={value}")]
     # Only the interval is shortened; the test, timeout, start period and retries are the image's.
-    run.docker_run(
+    return [
         "run", "--detach", "--name", run.container(service), "--network", "host",
         "--label", f"{NAME_PREFIX}.run={run.run_id}", "--health-interval", "1s",
-        *variables, run.image(service),
-    )  # fmt: skip
+        *pod_security_arguments(service), *variables, run.image(service),
+    ]  # fmt: skip
+
+
+def start(run: Run, service: Service, environment: dict[str, str]) -> None:
+    run.docker_run(*run_arguments(run, service, environment))
 
 
 def why(run: Run, service: Service) -> str:

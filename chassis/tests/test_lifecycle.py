@@ -1,5 +1,6 @@
 """The service lifecycle: NOT_SERVING until startup hooks succeed and readiness checks pass,
-back to NOT_SERVING when a check fails, and a SIGTERM that lets in-flight RPCs finish."""
+back to NOT_SERVING when a check fails (while `liveness` stays SERVING), and a SIGTERM that lets
+in-flight RPCs finish."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chassis.grpc_server import ServiceRuntime
+from chassis.grpc_server import LIVENESS_SERVICE, ServiceRuntime
 from chassis.settings import ServiceSettings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -135,6 +136,32 @@ async def test_hooks_run_in_order_background_tasks_stop_and_shutdown_is_reversed
         "shutdown 2",
         "shutdown 1",
     ]
+
+
+async def test_liveness_stays_serving_while_a_dependency_is_down() -> None:
+    runtime = ServiceRuntime(
+        InProcessSettings(
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            shutdown_grace_seconds=1,
+            readiness_interval_seconds=0.1,
+        )
+    )
+
+    async def database_down() -> None:
+        raise ConnectionRefusedError("database unreachable")
+
+    runtime.readiness_check("postgres", database_down)
+    serving = asyncio.create_task(runtime.run())
+    await asyncio.wait_for(runtime.started.wait(), 10)
+    address = f"127.0.0.1:{runtime.bound_port}"
+    try:
+        assert await health_status(address) == NOT_SERVING  # readiness: out of the endpoints
+        assert await health_status(address, LIVENESS_SERVICE) == SERVING  # liveness: no restart
+        assert await probe_exit_code(address, LIVENESS_SERVICE) == 0
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(serving, 10)
 
 
 async def test_a_stopped_runtime_gives_the_signals_back_to_its_process() -> None:

@@ -81,3 +81,46 @@ def test_a_run_gives_every_port_once(check_images: ModuleType) -> None:
     run = check_images.Run(check_images.discover(), docker="docker")
     run.environment()
     assert len(set(run.ports.values())) == len(run.ports)
+
+
+@pytest.mark.parametrize("folder", sorted(SETTINGS))
+def test_each_container_runs_as_its_kubernetes_pod_does(
+    folder: str, check_images: ModuleType
+) -> None:
+    run = check_images.Run(check_images.discover(), docker="docker")
+    (service,) = [s for s in run.services if s.folder == folder]
+    command = check_images.run_arguments(run, service, run.environment())
+    assert command[-1] == run.image(service)
+    options = " ".join(command[:-1])
+    assert "--read-only" in command
+    assert "--cap-drop ALL" in options
+    assert "--security-opt no-new-privileges" in options
+    assert "--user 10001:10001" in options  # the pod's runAsUser:runAsGroup
+    tmpfs = [command[i + 1] for i, arg in enumerate(command) if arg == "--tmpfs"]
+    assert tmpfs == ["/tmp:rw,exec,nosuid,size=16m"]  # the pod's only emptyDir
+
+
+def test_a_pod_mounting_anything_but_an_emptydir_is_refused(
+    check_images: ModuleType, tmp_path: Path
+) -> None:
+    folder = tmp_path / "service-x"
+    folder.mkdir()
+    (folder / "deployment.yaml").write_text(
+        """
+spec:
+  template:
+    spec:
+      securityContext: {runAsUser: 10001, runAsGroup: 10001}
+      containers:
+        - name: service-x
+          securityContext:
+            readOnlyRootFilesystem: true
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
+          volumeMounts: [{name: state, mountPath: /var/lib/service-x}]
+      volumes: [{name: state, persistentVolumeClaim: {claimName: state}}]
+"""
+    )
+    service = check_images.Service("service-x", "X_GRPC_PORT")
+    with pytest.raises(SystemExit, match="no emptyDir"):
+        check_images.pod_security_arguments(service, tmp_path)

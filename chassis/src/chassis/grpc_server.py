@@ -25,6 +25,11 @@ Hook = Callable[[], Awaitable[None]]
 _log = get_logger("chassis.runtime")
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# The health service name a liveness probe asks for (Kubernetes `grpc: {service: liveness}`):
+# SERVING from start until the drain, whatever the dependencies say. "" and the servicers' names
+# follow readiness instead; a liveness probe on those would restart every healthy replica during
+# a database outage, which brings no database back.
+LIVENESS_SERVICE = "liveness"
 
 
 def _log_retry(name: str) -> Callable[[RetryCallState], None]:
@@ -184,6 +189,7 @@ class ServiceRuntime:
             (*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         await self._set_health(_NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE, _SERVING)
         await self.server.start()
         _log.info("started", host=settings.grpc_host, port=self.bound_port)
         self._install_signal_handlers()
