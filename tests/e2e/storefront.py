@@ -35,13 +35,19 @@ class WebShopper:
     client: httpx.AsyncClient
     email: str = ""
 
-    async def post_form(self, page_path: str, action: str, fields: dict[str, str]) -> httpx.Response:
+    async def post_form(
+        self, page_path: str, action: str, fields: dict[str, str]
+    ) -> httpx.Response:
         page = await self.client.get(page_path)
         return await self.client.post(action, data={"csrf_token": csrf_of(page), **fields})
 
     async def register(self, label: str = "web") -> httpx.Response:
         self.email = f"{label}-{uuid.uuid4().hex[:10]}@example.com"
-        fields = {"email": self.email, "password": PASSWORD, "full_name": f"{label.title()} Shopper"}
+        fields = {
+            "email": self.email,
+            "password": PASSWORD,
+            "full_name": f"{label.title()} Shopper",
+        }
         return await self.post_form("/register", "/register", fields)
 
     async def login(self, email: str, password: str) -> httpx.Response:

@@ -1,4 +1,4 @@
-"""`web-storefront` entry point: uvicorn with uvloop and httptools, settings from the environment."""
+"""`web-storefront` entry point: uvicorn (uvloop, httptools), settings from the environment."""
 
 from __future__ import annotations
 

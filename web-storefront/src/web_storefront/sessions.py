@@ -150,7 +150,9 @@ class SessionStore:
         if not _ID.fullmatch(session_id):
             return None
         raw = await self._redis.getex(self._key(session_id), ex=self._idle)
-        return None if raw is None else Session.from_record(session_id, raw)
+        if raw is None:
+            return None
+        return Session.from_record(session_id, raw.encode() if isinstance(raw, str) else raw)
 
     async def save(self, session: Session) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:

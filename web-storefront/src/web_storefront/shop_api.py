@@ -59,9 +59,7 @@ class ShopApi:
         return result
 
     async def update_product(self, product_id: str, fields: JSON) -> JSON:
-        result: JSON = await self._call(
-            "PATCH", f"/products/{_segment(product_id)}", json=fields
-        )
+        result: JSON = await self._call("PATCH", f"/products/{_segment(product_id)}", json=fields)
         return result
 
     # cart

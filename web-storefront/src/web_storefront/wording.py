@@ -14,7 +14,9 @@ from web_storefront.gateway import GatewayUnavailable, Problem
 
 LOCALE = "en_US"
 
-TRY_AGAIN_SHORTLY = "The shop cannot reach its stock and order systems right now. Please try again shortly."
+TRY_AGAIN_SHORTLY = (
+    "The shop cannot reach its stock and order systems right now. Please try again shortly."
+)
 
 ORDER_STATUS = {
     "PENDING": "Being confirmed",
@@ -144,9 +146,8 @@ def login_problem(problem: Problem) -> str:
     if problem.status == 401:
         return "That email and password do not match an account. Check them and try again."
     if problem.status == 429:
-        return (
-            "Too many attempts to sign in to this account from your address. "
-            + _wait(problem.retry_after)
+        return "Too many attempts to sign in to this account from your address. " + _wait(
+            problem.retry_after
         )
     if problem.status == 422:
         return "Enter your email and your password."

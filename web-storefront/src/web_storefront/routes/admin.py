@@ -92,7 +92,10 @@ async def create_product(request: Request) -> Response:
     fields, errors = _fields(values, creating=True)
     if errors:
         return _form_page(
-            request, values, error="Please correct the fields marked below.", errors=errors,
+            request,
+            values,
+            error="Please correct the fields marked below.",
+            errors=errors,
             status=422,
         )
     try:

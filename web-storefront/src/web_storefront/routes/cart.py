@@ -21,6 +21,7 @@ router = APIRouter()
 
 MAX_QUANTITY = 100
 PAYMENT_TOKENS = {token for token, _ in wording.TEST_CARDS}
+DEFAULT_CARD = wording.TEST_CARDS[0][0]
 
 
 async def cart_page(
@@ -29,7 +30,7 @@ async def cart_page(
     error: str = "",
     line_errors: dict[str, str] | None = None,
     typed: dict[str, str] | None = None,
-    payment_token: str = "pm_card_ok",
+    payment_token: str = DEFAULT_CARD,
     idempotency_key: str | None = None,
     status: int = 200,
 ) -> Response:
@@ -79,7 +80,7 @@ async def add_to_cart(request: Request) -> Response:
         (line["name"] for line in cart.get("items", []) if line["product_id"] == product_id),
         "the product",
     )
-    session.flash(f"Added {quantity} × {name} to your cart.")
+    session.flash(f"Added {quantity} \N{MULTIPLICATION SIGN} {name} to your cart.")
     return redirect("/cart")
 
 

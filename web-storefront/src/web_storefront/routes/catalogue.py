@@ -71,4 +71,3 @@ async def product_page(
 @router.get("/products/{product_id}")
 async def product(request: Request, product_id: str) -> Response:
     return await product_page(request, product_id)
-
