@@ -63,13 +63,13 @@ def test_the_setting_takes_addresses_and_networks_and_refuses_anything_else(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("GATEWAY_TRUSTED_PROXIES", " 127.0.0.1 ,10.0.0.0/8,::1")
-    assert [str(n) for n in GatewaySettings().trusted_proxies] == [
+    assert [str(n) for n in GatewaySettings().trusted_proxy_networks] == [
         "127.0.0.1/32",
         "10.0.0.0/8",
         "::1/128",
     ]
     monkeypatch.setenv("GATEWAY_TRUSTED_PROXIES", "")
-    assert GatewaySettings().trusted_proxies == ()
+    assert GatewaySettings().trusted_proxy_networks == ()
     monkeypatch.setenv("GATEWAY_TRUSTED_PROXIES", "127.0.0.1,storefront")
     with pytest.raises(ValueError, match="'storefront' is not an IP address"):
         GatewaySettings()

@@ -82,7 +82,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
-    app.state.trusted_proxies = TrustedProxies(settings.trusted_proxies)
+    app.state.trusted_proxies = TrustedProxies(settings.trusted_proxy_networks)
     install_error_handlers(app)
 
     def openapi() -> dict[str, Any]:

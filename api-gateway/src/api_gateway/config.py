@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
 
 from api_gateway.forwarded import Network, parse_networks
 from chassis.settings import ProcessSettings
@@ -47,9 +46,7 @@ class GatewaySettings(ProcessSettings):
 
     # Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is believed:
     # the storefront, a load balancer. Empty: the client is always the TCP peer.
-    trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = Field(
-        (), validation_alias="GATEWAY_TRUSTED_PROXIES"
-    )
+    trusted_proxies: str = Field("", validation_alias="GATEWAY_TRUSTED_PROXIES")
 
     jwt_issuer: str = Field("ecommerce-user-service", validation_alias="GATEWAY_JWT_ISSUER")
     jwt_audience: str = Field("ecommerce-api", validation_alias="GATEWAY_JWT_AUDIENCE")
@@ -69,7 +66,12 @@ class GatewaySettings(ProcessSettings):
         10_000, ge=1, validation_alias="GATEWAY_PRODUCT_CACHE_MAX_ENTRIES"
     )
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies")
     @classmethod
-    def _networks(cls, value: object) -> object:
-        return parse_networks(value) if isinstance(value, str) else value
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)  # a malformed entry stops the start, naming the variable
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)

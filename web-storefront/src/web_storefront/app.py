@@ -45,7 +45,7 @@ def create_app(
         redis, key_prefix=settings.redis_key_prefix, idle_seconds=settings.session_idle_seconds
     )
     gateway = GatewayClient(
-        str(settings.gateway_url),
+        settings.gateway_url,
         timeout_seconds=settings.gateway_timeout_seconds,
         transport=gateway_transport,
     )
@@ -53,7 +53,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         start_metrics_server(settings.metrics_port, settings.metrics_host)
-        log.info("storefront_started", gateway=str(settings.gateway_url))
+        log.info("storefront_started", gateway=settings.gateway_url)
         try:
             yield
         finally:

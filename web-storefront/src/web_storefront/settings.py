@@ -22,7 +22,7 @@ class StorefrontSettings(ProcessSettings, RedisSettings):
     metrics_port: int = Field(9106, ge=0, le=65535, validation_alias="STOREFRONT_METRICS_PORT")
 
     # The platform is reached through the gateway's public /api/v1 only, like any client.
-    gateway_url: HttpUrl = Field(HttpUrl("http://127.0.0.1:8080"), validation_alias="GATEWAY_URL")
+    gateway_url: str = Field("http://127.0.0.1:8080", validation_alias="GATEWAY_URL")
     # Deadline of each gateway call, connection included (the gateway's own upstream deadline is
     # 3 s, so its 503/504 arrives before this one expires).
     gateway_timeout_seconds: float = Field(
@@ -42,6 +42,14 @@ class StorefrontSettings(ProcessSettings, RedisSettings):
     max_body_bytes: int = Field(
         65_536, ge=1024, le=10_485_760, validation_alias="STOREFRONT_MAX_BODY_BYTES"
     )
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = HttpUrl(value)  # raises for anything but an http(s) URL
+        if url.query or url.fragment:
+            raise ValueError("the gateway URL takes no query or fragment")
+        return value.rstrip("/")
 
     @field_validator("trusted_proxies")
     @classmethod
