@@ -121,6 +121,10 @@ class Run:
             if service.grpc:
                 env[f"{service.prefix}_SERVICE_ADDR"] = f"127.0.0.1:{port}"
                 env[f"{service.prefix}_DB_NAME"] = f"{self.run_id}_{service.prefix.lower()}"
+        if "GATEWAY_PORT" in env:
+            # The storefront (an HTTP client of the gateway, as any) finds it by URL.
+            env["GATEWAY_URL"] = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+            env["STOREFRONT_HOST"] = "127.0.0.1"
         return env
 
     def metrics_url(self, service: Service) -> str:

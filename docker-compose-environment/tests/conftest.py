@@ -19,6 +19,7 @@ BUILT_SERVICES = {
     "service-cart": "service-cart",
     "service-order": "service-order",
     "api-gateway": "api-gateway",
+    "web-storefront": "web-storefront",
 }
 ONE_SHOT_JOBS = {"couchbase-init", "product-seed", "kibana-init"}
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
 
-PUBLISHED = {"api-gateway", "grafana", "jaeger", "kibana", "prometheus", "rabbitmq"}
+PUBLISHED = {
+    "api-gateway",
+    "grafana",
+    "jaeger",
+    "kibana",
+    "prometheus",
+    "rabbitmq",
+    "web-storefront",
+}
 # Where the original platform's users find each UI: host port by default -> container port.
 UI_PORTS = {
     "jaeger": ("16686", "16686"),
@@ -14,6 +23,7 @@ UI_PORTS = {
     "grafana": ("3001", "3000"),
     "kibana": ("5601", "5601"),
     "rabbitmq": ("15672", "15672"),
+    "web-storefront": ("8000", "8000"),
 }
 INFRASTRUCTURE = {"postgres", "redis", "rabbitmq", "couchbase", "jaeger"}
 ALLOWED_CONDITIONS = {"service_healthy", "service_completed_successfully"}
@@ -106,7 +116,22 @@ def test_every_container_is_on_the_one_platform_network(
 ) -> None:
     assert list(compose["networks"]) == ["platform"]
     for name, service in services.items():
-        assert service.get("networks") == ["platform"], name
+        networks = service.get("networks")
+        if name == "web-storefront":  # on it with a fixed address (below)
+            assert list(networks) == ["platform"], name
+        else:
+            assert networks == ["platform"], name
+
+
+def test_the_gateway_believes_x_forwarded_for_from_the_storefront_only(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    storefront = services["web-storefront"]["networks"]["platform"]["ipv4_address"]
+    [subnet] = [entry["subnet"] for entry in compose["networks"]["platform"]["ipam"]["config"]]
+    assert ipaddress.ip_address(storefront) in ipaddress.ip_network(subnet)
+    trusted = _environment(services["api-gateway"])["GATEWAY_TRUSTED_PROXIES"]
+    assert trusted == storefront
+    assert _environment(services["web-storefront"])["GATEWAY_URL"] == "http://api-gateway:8080"
 
 
 def test_built_services_use_the_root_as_build_context(

@@ -17,6 +17,7 @@ from chassis.health_probe import expand
 from order_service.settings import OrderSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
+from web_storefront.settings import StorefrontSettings
 
 # Ports the images expose and the compose healthchecks probe, by compose service name.
 GRPC_SERVICES = {
@@ -117,6 +118,23 @@ def test_the_gateway_image_exposes_and_probes_its_http_port(
     assert _probe(dockerfiles["api-gateway"]) == ["python", "-m", "chassis.health_probe", target]
     compose_probe = ["CMD", "python", "-m", "chassis.health_probe", expand(target, {})]
     assert services["api-gateway"]["healthcheck"]["test"] == compose_probe
+
+
+def test_the_storefront_image_exposes_and_probes_its_http_port(
+    dockerfiles: dict[str, str], services: dict[str, dict[str, Any]]
+) -> None:
+    port = StorefrontSettings.model_fields["port"].default
+    final = _final_stage(dockerfiles["web-storefront"])
+    assert _instruction(final, "EXPOSE") == str(port)
+    target = f"http://127.0.0.1:${{{_alias(StorefrontSettings, 'port')}:-{port}}}/readyz"
+    assert _probe(dockerfiles["web-storefront"]) == [
+        "python",
+        "-m",
+        "chassis.health_probe",
+        target,
+    ]
+    compose_probe = ["CMD", "python", "-m", "chassis.health_probe", expand(target, {})]
+    assert services["web-storefront"]["healthcheck"]["test"] == compose_probe
 
 
 def test_no_dockerfile_names_another_workspace_member(

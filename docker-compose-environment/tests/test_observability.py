@@ -15,6 +15,7 @@ from cart_service.settings import CartSettings
 from order_service.settings import OrderSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
+from web_storefront.settings import StorefrontSettings
 
 METRICS_ENDPOINTS = {
     "service-user": UserSettings.model_fields["metrics_port"].default,
@@ -22,6 +23,7 @@ METRICS_ENDPOINTS = {
     "service-cart": CartSettings.model_fields["metrics_port"].default,
     "service-order": OrderSettings.model_fields["metrics_port"].default,
     "api-gateway": GatewaySettings.model_fields["metrics_port"].default,
+    "web-storefront": StorefrontSettings.model_fields["metrics_port"].default,
 }
 SOURCE_FOLDERS = (
     "chassis/src",

@@ -20,6 +20,7 @@ from chassis.settings import AmqpSettings
 from order_service.settings import OrderSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
+from web_storefront.settings import StorefrontSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +32,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "service-cart": CartSettings,
     "service-order": OrderSettings,
     "api-gateway": GatewaySettings,
+    "web-storefront": StorefrontSettings,
 }
 # Handed to every container alike (test_compose.py); a service may ignore some of them.
 SHARED = {
@@ -196,7 +198,15 @@ def test_every_variable_in_the_root_env_example_is_read_with_the_default_shown()
 
 
 @pytest.mark.parametrize(
-    "folder", ["service-user", "service-product", "service-cart", "service-order", "api-gateway"]
+    "folder",
+    [
+        "service-user",
+        "service-product",
+        "service-cart",
+        "service-order",
+        "api-gateway",
+        "web-storefront",
+    ],
 )
 def test_every_setting_in_a_service_readme_is_read_by_it_with_that_default(folder: str) -> None:
     readable = variables(SETTINGS[folder])

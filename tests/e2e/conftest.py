@@ -447,3 +447,34 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
         terminalreporter.write_line(f"{label} platform, {moment}:")
         terminalreporter.write_line(f"  {figures}")
+
+
+@dataclass
+class Storefront:
+    """The web storefront (its Procfile line) in front of the shared platform's gateway."""
+
+    url: str
+    honcho: Honcho
+    platform: Platform
+
+
+@pytest.fixture(scope="session")
+def storefront(platform: Platform) -> Iterator[Storefront]:
+    port = free_port()
+    env = {
+        **platform.env,
+        "STOREFRONT_HOST": "127.0.0.1",
+        "STOREFRONT_PORT": str(port),
+        "STOREFRONT_METRICS_PORT": str(free_port()),
+        "GATEWAY_URL": platform.base_url,
+    }
+    honcho = Honcho(env, ("web-storefront",)).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, honcho)
+        yield Storefront(url, honcho, platform)
+    finally:
+        honcho.stop()
+        if folder := os.environ.get("E2E_LOG_DIR"):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / "e2e-web-storefront.log").write_text("\n".join(honcho.lines) + "\n")

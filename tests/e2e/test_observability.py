@@ -286,7 +286,7 @@ async def test_the_metrics_catalogue_is_what_the_processes_export_and_what_is_qu
 
 def test_every_log_event_in_the_code_is_a_snake_case_name() -> None:
     levels = {"debug", "info", "warning", "error", "exception", "critical"}
-    sources = [ROOT / "chassis/src", ROOT / "api-gateway/src"]
+    sources = [ROOT / "chassis/src", ROOT / "api-gateway/src", ROOT / "web-storefront/src"]
     sources += [path / "src" for path in ROOT.glob("service-*")]
     offending = []
     for path in (file for folder in sources for file in folder.rglob("*.py")):

@@ -13,6 +13,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from api_gateway.api_docs import install_api_docs
 from api_gateway.config import GatewaySettings
 from api_gateway.errors import install_error_handlers, problems_only_as_problem_json
+from api_gateway.forwarded import TrustedProxies
 from api_gateway.middleware import GatewayMiddleware
 from api_gateway.product_cache import ProductMicroCache
 from api_gateway.routes import auth, cart, health, orders, products, users
@@ -81,6 +82,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
+    app.state.trusted_proxies = TrustedProxies(settings.trusted_proxy_networks)
     install_error_handlers(app)
 
     def openapi() -> dict[str, Any]:

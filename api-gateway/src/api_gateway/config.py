@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from api_gateway.forwarded import Network, parse_networks
 from chassis.settings import ProcessSettings
 
 
@@ -43,6 +44,10 @@ class GatewaySettings(ProcessSettings):
         10.0, gt=0, validation_alias="GATEWAY_HEADER_TIMEOUT_SECONDS"
     )
 
+    # Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is believed:
+    # the storefront, a load balancer. Empty: the client is always the TCP peer.
+    trusted_proxies: str = Field("", validation_alias="GATEWAY_TRUSTED_PROXIES")
+
     jwt_issuer: str = Field("ecommerce-user-service", validation_alias="GATEWAY_JWT_ISSUER")
     jwt_audience: str = Field("ecommerce-api", validation_alias="GATEWAY_JWT_AUDIENCE")
     # Unknown `kid`s trigger a JWKS refetch at most this often, so forged kids cannot hammer
@@ -60,3 +65,13 @@ class GatewaySettings(ProcessSettings):
     product_cache_max_entries: int = Field(
         10_000, ge=1, validation_alias="GATEWAY_PRODUCT_CACHE_MAX_ENTRIES"
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)  # a malformed entry stops the start, naming the variable
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api_gateway.forwarded import TrustedProxies
 from api_gateway.product_cache import ProductMicroCache
 from api_gateway.upstreams import Upstreams
 from chassis.auth import InvalidToken, Principal, SigningKeysUnavailable, TokenVerifier
@@ -58,8 +59,11 @@ AdminUser = Annotated[Principal, Depends(admin_user)]
 
 
 async def client_address(request: Request) -> str:
-    """The TCP peer's address: service-user's per-client throttling key (never a header)."""
-    return request.client.host if request.client else "unknown"
+    """Service-user's per-client throttling key: the TCP peer's address, or the shopper's a
+    trusted proxy forwarded (`forwarded.py`); an untrusted peer's X-Forwarded-For is ignored."""
+    peer = request.client.host if request.client else "unknown"
+    proxies: TrustedProxies = request.app.state.trusted_proxies
+    return proxies.client_of(peer, request.headers.getlist("x-forwarded-for"))
 
 
 ClientAddress = Annotated[str, Depends(client_address)]

@@ -20,8 +20,9 @@ def main() -> None:
         loop="uvloop",
         # httptools with a header size bound and a header read timeout (http_protocol.py).
         http=BoundedHttpToolsProtocol,
-        # The client address is the TCP peer's: X-Forwarded-For is never believed, so no client
-        # can pick its own login-throttling key.
+        # uvicorn's own proxy handling stays off: the client address is the TCP peer's, and
+        # X-Forwarded-For is read by the gateway itself only from GATEWAY_TRUSTED_PROXIES
+        # (forwarded.py), so no client can pick its own login-throttling key.
         proxy_headers=False,
         # The gateway writes its own structured access line per request.
         access_log=False,
