@@ -1,4 +1,5 @@
-"""The events service-cart consumes: `order.confirmed` takes the order's lines out of the cart."""
+"""The events service-cart consumes: `order.confirmed` takes the order's lines out of the cart,
+once per event (the chassis inbox kept in the cart's document: `CartStore.apply_event`)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ from chassis.messaging import Subscription
 from ecommerce.events.v1 import events_pb2
 
 QUEUE = "service-cart"
+# The inbox's consumer name: the events this service has handled, claimed in each cart document.
+CONSUMER = "service-cart"
 
 
 def subscriptions(carts: Carts) -> list[Subscription]:
     return [
-        Subscription(
-            "order.confirmed",
-            events_pb2.OrderConfirmed,
-            functools.partial(on_order_confirmed, carts),
-        )
+        Subscription.of(events_pb2.OrderConfirmed, functools.partial(on_order_confirmed, carts)),
     ]

@@ -3,6 +3,8 @@ verifier) -> handlers -> servicer and consumer -> startup hooks -> run."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from cart_service import consumers
 from cart_service.grpc_api import SERVICE_NAME, CartServicer
 from cart_service.handlers import Carts
@@ -11,6 +13,7 @@ from cart_service.settings import CartSettings
 from cart_service.store import open_store
 from chassis.auth import TokenVerifier, user_service_jwks
 from chassis.grpc_server import ServiceRuntime, run
+from chassis.messaging import DocumentInbox
 from chassis.messaging.service import attach_messaging
 from chassis.settings import load_settings
 from ecommerce.cart.v1 import cart_pb2_grpc
@@ -31,9 +34,13 @@ def build_runtime(settings: CartSettings) -> ServiceRuntime:
         SERVICE_NAME,
     )
 
+    inbox = DocumentInbox(
+        consumers.CONSUMER, retention=timedelta(days=settings.inbox_retention_days)
+    )
+
     async def connect_store() -> None:
         # Retried with backoff by the runtime; each failure logs which store was unreachable.
-        carts.attach(await open_store(settings))
+        carts.attach(await open_store(settings, inbox))
 
     async def check_store() -> None:
         await carts.store.check()

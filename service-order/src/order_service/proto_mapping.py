@@ -1,9 +1,9 @@
 """Translation from the domain to protobuf: the Order of the gRPC API and the saga events
-service-order publishes, with their routing keys."""
+service-order publishes (their business fields: the chassis stamps event id and time, and
+derives routing key and correlation id from each event's proto declaration)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -13,10 +13,6 @@ from ecommerce.events.v1 import events_pb2
 from ecommerce.order.v1 import order_pb2
 from order_service.domain import CancelReason, Order, OrderLine, OrderStatus
 from order_service.store import MovedOrder
-
-ORDER_CREATED = "order.created"
-ORDER_CONFIRMED = "order.confirmed"
-ORDER_CANCELLED = "order.cancelled"
 
 _STATUS = {
     OrderStatus.PENDING: order_pb2.ORDER_STATUS_PENDING,
@@ -79,37 +75,27 @@ def _event_lines(lines: Sequence[OrderLine]) -> list[events_pb2.OrderLine]:
     ]
 
 
-def _event_id() -> str:
-    return str(uuid.uuid4())
-
-
 def order_created(order: Order) -> events_pb2.OrderCreated:
     return events_pb2.OrderCreated(
-        event_id=_event_id(),
         order_id=str(order.id),
         user_id=str(order.user_id),
         lines=_event_lines(order.lines),
         total_cents=order.total_cents,
         currency=order.currency,
-        occurred_at=timestamp(order.created_at),
     )
 
 
 def order_confirmed(moved: MovedOrder, lines: Sequence[OrderLine]) -> events_pb2.OrderConfirmed:
     return events_pb2.OrderConfirmed(
-        event_id=_event_id(),
         order_id=str(moved.id),
         user_id=str(moved.user_id),
         lines=_event_lines(lines),
-        occurred_at=timestamp(moved.moved_at),
     )
 
 
 def order_cancelled(moved: MovedOrder, reason: CancelReason) -> events_pb2.OrderCancelled:
     return events_pb2.OrderCancelled(
-        event_id=_event_id(),
         order_id=str(moved.id),
         user_id=str(moved.user_id),
         reason=_EVENT_REASON[reason],
-        occurred_at=timestamp(moved.moved_at),
     )

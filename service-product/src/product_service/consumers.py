@@ -1,10 +1,10 @@
-"""The events service-product consumes: routing key -> message type -> handler, each handler in
-the unit of work that claims its event in the inbox."""
+"""The events service-product consumes: one line per event type, each handler running in the
+unit of work that claims its event in the inbox first."""
 
 from __future__ import annotations
 
 from chassis.messaging import Subscription
-from chassis.unit_of_work import handled_once
+from chassis.unit_of_work import HandledOnce
 from ecommerce.events.v1 import events_pb2
 from product_service.handlers import NewUnitOfWork, Stock
 
@@ -12,15 +12,8 @@ QUEUE = "service-product"
 
 
 def subscriptions(new_unit_of_work: NewUnitOfWork, stock: Stock) -> list[Subscription]:
+    once = HandledOnce(new_unit_of_work)
     return [
-        Subscription(
-            "order.created",
-            events_pb2.OrderCreated,
-            handled_once(new_unit_of_work, stock.on_order_created),
-        ),
-        Subscription(
-            "order.cancelled",
-            events_pb2.OrderCancelled,
-            handled_once(new_unit_of_work, stock.on_order_cancelled),
-        ),
+        Subscription.of(events_pb2.OrderCreated, once(stock.on_order_created)),
+        Subscription.of(events_pb2.OrderCancelled, once(stock.on_order_cancelled)),
     ]

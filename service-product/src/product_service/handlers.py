@@ -148,19 +148,11 @@ class Stock:
         shortage = first_shortage(lines, in_stock)
         if shortage is not None:
             await uow.stock.reject(order_id)
-            uow.publish(
-                proto_mapping.reservation_failed(order_id, shortage),
-                routing_key="stock.reservation_failed",
-                correlation_id=str(order_id),
-            )
+            uow.publish(proto_mapping.reservation_failed(order_id, shortage))
             uow.after_commit(_counted("failed", order_id))
             return
         await uow.stock.take(order_id, lines)
-        uow.publish(
-            proto_mapping.stock_reserved(order_id, lines),
-            routing_key="stock.reserved",
-            correlation_id=str(order_id),
-        )
+        uow.publish(proto_mapping.stock_reserved(order_id, lines))
         touched = [line.product_id for line in lines]
         uow.after_commit(lambda: self._cache.invalidate(touched))
         uow.after_commit(_counted("reserved", order_id))
@@ -174,11 +166,7 @@ class Stock:
         lines = await uow.stock.release(order_id)
         if lines is None:
             return
-        uow.publish(
-            proto_mapping.stock_released(order_id, lines),
-            routing_key="stock.released",
-            correlation_id=str(order_id),
-        )
+        uow.publish(proto_mapping.stock_released(order_id, lines))
         touched = [line.product_id for line in lines]
         uow.after_commit(lambda: self._cache.invalidate(touched))
         uow.after_commit(_released(order_id))
