@@ -18,8 +18,8 @@ import grpc
 import pytest
 import redis.asyncio as redis
 
-from cart_service.consumers import CONSUMER
 from cart_service.couchbase_store import CouchbaseCartStore
+from cart_service.handlers import CONSUMER
 from cart_service.main import build_runtime
 from cart_service.redis_store import RedisCartStore
 from cart_service.settings import CartSettings, CouchbaseLocation

@@ -1,7 +1,9 @@
-"""One function per cart use case: validate, read the product, change the store, price."""
+"""One function per cart use case (validate, read the product, change the store, price) and per
+event, and `subscriptions`, the events the service consumes (one line each)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from cart_service import domain
@@ -9,8 +11,12 @@ from cart_service.domain import Cart, PricedCart
 from cart_service.products import ProductCatalog
 from cart_service.store import CartStore
 from chassis.errors import InvalidArgument, Unavailable
-from chassis.messaging import Outcome, PoisonMessage
+from chassis.messaging import Outcome, PoisonMessage, Subscription
 from ecommerce.events.v1 import events_pb2
+
+# The service's queue, and the inbox's consumer name (the events handled, claimed in each cart).
+QUEUE = "service-cart"
+CONSUMER = "service-cart"
 
 
 @dataclass
@@ -100,3 +106,11 @@ async def on_order_confirmed(carts: Carts, event: events_pb2.OrderConfirmed) -> 
         user_id, event, lambda cart: domain.remove_ordered_lines(cart, quantities)
     )
     return Outcome.PROCESSED if removed else Outcome.DUPLICATE
+
+
+def subscriptions(carts: Carts) -> list[Subscription]:
+    """The events service-cart consumes, one line each (the queue's bindings, decoding and the
+    metrics follow from the type; the inbox is the cart document's, claimed by the store)."""
+    return [
+        Subscription.of(events_pb2.OrderConfirmed, functools.partial(on_order_confirmed, carts)),
+    ]

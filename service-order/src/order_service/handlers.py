@@ -1,4 +1,5 @@
-"""One function per use case: the four RPCs, the three saga events and the timeout sweep.
+"""One function per use case: the four RPCs, the three saga events and the timeout sweep, and
+`subscriptions`, the events the service consumes (one line each).
 
 Every status change happens in one unit of work with the event it publishes (outbox) and, for
 an event, the inbox claim of the event that caused it; metrics and the log line follow the
@@ -14,7 +15,8 @@ from functools import partial
 
 from chassis.auth import Principal
 from chassis.logging import get_logger
-from chassis.messaging import PoisonMessage
+from chassis.messaging import PoisonMessage, Subscription
+from chassis.unit_of_work import HandledOnce
 from ecommerce.events.v1 import events_pb2
 from order_service import proto_mapping, reporting
 from order_service.clients import CartClient, ProductClient
@@ -36,6 +38,9 @@ from order_service.page_tokens import PageRequest, encode_page_token
 from order_service.store import IdempotencyKeys, MovedOrder, OrderStore, OrderUnitOfWork
 
 _log = get_logger(__name__)
+# The service's queue, and the inbox's consumer name (the event ids this service has handled).
+QUEUE = "service-order"
+CONSUMER = "service-order"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,3 +221,15 @@ async def expire_pending_orders(uow: OrderUnitOfWork, *, timeout_seconds: float)
     for moved in expired:
         _publish_cancelled(uow, moved, previous=OrderStatus.PENDING, transition=EXPIRE)
     return len(expired)
+
+
+def subscriptions(new_unit_of_work: Callable[[], OrderUnitOfWork]) -> list[Subscription]:
+    """The saga events service-order consumes, one line each (the queue's bindings, decoding, the
+    inbox and the metrics follow from the type), each handler in a unit of work that claims the
+    event in the inbox first: a redelivered event is acknowledged with no effect."""
+    once = HandledOnce(new_unit_of_work)
+    return [
+        Subscription.of(events_pb2.StockReserved, once(on_stock_reserved)),
+        Subscription.of(events_pb2.StockReservationFailed, once(on_stock_reservation_failed)),
+        Subscription.of(events_pb2.StockReleased, once(on_stock_released)),
+    ]
