@@ -230,7 +230,7 @@ async def test_a_consumer_handles_an_event_carrying_a_field_it_does_not_know(
                 message_id=event.event_id,
                 correlation_id=event.order_id,
             ),
-            routing_key="order.created",
+            routing_key=declaration_of(events_pb2.OrderCreated).routing_key,
         )
 
         async def handled() -> bool:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from chassis.messaging import codec
 from chassis.messaging.declaration import declaration_of
@@ -35,8 +37,9 @@ def stamp(event: Message) -> Envelope:
     that is not a UUID, `InvalidEnvelope` for a correlation id AMQP cannot carry (empty, or over
     255 bytes): a bad event fails its producer's transaction, never a relay later."""
     declaration = declaration_of(event)
-    if not getattr(event, "event_id", ""):
-        setattr(event, "event_id", str(uuid.uuid4()))  # noqa: B010 - a field of a generic message
+    fields: Any = event  # a declared event: these fields exist (checked by its declaration)
+    if not fields.event_id:
+        fields.event_id = str(uuid.uuid4())
     correlation_id = str(getattr(event, declaration.correlation_field))
     if not correlation_id:
         raise codec.InvalidEnvelope(
@@ -58,9 +61,14 @@ def has_time(event: Message) -> bool:
 def stamp_time(event: Message, moment: datetime) -> None:
     """Set `occurred_at` to `moment` unless the producer set it (a timezone-aware datetime)."""
     if not has_time(event):
-        getattr(event, "occurred_at").FromDatetime(moment)  # noqa: B009 - generic message
+        _time_of(event).FromDatetime(moment)
 
 
 def occurred_at(event: Message) -> datetime:
     """The event's `occurred_at` as an aware UTC datetime (the AMQP timestamp)."""
-    return getattr(event, "occurred_at").ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]  # noqa: B009
+    return _time_of(event).ToDatetime(tzinfo=UTC)
+
+
+def _time_of(event: Message) -> Timestamp:
+    fields: Any = event  # a declared event has a Timestamp `occurred_at`
+    return cast(Timestamp, fields.occurred_at)
