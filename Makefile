@@ -2,11 +2,15 @@
 SHELL := /bin/bash
 UV ?= uv
 BUF_VERSION ?= 1.75.0
+BUF = npx --yes @bufbuild/buf@$(BUF_VERSION)
+# Images of the released protos (`buf build`), one per version: `buf breaking` checks against the newest.
+PROTO_RELEASES = proto-definitions/releases
+PROTO_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' proto-definitions/pyproject.toml)
 
-.PHONY: help install test lint format proto proto-check proto-lint dev seed profile compose-validate check-images k8s-validate k8s-local-secrets clean
+.PHONY: help install test lint format proto proto-check proto-lint proto-release dev seed profile compose-validate check-images k8s-validate k8s-local-secrets clean
 
 help: ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 install: ## install every package and tool from the lock file
 	$(UV) sync --frozen
@@ -31,10 +35,17 @@ proto-check: proto proto-lint ## fail when the generated code differs from the p
 	  test -z "$$(git status --porcelain -- proto-definitions/src)" || \
 	  { echo "generated code is out of date: run 'make proto' and commit proto-definitions/src"; git status --short -- proto-definitions/src; exit 1; }
 
-proto-lint: ## lint the protos with buf (skipped, with a note, when npx is missing)
+proto-lint: ## buf lint, and buf breaking against the last released protos (skipped, with a note, when npx is missing)
 	@if command -v npx >/dev/null 2>&1; then \
-	  cd proto-definitions && npx --yes @bufbuild/buf@$(BUF_VERSION) lint && echo "buf lint: ok"; \
-	else echo "buf lint: skipped (npx not found)"; fi
+	  last=$$(ls $(PROTO_RELEASES)/*.binpb | sort -V | tail -n 1); \
+	  cd proto-definitions && $(BUF) lint && echo "buf lint: ok" && \
+	  $(BUF) breaking --against "../$$last" && echo "buf breaking: ok against $${last##*/}"; \
+	else echo "buf lint and breaking: skipped (npx not found)"; fi
+
+proto-release: ## when a release is cut: keep the image of its protos (version from proto-definitions/pyproject.toml)
+	@image=$(PROTO_RELEASES)/v$(PROTO_VERSION).binpb; \
+	  if [ -e "$$image" ]; then echo "$$image exists: a released image never changes (bump the version first)"; exit 1; fi; \
+	  cd proto-definitions && $(BUF) build --exclude-source-info -o "../$$image" && echo "wrote $$image: commit it"
 
 dev: install ## run every service locally (root Procfile, honcho) against the servers in .env / the environment
 	$(UV) run service-product seed

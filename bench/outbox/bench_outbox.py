@@ -30,7 +30,7 @@ from chassis.messaging import (
 from chassis.messaging.consumer import EVENTS_CONSUMED
 from chassis.postgres import database_url, ensure_database
 from chassis.settings import AmqpSettings
-from chassis.unit_of_work import UnitOfWork, handled_once
+from chassis.unit_of_work import HandledOnce, UnitOfWork
 from ecommerce.events.v1 import events_pb2
 
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -40,7 +40,6 @@ EVENT_TYPE = "ecommerce.events.v1.OrderCreated"
 
 def order_created() -> events_pb2.OrderCreated:
     return events_pb2.OrderCreated(
-        event_id=str(uuid.uuid4()),
         order_id=str(uuid.uuid4()),
         user_id=str(uuid.uuid4()),
         lines=[events_pb2.OrderLine(product_id=str(uuid.uuid4()), quantity=1, unit_price_cents=9)],
@@ -55,9 +54,7 @@ async def commit(pool: asyncpg.Pool, count: int, per_transaction: int = 10) -> N
             async with pool.acquire() as conn, conn.transaction():
                 for _ in range(per_transaction):
                     event = order_created()
-                    await add_to_outbox(
-                        conn, event, routing_key="order.created", correlation_id=event.order_id
-                    )
+                    await add_to_outbox(conn, event)
 
     batches = count // per_transaction
     writers = 8
@@ -126,11 +123,11 @@ async def bench_consumer(
     async def effect(uow: UnitOfWork, event: events_pb2.OrderCreated) -> None:
         await uow.connection.execute("INSERT INTO effects VALUES ($1)", uuid.UUID(event.order_id))
 
-    handler = handled_once(lambda: UnitOfWork(pool, consumer="bench"), effect)
+    once = HandledOnce(lambda: UnitOfWork(pool, consumer="bench"))
     consumer = EventConsumer(
         broker,
         "bench",
-        [Subscription("order.created", events_pb2.OrderCreated, handler)],
+        [Subscription.of(events_pb2.OrderCreated, once(effect))],
         prefetch=prefetch,
     )
     # The relay scenarios published to an exchange no queue was bound to: forget those events.
@@ -145,12 +142,7 @@ async def bench_consumer(
         await consumer.consuming.wait()
     unique = [order_created() for _ in range(events * 9 // 10)]
     deliveries = [*unique, *unique[: events - len(unique)]]
-    await asyncio.gather(
-        *(
-            broker.publish(e, routing_key="order.created", correlation_id=e.order_id)
-            for e in deliveries
-        )
-    )
+    await asyncio.gather(*(broker.publish(e) for e in deliveries))
     baseline = consumed_so_far()
     started = time.perf_counter()
     async with running(consumer.run()):

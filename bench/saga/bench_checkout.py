@@ -32,6 +32,7 @@ from chassis.postgres import database_url, ensure_database
 from chassis.settings import AmqpSettings
 from chassis.testing.events import EventTap
 from chassis.testing.process import ServiceProcess, free_port
+from ecommerce.events.v1 import events_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -226,7 +227,7 @@ async def fixed_rate(
 async def wait_confirmed(run: Run, tap: EventTap) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        for event in tap.matching("order.confirmed"):
+        for event in tap.matching(events_pb2.OrderConfirmed):
             if event.correlation_id in run.started and event.correlation_id not in run.confirmed:
                 run.confirmed[event.correlation_id] = event.seen_at
         if len(run.confirmed) >= len(run.started):

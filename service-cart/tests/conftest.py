@@ -10,7 +10,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,11 +19,13 @@ import pytest
 import redis.asyncio as redis
 
 from cart_service.couchbase_store import CouchbaseCartStore
+from cart_service.handlers import CONSUMER
 from cart_service.main import build_runtime
 from cart_service.redis_store import RedisCartStore
 from cart_service.settings import CartSettings, CouchbaseLocation
 from cart_service.store import CartStore
 from chassis.grpc_server import ServiceRuntime
+from chassis.messaging import DocumentInbox
 from chassis.testing.plugin import AmqpIsolation
 from chassis.testing.process import ServiceProcess, free_port
 from chassis.testing.tokens import (
@@ -57,6 +59,11 @@ async def jwks_address() -> AsyncIterator[str]:
         yield address
 
 
+def inbox() -> DocumentInbox:
+    """The inbox service-cart's stores claim events in (as its main wires it)."""
+    return DocumentInbox(CONSUMER, retention=timedelta(days=14))
+
+
 @dataclass
 class StoreUnderTest:
     """A store plus a way to read a cart's expiry behind its back."""
@@ -80,7 +87,7 @@ def couchbase_location() -> CouchbaseLocation | None:
 
 
 async def _redis_store(url: str, prefix: str) -> AsyncIterator[StoreUnderTest]:
-    store = await RedisCartStore.connect(url, prefix, ttl_days=TTL_DAYS)
+    store = await RedisCartStore.connect(url, prefix, ttl_days=TTL_DAYS, inbox=inbox())
     probe = redis.from_url(url)
 
     async def seconds_to_expiry(user_id: str) -> float | None:
@@ -96,7 +103,7 @@ async def _couchbase_store(location: CouchbaseLocation) -> AsyncIterator[StoreUn
     from couchbase.exceptions import DocumentNotFoundException
     from couchbase.options import GetOptions
 
-    store = await CouchbaseCartStore.connect(location, ttl_days=TTL_DAYS)
+    store = await CouchbaseCartStore.connect(location, ttl_days=TTL_DAYS, inbox=inbox())
 
     async def seconds_to_expiry(user_id: str) -> float | None:
         try:

@@ -105,11 +105,20 @@ def test_removing_an_absent_line_is_not_found() -> None:
         domain.remove_item(Cart(USER), pid())
 
 
-def test_clear_keeps_the_memory_of_removed_orders() -> None:
-    order = str(uuid.uuid4())
-    cart = domain.remove_ordered_lines(add(Cart(USER), pid(), 1), order, {})
+def test_removing_ordered_lines_subtracts_them_and_drops_the_lines_emptied() -> None:
+    partly, fully, later = pid(), pid(), pid()
+    cart = add(add(add(Cart(USER), partly, 5), fully, 2), later, 1)
 
-    assert domain.clear(cart) == Cart(USER, removed_orders=(order,))
+    left = domain.remove_ordered_lines(cart, {partly: 3, fully: 2})
+
+    assert [(line.product_id, line.quantity) for line in left.lines] == [(partly, 2), (later, 1)]
+    assert left.currency == "USD"
+
+
+def test_removing_every_ordered_line_forgets_the_currency() -> None:
+    product = pid()
+
+    assert domain.remove_ordered_lines(add(Cart(USER), product, 2), {product: 2}) == Cart(USER)
 
 
 def test_a_priced_cart_drops_lines_whose_product_vanished() -> None:

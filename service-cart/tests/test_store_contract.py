@@ -1,4 +1,6 @@
-"""The CartStore contract, run against every reachable store (Redis always, Couchbase when set)."""
+"""The CartStore contract, run against every reachable store (Redis always, Couchbase when set):
+the cart rules, atomic changes, expiry, and events applied once (the chassis inbox in the cart
+document, claimed in the same atomic step as the change)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,14 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
+from google.protobuf.message import Message
 
-from cart_service.domain import (
-    MAX_LINES,
-    MAX_REMEMBERED_ORDERS,
-    Cart,
-    CartLimitExceeded,
-    LineNotInCart,
-)
+from cart_service import domain
+from cart_service.domain import MAX_LINES, Cart, CartLimitExceeded, LineNotInCart
 from cart_service.store import CartStore
+from ecommerce.events.v1 import events_pb2
+
+from .conftest import inbox
 
 TTL_DAYS = 30  # the stores under test are opened with this expiry
 
@@ -197,6 +198,19 @@ async def test_concurrent_adds_never_exceed_the_stock(store: CartStore, user_id:
     assert quantities(await store.get(user_id)) == {product: 7}
 
 
+def confirmed() -> events_pb2.OrderConfirmed:
+    """An `order.confirmed` as the consumer receives it (the inbox claims its event id)."""
+    return events_pb2.OrderConfirmed(event_id=new_id(), order_id=new_id())
+
+
+async def remove_ordered(
+    store: CartStore, user_id: str, event: Message, ordered: dict[str, int]
+) -> bool:
+    return await store.apply_event(
+        user_id, event, lambda cart: domain.remove_ordered_lines(cart, ordered)
+    )
+
+
 async def test_removing_ordered_lines_subtracts_and_keeps_lines_added_after_checkout(
     store: CartStore, user_id: str
 ) -> None:
@@ -205,65 +219,99 @@ async def test_removing_ordered_lines_subtracts_and_keeps_lines_added_after_chec
     await store.add_item(user_id, fully, 2, stock=10, currency="USD")
     await store.add_item(user_id, later, 1, stock=10, currency="USD")
 
-    applied = await store.remove_ordered_lines(user_id, new_id(), {partly: 3, fully: 2})
+    applied = await remove_ordered(store, user_id, confirmed(), {partly: 3, fully: 2})
 
     assert applied is True
     assert quantities(await store.get(user_id)) == {partly: 2, later: 1}
 
 
-async def test_removing_the_same_order_twice_is_a_no_op(store: CartStore, user_id: str) -> None:
-    product, order = new_id(), new_id()
+async def test_an_event_applied_twice_changes_the_cart_once(store: CartStore, user_id: str) -> None:
+    product, event = new_id(), confirmed()
     await store.add_item(user_id, product, 5, stock=10, currency="USD")
 
-    first = await store.remove_ordered_lines(user_id, order, {product: 2})
-    second = await store.remove_ordered_lines(user_id, order, {product: 2})
+    first = await remove_ordered(store, user_id, event, {product: 2})
+    second = await remove_ordered(store, user_id, event, {product: 2})
 
     assert (first, second) == (True, False)
     assert quantities(await store.get(user_id)) == {product: 3}
 
 
-async def test_concurrent_deliveries_of_one_order_remove_it_once(
+async def test_concurrent_deliveries_of_one_event_change_the_cart_once(
     store: CartStore, user_id: str
 ) -> None:
-    product, order = new_id(), new_id()
+    product, event = new_id(), confirmed()
     await store.add_item(user_id, product, 10, stock=10, currency="USD")
 
     results = await asyncio.gather(
-        *(store.remove_ordered_lines(user_id, order, {product: 1}) for _ in range(10))
+        *(remove_ordered(store, user_id, event, {product: 1}) for _ in range(10))
     )
 
     assert sorted(results) == [False] * 9 + [True]
     assert quantities(await store.get(user_id)) == {product: 9}
 
 
-async def test_an_order_removed_before_a_clear_stays_removed(
+async def test_events_and_shopper_changes_racing_on_one_cart_all_take_effect(
     store: CartStore, user_id: str
 ) -> None:
-    product, order = new_id(), new_id()
+    product = new_id()
+    await store.add_item(user_id, product, 50, stock=100, currency="USD")
+
+    await asyncio.gather(
+        *(store.add_item(user_id, product, 1, stock=100, currency="USD") for _ in range(20)),
+        *(remove_ordered(store, user_id, confirmed(), {product: 1}) for _ in range(10)),
+    )
+
+    assert quantities(await store.get(user_id)) == {product: 60}
+
+
+async def test_a_change_that_fails_leaves_no_claim_behind(store: CartStore, user_id: str) -> None:
+    product, event = new_id(), confirmed()
+    await store.add_item(user_id, product, 5, stock=10, currency="USD")
+
+    def broken(_: Cart) -> Cart:
+        raise RuntimeError("the change failed half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        await store.apply_event(user_id, event, broken)
+
+    assert await remove_ordered(store, user_id, event, {product: 1}) is True
+    assert quantities(await store.get(user_id)) == {product: 4}
+
+
+async def test_a_claim_outlives_every_change_the_shopper_makes(
+    store: CartStore, user_id: str
+) -> None:
+    product, other, event = new_id(), new_id(), confirmed()
     await store.add_item(user_id, product, 2, stock=10, currency="USD")
-    await store.remove_ordered_lines(user_id, order, {product: 1})
+    await remove_ordered(store, user_id, event, {product: 1})
+    await store.add_item(user_id, other, 2, stock=10, currency="USD")
+    await store.set_quantity(user_id, other, 3, stock=10, currency="USD")
+    await store.remove_item(user_id, other)
     await store.clear(user_id)
     await store.add_item(user_id, product, 2, stock=10, currency="USD")
 
-    assert await store.remove_ordered_lines(user_id, order, {product: 1}) is False
+    assert await remove_ordered(store, user_id, event, {product: 1}) is False
     assert quantities(await store.get(user_id)) == {product: 2}
 
 
-async def test_removing_an_order_from_a_missing_cart_records_it(
+async def test_an_event_for_a_user_without_a_cart_is_claimed(
     store: CartStore, user_id: str
 ) -> None:
-    order = new_id()
+    event = confirmed()
 
-    assert await store.remove_ordered_lines(user_id, order, {new_id(): 1}) is True
-    assert await store.remove_ordered_lines(user_id, order, {new_id(): 1}) is False
+    assert await remove_ordered(store, user_id, event, {new_id(): 1}) is True
+    assert await remove_ordered(store, user_id, event, {new_id(): 1}) is False
     assert (await store.get(user_id)).lines == ()
 
 
-async def test_the_memory_of_removed_orders_is_bounded(store: CartStore, user_id: str) -> None:
-    orders = [new_id() for _ in range(MAX_REMEMBERED_ORDERS + 5)]
-    for order in orders:
-        await store.remove_ordered_lines(user_id, order, {})
+async def test_the_claims_a_cart_keeps_are_bounded_the_newest_kept(
+    store: CartStore, user_id: str
+) -> None:
+    capacity = inbox().capacity
+    events = [confirmed() for _ in range(capacity + 5)]
+    for event in events:
+        await remove_ordered(store, user_id, event, {})
 
-    remembered = (await store.get(user_id)).removed_orders
-
-    assert remembered == tuple(orders[-MAX_REMEMBERED_ORDERS:])
+    assert await remove_ordered(store, user_id, events[-1], {}) is False
+    assert await remove_ordered(store, user_id, events[-capacity + 1], {}) is False
+    assert await remove_ordered(store, user_id, events[0], {}) is True

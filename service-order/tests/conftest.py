@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import grpc
 import pytest
+from google.protobuf.message import Message
 
 from chassis.settings import AmqpSettings
 from chassis.testing.plugin import AmqpIsolation, CreateDatabase
@@ -284,12 +285,12 @@ class Shop:
         request = order_pb2.GetOrderRequest(user_id=user, order_id=order_id)
         return (await self.orders.GetOrder(request, timeout=5)).order
 
-    async def outbox(self, order_id: str, routing_key: str) -> list[bytes]:
-        """Payloads of the events service-order committed for the order with that key."""
+    async def outbox(self, order_id: str, event_type: type[Message]) -> list[bytes]:
+        """Payloads of the events of that type service-order committed for the order."""
         rows = await self.orders_db.fetch(
-            "SELECT payload FROM outbox WHERE correlation_id = $1 AND routing_key = $2 ORDER BY id",
+            "SELECT payload FROM outbox WHERE correlation_id = $1 AND event_type = $2 ORDER BY id",
             order_id,
-            routing_key,
+            event_type.DESCRIPTOR.full_name,
         )
         return [bytes(row["payload"]) for row in rows]
 

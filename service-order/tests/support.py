@@ -62,7 +62,7 @@ def sample(name: str, **labels: str) -> float:
 
 @dataclass(frozen=True)
 class Received:
-    routing_key: str
+    event_type: str
     message: AbstractIncomingMessage
 
 
@@ -76,28 +76,29 @@ class Tap:
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         await message.ack()
         async with self._arrived:
-            self.received.append(Received(message.routing_key or "", message))
+            self.received.append(Received(message.type or "", message))
             self._arrived.notify_all()
 
-    def messages(self, order_id: str, routing_key: str) -> list[AbstractIncomingMessage]:
+    def messages(self, order_id: str, event_type: type[Message]) -> list[AbstractIncomingMessage]:
+        name = event_type.DESCRIPTOR.full_name
         return [
             r.message
             for r in self.received
-            if r.routing_key == routing_key and r.message.correlation_id == order_id
+            if r.event_type == name and r.message.correlation_id == order_id
         ]
 
-    def events(self, order_id: str, routing_key: str, message_class: type[M]) -> list[M]:
-        return [message_class.FromString(m.body) for m in self.messages(order_id, routing_key)]
+    def events(self, order_id: str, event_type: type[M]) -> list[M]:
+        return [event_type.FromString(m.body) for m in self.messages(order_id, event_type)]
 
     async def wait_for(
-        self, order_id: str, routing_key: str, count: int = 1, within: float = 20.0
+        self, order_id: str, event_type: type[Message], count: int = 1, within: float = 20.0
     ) -> list[AbstractIncomingMessage]:
         async with self._arrived:
             await asyncio.wait_for(
-                self._arrived.wait_for(lambda: len(self.messages(order_id, routing_key)) >= count),
+                self._arrived.wait_for(lambda: len(self.messages(order_id, event_type)) >= count),
                 within,
             )
-        return self.messages(order_id, routing_key)
+        return self.messages(order_id, event_type)
 
 
 @contextlib.asynccontextmanager

@@ -51,7 +51,7 @@ async def test_checkout_commits_exactly_one_order_created_and_publishes_it(
 
     order = await shop.checkout(user)
 
-    [payload] = await shop.outbox(order.id, "order.created")
+    [payload] = await shop.outbox(order.id, events_pb2.OrderCreated)
     event = events_pb2.OrderCreated.FromString(payload)
     assert (event.order_id, event.user_id, event.currency) == (order.id, user, "USD")
     assert [(line.product_id, line.quantity, line.unit_price_cents) for line in event.lines] == [
@@ -60,7 +60,7 @@ async def test_checkout_commits_exactly_one_order_created_and_publishes_it(
     assert event.total_cents == order.total_cents
     assert event.occurred_at == order.created_at
     uuid.UUID(event.event_id)
-    [message] = await tap.wait_for(order.id, "order.created")
+    [message] = await tap.wait_for(order.id, events_pb2.OrderCreated)
     assert message.message_id == event.event_id
     assert message.type == "ecommerce.events.v1.OrderCreated"
     assert message.content_type == "application/x-protobuf"
@@ -90,7 +90,7 @@ async def test_prices_come_from_the_catalogue_never_from_the_cart(shop: Shop, us
     assert [i.unit_price_cents for i in cart.items] == [product.price_cents]
     assert [i.unit_price_cents for i in order.items] == [product.price_cents + 500]
     assert order.total_cents == 2 * (product.price_cents + 500)
-    [payload] = await shop.outbox(order.id, "order.created")
+    [payload] = await shop.outbox(order.id, events_pb2.OrderCreated)
     assert events_pb2.OrderCreated.FromString(payload).lines[0].unit_price_cents == (
         product.price_cents + 500
     )
@@ -141,7 +141,7 @@ async def test_one_key_sent_ten_times_at_once_makes_one_order(shop: Shop, user: 
     assert len({order.id for order in orders}) == 1
     assert all(order == orders[0] for order in orders)
     assert await _orders_of(shop, user) == 1
-    assert len(await shop.outbox(orders[0].id, "order.created")) == 1
+    assert len(await shop.outbox(orders[0].id, events_pb2.OrderCreated)) == 1
 
 
 async def test_a_used_key_returns_the_original_order_even_once_the_cart_changed(

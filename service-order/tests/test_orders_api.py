@@ -44,7 +44,7 @@ async def test_cancelling_a_pending_order_publishes_order_cancelled_and_a_second
     assert await shop.get_order(user, order.id) == cancelled
     assert second.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert second.details() == f"order {order.id} is already cancelled"
-    [payload] = await shop.outbox(order.id, "order.cancelled")
+    [payload] = await shop.outbox(order.id, events_pb2.OrderCancelled)
     event = events_pb2.OrderCancelled.FromString(payload)
     assert (event.order_id, event.user_id) == (order.id, user)
     assert event.reason == events_pb2.ORDER_CANCEL_REASON_USER_CANCELLED
@@ -68,7 +68,7 @@ async def test_a_confirmed_order_can_be_cancelled_once_and_the_saga_is_not_timed
 
     assert cancelled.status == order_pb2.ORDER_STATUS_CANCELLED
     assert cancelled.cancel_reason == order_pb2.CANCEL_REASON_USER_CANCELLED
-    assert len(await shop.outbox(order.id, "order.cancelled")) == 1
+    assert len(await shop.outbox(order.id, events_pb2.OrderCancelled)) == 1
     # The saga ended at CONFIRMED: cancelling afterwards is no saga outcome.
     assert sample("saga_duration_seconds_count", outcome="user_cancelled") == sagas_before
 

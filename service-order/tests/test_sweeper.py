@@ -81,7 +81,8 @@ async def sweepers(
 async def cancelled_events(db: asyncpg.Pool, order_ids: list[uuid.UUID]) -> dict[str, int]:
     rows = await db.fetch(
         "SELECT correlation_id, count(*) AS events FROM outbox"
-        " WHERE routing_key = 'order.cancelled' AND correlation_id = ANY($1::text[])"
+        " WHERE event_type = 'ecommerce.events.v1.OrderCancelled'"
+        " AND correlation_id = ANY($1::text[])"
         " GROUP BY correlation_id",
         [str(order_id) for order_id in order_ids],
     )
@@ -118,7 +119,7 @@ async def test_a_checked_out_order_left_pending_times_out_with_one_order_cancell
     assert order.status == order_pb2.ORDER_STATUS_PENDING
     assert final.cancel_reason == order_pb2.CANCEL_REASON_TIMEOUT
     assert await cancelled_events(sweepers.db, [uuid.UUID(order.id)]) == {order.id: 1}
-    [message] = await sweepers.tap.wait_for(order.id, "order.cancelled")
+    [message] = await sweepers.tap.wait_for(order.id, events_pb2.OrderCancelled)
     event = events_pb2.OrderCancelled.FromString(message.body)
     assert event.reason == events_pb2.ORDER_CANCEL_REASON_TIMEOUT
     assert (event.order_id, event.user_id) == (order.id, user)

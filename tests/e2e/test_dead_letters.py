@@ -20,6 +20,7 @@ import redis.asyncio as redis
 from google.protobuf.message import Message
 from prometheus_client.parser import text_string_to_metric_families
 
+from chassis.messaging import declaration_of
 from chassis.settings import AmqpSettings
 from chassis.testing.events import EventTap
 from chassis.testing.waiting import eventually
@@ -87,6 +88,8 @@ def logged(platform: Platform, service: str, event: str, **fields: str) -> bool:
 async def publish(
     platform: Platform, routing_key: str, body: bytes, message_type: str, message_id: str = ""
 ) -> str:
+    """Publish a message by hand, as a faulty producer would: its routing key, body and type as
+    given (none of the checks `Broker.publish` makes)."""
     message_id = message_id or str(uuid.uuid4())
     connection = await aio_pika.connect(platform.env["AMQP_URL"], timeout=10)
     try:
@@ -128,16 +131,20 @@ async def test_poison_goes_to_the_dead_letter_queue_with_a_log_line_and_a_metric
         s: metric(platform, s, "events_dead_lettered_total", queue=q) for s, q in queues.items()
     }
 
+    order_created = declaration_of(events_pb2.OrderCreated)
     unparsable = await publish(
-        platform, "order.created", b"\xff\xff\xff\xff", "ecommerce.events.v1.OrderCreated"
+        platform, order_created.routing_key, b"\xff\xff\xff\xff", order_created.type_name
     )
-    unknown = await publish(platform, "order.created", b"", "ecommerce.events.v1.NoSuchEvent")
+    unknown = await publish(
+        platform, order_created.routing_key, b"", "ecommerce.events.v1.NoSuchEvent"
+    )
     event_id = str(uuid.uuid4())
+    stock_reserved = declaration_of(events_pb2.StockReserved)
     malformed_id = await publish(
         platform,
-        "stock.reserved",
+        stock_reserved.routing_key,
         events_pb2.StockReserved(event_id=event_id, order_id="not-a-uuid").SerializeToString(),
-        "ecommerce.events.v1.StockReserved",
+        stock_reserved.type_name,
         event_id,
     )
     # The saga goes on past them, one checkout after another.
@@ -194,7 +201,7 @@ async def test_an_event_whose_handler_kept_failing_is_redriven_after_the_fix_and
                 document, ttl_ms = await store.get(key), await store.pttl(key)
                 await store.delete(key)
                 await store.hset(key, "damaged", "by hand")
-            [confirmed] = await tap.wait_for("order.confirmed", correlation_id=order["id"])
+            [confirmed] = await tap.wait_for(events_pb2.OrderConfirmed, correlation_id=order["id"])
 
         async def dead_lettered() -> bool:
             return await faulty.queues.dead_lettered() == {cart_dlq: 1}
@@ -259,7 +266,7 @@ async def publish_again(platform: Platform, message_id: str, order_id: str, even
                 correlation_id=order_id,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
-            routing_key="order.confirmed",
+            routing_key=declaration_of(events_pb2.OrderConfirmed).routing_key,
         )
     finally:
         await connection.close()

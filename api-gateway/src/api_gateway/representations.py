@@ -1,15 +1,24 @@
-"""Protobuf messages -> the JSON shapes of the public API (snake_case, money in minor units)."""
+"""Protobuf messages -> the JSON shapes of the public API (snake_case, money in minor units).
+
+Enumerations are the protos' own names without their prefix (`ORDER_STATUS_PENDING` is
+`"PENDING"`), derived from the enum; a value the protos do not hold (a newer service during a
+rolling restart) is an error (500), never another value. tests/test_representations.py iterates
+every proto value against the OpenAPI schema's names.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from chassis.proto_enums import ProtoEnumNames
 from ecommerce.cart.v1 import cart_pb2
 from ecommerce.order.v1 import order_pb2
 from ecommerce.product.v1 import product_pb2
 from ecommerce.user.v1 import user_pb2
 
-_ROLE_NAMES = {user_pb2.ROLE_CUSTOMER: "customer", user_pb2.ROLE_ADMIN: "admin"}
+ROLE = ProtoEnumNames(user_pb2.Role, prefix="ROLE_")
+ORDER_STATUS = ProtoEnumNames(order_pb2.OrderStatus, prefix="ORDER_STATUS_")
+CANCEL_REASON = ProtoEnumNames(order_pb2.CancelReason, prefix="CANCEL_REASON_")
 
 
 def user_json(user: user_pb2.User) -> dict[str, Any]:
@@ -17,7 +26,7 @@ def user_json(user: user_pb2.User) -> dict[str, Any]:
         "id": user.id,
         "email": user.email,
         "full_name": user.full_name,
-        "role": _ROLE_NAMES.get(user.role, "customer"),
+        "role": ROLE.name(user.role).lower(),
         "created_at": user.created_at.ToDatetime().isoformat() + "Z",
     }
 
@@ -51,23 +60,11 @@ def cart_json(cart: cart_pb2.Cart) -> dict[str, Any]:
     }
 
 
-_STATUS = {
-    order_pb2.ORDER_STATUS_PENDING: "PENDING",
-    order_pb2.ORDER_STATUS_CONFIRMED: "CONFIRMED",
-    order_pb2.ORDER_STATUS_CANCELLED: "CANCELLED",
-}
-_CANCEL_REASON = {
-    order_pb2.CANCEL_REASON_OUT_OF_STOCK: "OUT_OF_STOCK",
-    order_pb2.CANCEL_REASON_USER_CANCELLED: "USER_CANCELLED",
-    order_pb2.CANCEL_REASON_TIMEOUT: "TIMEOUT",
-}
-
-
 def order_json(order: order_pb2.Order) -> dict[str, Any]:
     return {
         "id": order.id,
-        "status": _STATUS.get(order.status, "PENDING"),
-        "cancel_reason": _CANCEL_REASON.get(order.cancel_reason),
+        "status": ORDER_STATUS.name(order.status),
+        "cancel_reason": CANCEL_REASON.optional_name(order.cancel_reason),
         "items": [
             {
                 "product_id": item.product_id,

@@ -6,27 +6,32 @@ async with uow:                                  # BEGIN
     if not await uow.inbox.claim(event):         # seen before: no effect
         return
     await uow.stock.reserve(...)                 # repositories work on uow.connection
-    uow.publish(stock_reserved, routing_key="stock.reserved", correlation_id=order_id)
+    uow.publish(stock_reserved)                  # routing key, ids and time: from the message
     uow.after_commit(lambda: cache.invalidate(ids))
 # leaving the block writes the outbox rows and commits, or rolls everything back (outbox included)
 ```
 
 A service subclasses `UnitOfWork` and binds its repositories in `bind(connection)`. A database
 outage anywhere in the block (acquire, a query, the commit) surfaces as `Unavailable`.
+
+Time: an event published without `occurred_at` gets the transaction's time (PostgreSQL `now()`,
+fixed for the whole transaction). It is the same instant as the rows the transaction wrote (an
+order's `created_at` or `updated_at`) and as the outbox row, whose time is the AMQP timestamp:
+one clock per event, the database's, whichever replica or host produced it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
 
 from chassis.errors import Unavailable
 from chassis.logging import get_logger
-from chassis.messaging.inbox import Handler, Inbox, Outcome
+from chassis.messaging.inbox import Inbox, Outcome
 from chassis.messaging.outbox import PendingEvent, write_outbox
 from chassis.postgres import OUTAGE_ERRORS
 
@@ -65,13 +70,15 @@ class UnitOfWork:
         """The consumer's processed-event ids, in this transaction."""
         return Inbox(self.connection, self._consumer)
 
-    def publish(self, event: Message, *, routing_key: str, correlation_id: str) -> None:
-        """Queue `event` for the outbox; written in this transaction when it commits. What AMQP
-        cannot carry (a field over 255 bytes, a missing event id) is refused here, at once."""
+    def publish(self, event: Message) -> None:
+        """Queue `event` for the outbox; written in this transaction when it commits. The routing
+        key and the correlation id come from the event's declaration (its proto option); an
+        empty `event_id` is given a new UUID now, an unset `occurred_at` the transaction's time
+        at commit (when the body is serialised: change nothing in the event after publishing).
+        What AMQP cannot carry (an empty correlation id, a malformed event id) is refused here,
+        at once."""
         self.connection  # noqa: B018 - refuses an event queued outside the block
-        self._events.append(
-            PendingEvent.of(event, routing_key=routing_key, correlation_id=correlation_id)
-        )
+        self._events.append(PendingEvent.of(event))
 
     def after_commit(self, callback: AfterCommit) -> None:
         """Run `callback` once the transaction has committed (never after a rollback); a failing
@@ -145,20 +152,32 @@ class UnitOfWork:
 
 U = TypeVar("U", bound=UnitOfWork)
 E = TypeVar("E", bound=Message)
+Effect = Callable[[U, E], Awaitable[None]]
 
 
-def handled_once(
-    new_unit_of_work: Callable[[], U], effect: Callable[[U, E], Awaitable[None]]
-) -> Handler:
-    """An event handler whose inbox claim and `effect` share one unit of work: a redelivered
-    event is acknowledged as a DUPLICATE with no effect, and a failure leaves no claim behind."""
+class HandledOnce(Generic[U]):
+    """Turns an effect `(uow, event)` into a consumer handler whose inbox claim and effect share
+    one unit of work from `new_unit_of_work`: a redelivered event is acknowledged as a DUPLICATE
+    with no effect, and a failure leaves no claim behind.
 
-    async def handle(event: E) -> Outcome:
-        async with new_unit_of_work() as uow:
-            if not await uow.inbox.claim(event):
-                return Outcome.DUPLICATE
-            await effect(uow, event)
-        return Outcome.PROCESSED
+    ```python
+    once = HandledOnce(new_unit_of_work)
+    subscriptions = [Subscription.of(OrderCreated, once(stock.on_order_created))]
+    ```
+    """
 
-    handle.__qualname__ = getattr(effect, "__qualname__", "handle")
-    return handle
+    def __init__(self, new_unit_of_work: Callable[[], U]) -> None:
+        self._new_unit_of_work = new_unit_of_work
+
+    def __call__(self, effect: Effect[U, E]) -> Callable[[E], Awaitable[Outcome]]:
+        new_unit_of_work = self._new_unit_of_work
+
+        async def handle(event: E) -> Outcome:
+            async with new_unit_of_work() as uow:
+                if not await uow.inbox.claim(event):
+                    return Outcome.DUPLICATE
+                await effect(uow, event)
+            return Outcome.PROCESSED
+
+        handle.__qualname__ = getattr(effect, "__qualname__", "handle")
+        return handle

@@ -18,7 +18,7 @@ ORDER_CREATED = "ecommerce.events.v1.OrderCreated"
 
 
 def on_order_created(handler: Handler) -> list[Subscription]:
-    return [Subscription("order.created", events_pb2.OrderCreated, handler)]
+    return [Subscription.of(events_pb2.OrderCreated, handler)]
 
 
 @contextlib.asynccontextmanager

@@ -33,13 +33,11 @@ async def test_a_publish_whose_confirm_never_comes_fails_at_its_deadline_on_a_fr
         stuck_exchange.publish = confirm_never_comes  # type: ignore[method-assign]
         started = time.monotonic()
         with pytest.raises(ConfirmTimeout):
-            await broker.publish_outgoing(
-                OutgoingEvent.of(order_created(), routing_key="order.created", correlation_id="c")
-            )
+            await broker.publish_outgoing(OutgoingEvent.of(order_created()))
         assert time.monotonic() - started < 5
 
         event = order_created()
-        await broker.publish(event, routing_key="order.created", correlation_id="c")
+        await broker.publish(event)
         [message] = await tap.wait_for(1)
         assert message.message_id == event.event_id
         assert broker._exchange is not stuck_exchange
@@ -61,7 +59,7 @@ async def test_publish_retries_once_when_the_first_confirm_is_lost(
 
         exchange.publish = confirm_never_comes  # type: ignore[method-assign]
         event = order_created()
-        await broker.publish(event, routing_key="order.created", correlation_id="c")
+        await broker.publish(event)
         [message] = await tap.wait_for(1)
         assert message.message_id == event.event_id
     finally:
@@ -81,7 +79,7 @@ async def test_a_batch_of_publishes_timing_out_together_replaces_the_channel_onc
     try:
         for _ in range(3):
             # A good publish first: it opens the (fresh) channel this round will stall.
-            await broker.publish(order_created(), routing_key="order.created", correlation_id="c")
+            await broker.publish(order_created())
             exchange = broker._exchange
             assert exchange is not None
 
@@ -90,21 +88,12 @@ async def test_a_batch_of_publishes_timing_out_together_replaces_the_channel_onc
 
             exchange.publish = confirm_never_comes  # type: ignore[method-assign]
             outcomes = await asyncio.gather(
-                *(
-                    broker.publish_outgoing(
-                        OutgoingEvent.of(
-                            order_created(), routing_key="order.created", correlation_id="c"
-                        )
-                    )
-                    for _ in range(100)
-                ),
+                *(broker.publish_outgoing(OutgoingEvent.of(order_created())) for _ in range(100)),
                 return_exceptions=True,
             )
             assert all(isinstance(outcome, ConfirmTimeout) for outcome in outcomes)
         events = [order_created() for _ in range(100)]
-        await asyncio.gather(
-            *(broker.publish(e, routing_key="order.created", correlation_id="c") for e in events)
-        )
+        await asyncio.gather(*(broker.publish(e) for e in events))
         await tap.wait_for(103)
         assert await open_channels(connection_name) <= 2
     finally:

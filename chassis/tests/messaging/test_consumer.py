@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from chassis.errors import Unavailable
 from chassis.messaging import Broker, EventConsumer, Subscription, topology
 from chassis.settings import AmqpSettings
-from chassis.unit_of_work import UnitOfWork, handled_once
+from chassis.unit_of_work import HandledOnce, UnitOfWork
 from ecommerce.events.v1 import events_pb2
 
 from .events import order_cancelled, order_created
@@ -59,7 +59,7 @@ async def test_handler_receives_the_decoded_event_and_the_message_is_acknowledge
     consumer = EventConsumer(broker, "orders", on_order_created(recorder))
     event = order_created(quantity=3)
     async with consuming(consumer):
-        await broker.publish(event, routing_key="order.created", correlation_id=event.order_id)
+        await broker.publish(event)
         await eventually(lambda: recorder.has(1))
         await eventually(lambda: queue_is(broker, consumer.queue_name, 0))
 
@@ -75,7 +75,7 @@ async def test_handler_runs_in_the_trace_of_the_publisher(broker: Broker) -> Non
     event = order_created()
     async with consuming(consumer):
         with trace.get_tracer("spec").start_as_current_span("checkout") as span:
-            await broker.publish(event, routing_key="order.created", correlation_id="c")
+            await broker.publish(event)
         await eventually(lambda: recorder.has(1))
 
     assert recorder.trace_ids == [span.get_span_context().trace_id]
@@ -93,13 +93,13 @@ async def test_duplicate_delivery_of_an_event_has_one_effect(
             event.lines[0].quantity,
         )
 
-    handler = handled_once(lambda: UnitOfWork(pool, consumer="products"), reserve)
+    handler = HandledOnce(lambda: UnitOfWork(pool, consumer="products"))(reserve)
     consumer = EventConsumer(broker, "products", on_order_created(handler))
     event = order_created(quantity=2)
     processed, duplicates = consumed("processed"), consumed("duplicate")
     async with consuming(consumer):
         for _ in range(3):
-            await broker.publish(event, routing_key="order.created", correlation_id="c")
+            await broker.publish(event)
 
         async def all_three_handled() -> bool:
             return (consumed("processed") - processed, consumed("duplicate") - duplicates) == (
@@ -127,11 +127,11 @@ async def test_a_failing_handler_rolls_back_its_inbox_entry_so_the_retry_takes_e
         if calls == 1:
             raise RuntimeError("a bug that went away")
 
-    handler = handled_once(lambda: UnitOfWork(pool, consumer="flaky"), flaky)
+    handler = HandledOnce(lambda: UnitOfWork(pool, consumer="flaky"))(flaky)
     consumer = EventConsumer(broker, "products", on_order_created(handler))
     event = order_created()
     async with consuming(consumer):
-        await broker.publish(event, routing_key="order.created", correlation_id="c")
+        await broker.publish(event)
 
         async def effect_recorded() -> bool:
             return bool(await pool.fetchval("SELECT count(*) FROM effects"))
@@ -153,9 +153,7 @@ async def test_message_failing_every_attempt_goes_to_the_dlq_and_the_queue_keeps
     with capture_logs() as logs:
         async with consuming(consumer):
             for event in [poison, *behind]:
-                await broker.publish(
-                    event, routing_key="order.created", correlation_id=event.order_id
-                )
+                await broker.publish(event)
             await eventually(lambda: recorder.has(5))
             await eventually(lambda: queue_is(broker, consumer.dead_letter_queue_name, 1))
 
@@ -215,20 +213,16 @@ async def test_events_of_one_order_are_handled_in_the_order_the_queue_delivered_
         broker,
         "orders",
         [
-            Subscription("order.created", events_pb2.OrderCreated, record),
-            Subscription("order.cancelled", events_pb2.OrderCancelled, record),
+            Subscription.of(events_pb2.OrderCreated, record),
+            Subscription.of(events_pb2.OrderCancelled, record),
         ],
         prefetch=64,
     )
     orders = [str(uuid.uuid4()) for _ in range(150)]
     async with consuming(consumer):
         for order_id in orders:
-            await broker.publish(
-                order_created(order_id), routing_key="order.created", correlation_id=order_id
-            )
-            await broker.publish(
-                order_cancelled(order_id), routing_key="order.cancelled", correlation_id=order_id
-            )
+            await broker.publish(order_created(order_id))
+            await broker.publish(order_cancelled(order_id))
 
         async def all_seen() -> bool:
             return sum(len(v) for v in seen.values()) == 2 * len(orders)
@@ -254,7 +248,7 @@ async def test_a_dependency_outage_pauses_handling_without_burning_delivery_atte
     events = [order_created() for _ in range(40)]
     async with consuming(consumer):
         for event in events:
-            await broker.publish(event, routing_key="order.created", correlation_id=event.order_id)
+            await broker.publish(event)
         await asyncio.sleep(3)  # longer than delivery_limit (2) immediate retries would take
         down = False
 
@@ -277,7 +271,7 @@ async def test_a_consumer_dying_again_and_again_does_not_dead_letter_healthy_eve
         broker.connection, amqp_settings, "orders", ["order.created"]
     )
     for event in events:
-        await broker.publish(event, routing_key="order.created", correlation_id=event.order_id)
+        await broker.publish(event)
 
     for _crash in range(amqp_settings.delivery_limit + 2):
         dying = Broker(amqp_settings, "messaging-tests", connection_name=f"dying-{uuid.uuid4()}")
@@ -351,7 +345,7 @@ async def test_changing_the_delivery_limit_keeps_the_consumer_consuming(
         async with consuming(restarted) as task:
             await restarted.check()
             event = order_created()
-            await other.publish(event, routing_key="order.created", correlation_id="c")
+            await other.publish(event)
             await eventually(lambda: recorder.has(1))
             assert not task.done()
     finally:
@@ -371,13 +365,13 @@ async def test_consumer_keeps_consuming_after_the_broker_closes_its_connection(
     try:
         async with consuming(consumer) as task:
             first, second = order_created(), order_created()
-            await broker.publish(first, routing_key="order.created", correlation_id="c")
+            await broker.publish(first)
             await eventually(lambda: recorder.has(1))
 
             await close_connection_named(consumer_broker.connection_name)
             await asyncio.wait_for(reconnected.wait(), 30)
 
-            await broker.publish(second, routing_key="order.created", correlation_id="c")
+            await broker.publish(second)
             await eventually(lambda: recorder.has(2), within=30)
             assert not task.done()
     finally:

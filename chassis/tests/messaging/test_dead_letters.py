@@ -12,7 +12,7 @@ import asyncpg
 
 from chassis.messaging import Broker, EventConsumer
 from chassis.settings import AmqpSettings
-from chassis.unit_of_work import UnitOfWork, handled_once
+from chassis.unit_of_work import HandledOnce, UnitOfWork
 from ecommerce.events.v1 import events_pb2
 
 from .events import order_created
@@ -51,11 +51,11 @@ async def test_a_dead_lettered_event_is_shown_then_re_driven_and_takes_effect_on
             raise RuntimeError("bug 1234: cannot handle this order")
         await uow.connection.execute("INSERT INTO effects VALUES ($1)", uuid.UUID(event.order_id))
 
-    handler = handled_once(lambda: UnitOfWork(pool, consumer="effects"), effect)
+    handler = HandledOnce(lambda: UnitOfWork(pool, consumer="effects"))(effect)
     consumer = EventConsumer(broker, "effects", on_order_created(handler))
     broken, healthy = order_created(), order_created()
     async with consuming(consumer):
-        await broker.publish(broken, routing_key="order.created", correlation_id=broken.order_id)
+        await broker.publish(broken)
         await eventually(lambda: queue_is(broker, consumer.dead_letter_queue_name, 1))
 
     shown = await command(amqp_settings, "show", "effects")
@@ -68,14 +68,14 @@ async def test_a_dead_lettered_event_is_shown_then_re_driven_and_takes_effect_on
     moved = await command(amqp_settings, "redrive", "effects")
     assert "moved 1" in moved
     async with consuming(consumer):
-        await broker.publish(healthy, routing_key="order.created", correlation_id="c")
+        await broker.publish(healthy)
 
         async def both_effects() -> bool:
             return await pool.fetchval("SELECT count(*) FROM effects") == 2
 
         await eventually(both_effects)
         # A second re-drive of the same event (an operator's double click) has no effect.
-        await broker.publish(broken, routing_key="order.created", correlation_id="c")
+        await broker.publish(broken)
         await asyncio.sleep(0.5)
     rows = await pool.fetch("SELECT order_id FROM effects")
     assert sorted(str(r["order_id"]) for r in rows) == sorted([broken.order_id, healthy.order_id])

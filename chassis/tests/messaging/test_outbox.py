@@ -39,9 +39,7 @@ async def commit_events(
     for start in range(0, count, per_transaction):
         async with pool.acquire() as conn, conn.transaction():
             for event in events[start : start + per_transaction]:
-                await add_to_outbox(
-                    conn, event, routing_key="order.created", correlation_id=event.order_id
-                )
+                await add_to_outbox(conn, event)
     return events
 
 
@@ -69,9 +67,7 @@ async def test_committed_event_is_published_with_its_amqp_properties_and_trace_c
     event = order_created()
     with trace.get_tracer("spec").start_as_current_span("checkout") as span:
         async with pool.acquire() as conn, conn.transaction():
-            await add_to_outbox(
-                conn, event, routing_key="order.created", correlation_id=event.order_id
-            )
+            await add_to_outbox(conn, event)
     checkout_trace_id = f"{span.get_span_context().trace_id:032x}"
 
     async with running(OutboxRelay(database_url, broker)):
@@ -142,7 +138,7 @@ async def test_rolled_back_transaction_publishes_nothing(
     rolled_back = order_created()
     with contextlib.suppress(ZeroDivisionError):
         async with pool.acquire() as conn, conn.transaction():
-            await add_to_outbox(conn, rolled_back, routing_key="order.created", correlation_id="x")
+            await add_to_outbox(conn, rolled_back)
             raise ZeroDivisionError
     [committed] = await commit_events(pool, 1)
 
@@ -156,9 +152,7 @@ async def test_rolled_back_transaction_publishes_nothing(
 async def test_add_to_outbox_outside_a_transaction_is_refused(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         with pytest.raises(RuntimeError, match="transaction"):
-            await add_to_outbox(
-                conn, order_created(), routing_key="order.created", correlation_id="x"
-            )
+            await add_to_outbox(conn, order_created())
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
 
 
@@ -167,7 +161,7 @@ async def test_event_without_a_uuid_event_id_is_refused(pool: asyncpg.Pool) -> N
     event.event_id = "not-a-uuid"
     async with pool.acquire() as conn, conn.transaction():
         with pytest.raises(ValueError, match="event_id"):
-            await add_to_outbox(conn, event, routing_key="order.created", correlation_id="x")
+            await add_to_outbox(conn, event)
 
 
 async def test_relay_retries_until_its_database_becomes_usable(
@@ -184,7 +178,7 @@ async def test_relay_retries_until_its_database_becomes_usable(
             await conn.execute(OUTBOX_DDL)
             event = order_created()
             async with conn.transaction():
-                await add_to_outbox(conn, event, routing_key="order.created", correlation_id="c")
+                await add_to_outbox(conn, event)
         finally:
             await conn.close()
         [message] = await tap.wait_for(1)
@@ -196,9 +190,7 @@ async def test_an_event_whose_envelope_amqp_cannot_carry_is_refused_when_queued(
 ) -> None:
     async with pool.acquire() as conn, conn.transaction():
         with pytest.raises(InvalidEnvelope, match="correlation_id"):
-            await add_to_outbox(
-                conn, order_created(), routing_key="order.created", correlation_id="x" * 300
-            )
+            await add_to_outbox(conn, order_created(order_id="x" * 300))
 
 
 async def test_one_row_the_broker_refuses_is_set_aside_and_never_blocks_the_others(

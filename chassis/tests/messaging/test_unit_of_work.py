@@ -14,7 +14,7 @@ import pytest
 from chassis.errors import Unavailable
 from chassis.messaging import Broker, EventConsumer, MessagingRetention, OutboxRelay
 from chassis.testing.proxy import TcpProxy
-from chassis.unit_of_work import UnitOfWork, handled_once
+from chassis.unit_of_work import HandledOnce, UnitOfWork
 from ecommerce.events.v1 import events_pb2
 
 from .conftest import Tap
@@ -59,7 +59,7 @@ async def test_leaving_the_block_commits_the_change_and_its_event_together(
     event = order_created()
     async with LedgerUnitOfWork(ledger_pool) as uow:
         await uow.ledger.record(event.order_id, 2)
-        uow.publish(event, routing_key="order.created", correlation_id=event.order_id)
+        uow.publish(event)
     assert uow.committed
     assert await counts(ledger_pool) == (1, 1)
     row = await ledger_pool.fetchrow("SELECT event_id, correlation_id FROM outbox")
@@ -81,7 +81,7 @@ async def test_a_failure_after_an_event_was_added_leaves_neither_the_change_nor_
     async def fail_after_publishing() -> None:
         async with uow:
             await uow.ledger.record(event.order_id, 2)
-            uow.publish(event, routing_key="order.created", correlation_id=event.order_id)
+            uow.publish(event)
             uow.after_commit(after_commit)
             raise ZeroDivisionError
 
@@ -99,9 +99,9 @@ async def test_an_inbox_duplicate_inside_a_unit_of_work_has_no_effect(
 
     async def effect(uow: LedgerUnitOfWork, received: events_pb2.OrderCreated) -> None:
         await uow.ledger.record(received.order_id, 1)
-        uow.publish(order_created(), routing_key="stock.reserved", correlation_id="c")
+        uow.publish(order_created())
 
-    handle = handled_once(lambda: LedgerUnitOfWork(ledger_pool, consumer="ledger"), effect)
+    handle = HandledOnce(lambda: LedgerUnitOfWork(ledger_pool, consumer="ledger"))(effect)
     outcomes = [await handle(event) for _ in range(3)]
     assert outcomes == ["processed", "duplicate", "duplicate"]
     assert await counts(ledger_pool) == (1, 1)
@@ -114,7 +114,7 @@ async def test_concurrent_duplicates_have_one_effect(ledger_pool: asyncpg.Pool) 
         await uow.ledger.record(received.order_id, 1)
         await asyncio.sleep(0.05)
 
-    handle = handled_once(lambda: LedgerUnitOfWork(ledger_pool, consumer="ledger"), effect)
+    handle = HandledOnce(lambda: LedgerUnitOfWork(ledger_pool, consumer="ledger"))(effect)
     outcomes = await asyncio.gather(*(handle(event) for _ in range(8)))
     assert sorted(outcomes) == ["duplicate"] * 7 + ["processed"]
     assert await counts(ledger_pool) == (1, 0)
@@ -127,7 +127,7 @@ async def test_an_event_amqp_cannot_carry_fails_its_own_unit_of_work(
     async def publish_oversized() -> None:
         async with LedgerUnitOfWork(ledger_pool) as uow:
             await uow.ledger.record(str(uuid.uuid4()), 1)
-            uow.publish(order_created(), routing_key="order.created", correlation_id="é" * 200)
+            uow.publish(order_created(order_id="é" * 200))
 
     with pytest.raises(ValueError, match="correlation_id"):
         await publish_oversized()
@@ -181,7 +181,7 @@ async def test_a_short_database_outage_dead_letters_nothing_and_every_effect_hap
         async def effect(uow: LedgerUnitOfWork, event: events_pb2.OrderCreated) -> None:
             await uow.ledger.record(event.order_id, event.lines[0].quantity)
 
-        handler = handled_once(lambda: LedgerUnitOfWork(pool, consumer="ledger"), effect)
+        handler = HandledOnce(lambda: LedgerUnitOfWork(pool, consumer="ledger"))(effect)
         consumer = EventConsumer(broker, "ledger", on_order_created(handler))
         events = [order_created() for _ in range(300)]
         try:
@@ -189,9 +189,7 @@ async def test_a_short_database_outage_dead_letters_nothing_and_every_effect_hap
                 for index, event in enumerate(events):
                     if index == 50:
                         await proxy.cut()
-                    await broker.publish(
-                        event, routing_key="order.created", correlation_id=event.order_id
-                    )
+                    await broker.publish(event)
                 await asyncio.sleep(3)
                 await proxy.restore()
 
@@ -212,7 +210,7 @@ async def test_events_of_a_unit_of_work_reach_the_broker_through_the_relay(
     event = order_created()
     async with LedgerUnitOfWork(ledger_pool) as uow:
         await uow.ledger.record(event.order_id, 1)
-        uow.publish(event, routing_key="order.created", correlation_id=event.order_id)
+        uow.publish(event)
     async with running(OutboxRelay(database_url, broker)):
         [message] = await tap.wait_for(1)
     assert message.message_id == event.event_id

@@ -1,11 +1,11 @@
--- One atomic change to a cart document (the same JSON shape the Couchbase store keeps).
--- Mirrors the rules of cart_service/domain.py; the contract tests run both stores against them.
+-- One atomic change a shopper makes to a cart document (the same JSON shape the Couchbase store
+-- keeps). Mirrors the rules of cart_service/domain.py; the contract tests run both stores against
+-- them. Fields of the document it does not know (the chassis inbox) are kept as they are.
 -- KEYS[1]: the cart key.
 -- ARGV: op, ttl_seconds, user_id, then per op:
 --   add / set:       product_id, quantity, stock, currency, now_ms, max_line_quantity, max_lines
 --   remove:          product_id
 --   clear:           (nothing)
---   remove_ordered:  order_id, ordered quantities as a JSON object, max_remembered_orders
 -- Returns {'ok', document} after a write, {'unchanged', document} when nothing was written,
 -- or {violation_code, quantity} when a rule refused the change.
 
@@ -17,7 +17,7 @@ local doc
 if raw then
   doc = cjson.decode(raw)
 else
-  doc = {user_id = user_id, currency = '', lines = {}, removed_orders = {}}
+  doc = {user_id = user_id, currency = '', lines = {}}
 end
 
 local function find(product_id)
@@ -84,32 +84,6 @@ elseif op == 'clear' then
     return {'unchanged', ''}
   end
   doc.lines = {}
-  return save()
-elseif op == 'remove_ordered' then
-  local order_id, ordered, max_orders = ARGV[4], cjson.decode(ARGV[5]), tonumber(ARGV[6])
-  for _, seen in ipairs(doc.removed_orders) do
-    if seen == order_id then
-      return {'unchanged', raw}
-    end
-  end
-  local kept = {}
-  for _, line in ipairs(doc.lines) do
-    local left = line.quantity - (tonumber(ordered[line.product_id]) or 0)
-    if left > 0 then
-      line.quantity = left
-      table.insert(kept, line)
-    end
-  end
-  doc.lines = kept
-  local orders = {}
-  for _, seen in ipairs(doc.removed_orders) do
-    table.insert(orders, seen)
-  end
-  table.insert(orders, order_id)
-  while #orders > max_orders do
-    table.remove(orders, 1)
-  end
-  doc.removed_orders = orders
   return save()
 end
 return redis.error_reply('unknown cart operation ' .. tostring(op))

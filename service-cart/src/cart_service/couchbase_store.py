@@ -1,17 +1,20 @@
 """Carts in Couchbase: one JSON document per cart keyed `cart::<user_id>`, changed with CAS.
 
-Each change reads the document and its CAS, applies the pure rules of `domain`, and writes only if
-nobody wrote in between; a conflict is retried (bounded, with jitter). Every write sets the expiry.
+Each change reads the document and its CAS, applies the pure rules of `domain` (and, for a saga
+event, the chassis inbox's claim) to it, and writes only if nobody wrote in between; a conflict is
+retried (bounded, with jitter). Every write sets the expiry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from acouchbase.bucket import Bucket
 from acouchbase.cluster import Cluster
@@ -36,12 +39,20 @@ from couchbase.options import (
     PingOptions,
     ReplaceOptions,
 )
+from google.protobuf.message import Message
 
 from cart_service import domain
 from cart_service.domain import Cart
 from cart_service.settings import CouchbaseLocation
-from cart_service.store import CartStoreUnavailable, from_document, now_ms, to_document
+from cart_service.store import (
+    CartStoreUnavailable,
+    from_document,
+    new_document,
+    now_ms,
+    with_cart,
+)
 from chassis.errors import Unavailable
+from chassis.messaging import DocumentInbox
 
 MAX_CAS_ATTEMPTS = 100
 _MAX_BACKOFF_SECONDS = 0.05
@@ -58,16 +69,28 @@ class CouchbaseCartStore:
     """`CartStore` on Couchbase."""
 
     def __init__(
-        self, cluster: Cluster, bucket: Bucket, collection: Collection, *, ttl_days: int
+        self,
+        cluster: Cluster,
+        bucket: Bucket,
+        collection: Collection,
+        *,
+        ttl_days: int,
+        inbox: DocumentInbox,
     ) -> None:
         self._cluster = cluster
         self._bucket = bucket
         self._collection = collection
         self._expiry = timedelta(days=ttl_days)
+        self._inbox = inbox
 
     @classmethod
     async def connect(
-        cls, location: CouchbaseLocation, *, ttl_days: int, timeout_seconds: float = 5.0
+        cls,
+        location: CouchbaseLocation,
+        *,
+        ttl_days: int,
+        inbox: DocumentInbox,
+        timeout_seconds: float = 5.0,
     ) -> CouchbaseCartStore:
         """Opens the bucket, or raises CartStoreUnavailable naming the connstr and bucket."""
         timeout = timedelta(seconds=timeout_seconds)
@@ -92,7 +115,7 @@ class CouchbaseCartStore:
                     await cluster.close()
             raise CartStoreUnavailable(f"cannot reach the cart store {where}: {error}") from error
         collection = bucket.scope(location.scope).collection(location.collection)
-        return cls(cluster, bucket, collection, ttl_days=ttl_days)
+        return cls(cluster, bucket, collection, ttl_days=ttl_days, inbox=inbox)
 
     @property
     def collection(self) -> Collection:
@@ -103,8 +126,8 @@ class CouchbaseCartStore:
         return f"cart::{user_id}"
 
     async def get(self, user_id: str) -> Cart:
-        cart, _ = await self._read(user_id)
-        return cart
+        document, _ = await self._read(user_id)
+        return from_document(user_id, document)
 
     async def add_item(
         self, user_id: str, product_id: str, quantity: int, *, stock: int, currency: str
@@ -134,14 +157,21 @@ class CouchbaseCartStore:
     async def clear(self, user_id: str) -> None:
         await self._apply(user_id, domain.clear)
 
-    async def remove_ordered_lines(
-        self, user_id: str, order_id: str, lines: Mapping[str, int]
+    async def apply_event(
+        self, user_id: str, event: Message, change: Callable[[Cart], Cart]
     ) -> bool:
-        read, _ = await self._change(
-            user_id, lambda cart: domain.remove_ordered_lines(cart, order_id, lines)
-        )
-        # `read` is the version the change was applied to under CAS: it decides "first time".
-        return order_id not in read.removed_orders
+        claimed = False
+
+        def claim_and_change(document: dict[str, Any]) -> dict[str, Any]:
+            nonlocal claimed
+            # Decided on the version the write is conditioned on (its CAS): a retry decides again.
+            claimed = self._inbox.claim(document, event)
+            if not claimed:
+                return document
+            return with_cart(document, change(from_document(user_id, document)))
+
+        await self._change(user_id, claim_and_change)
+        return claimed
 
     async def check(self) -> None:
         report = await self._bucket.ping(PingOptions(service_types=[ServiceType.KeyValue]))
@@ -152,39 +182,44 @@ class CouchbaseCartStore:
     async def close(self) -> None:
         await self._cluster.close()
 
-    async def _read(self, user_id: str) -> tuple[Cart, int | None]:
+    async def _read(self, user_id: str) -> tuple[dict[str, Any], int | None]:
         async with _reachable():
             try:
                 result = await self._collection.get(self.key(user_id))
             except DocumentNotFoundException:
-                return Cart(user_id), None
-        return from_document(user_id, result.content_as[dict]), result.cas
+                return new_document(user_id), None
+        return result.content_as[dict], result.cas
 
     async def _apply(self, user_id: str, change: Callable[[Cart], Cart]) -> Cart:
-        _, changed = await self._change(user_id, change)
-        return changed
+        """Applies a change of the cart; the rest of the document (its inbox) is kept."""
+        written = await self._change(
+            user_id, lambda document: with_cart(document, change(from_document(user_id, document)))
+        )
+        return from_document(user_id, written)
 
-    async def _change(self, user_id: str, change: Callable[[Cart], Cart]) -> tuple[Cart, Cart]:
-        """Applies `change` atomically; returns the version it was applied to and the result."""
+    async def _change(
+        self, user_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Applies `change` to the cart's document atomically; returns the document written (or
+        the one read, when the change left it as it was: nothing is written then)."""
         for attempt in range(MAX_CAS_ATTEMPTS):
-            cart, cas = await self._read(user_id)
-            changed = change(cart)
-            if changed == cart:
-                return cart, cart
-            document = to_document(changed)
+            document, cas = await self._read(user_id)
+            changed = change(copy.deepcopy(document))
+            if changed == document:
+                return document
             try:
                 async with _reachable():
                     if cas is None:
                         await self._collection.insert(
-                            self.key(user_id), document, InsertOptions(expiry=self._expiry)
+                            self.key(user_id), changed, InsertOptions(expiry=self._expiry)
                         )
                     else:
                         await self._collection.replace(
                             self.key(user_id),
-                            document,
+                            changed,
                             ReplaceOptions(cas=cas, expiry=self._expiry),
                         )
-                return cart, changed
+                return changed
             except (CasMismatchException, DocumentExistsException, DocumentNotFoundException):
                 # Full jitter keeps many writers of one cart from retrying in lockstep.
                 ceiling = min(_MAX_BACKOFF_SECONDS, 0.001 * 2**attempt)

@@ -21,8 +21,6 @@ from chassis.validation import MAX_PRICE_CENTS
 
 MAX_LINE_QUANTITY = 100
 MAX_LINES = 50
-# Order ids already taken out of a cart; enough to absorb any realistic redelivery window.
-MAX_REMEMBERED_ORDERS = 100
 DEFAULT_CURRENCY = "USD"
 
 
@@ -64,7 +62,6 @@ class Cart:
     user_id: str
     lines: tuple[CartLine, ...] = ()
     currency: str | None = None
-    removed_orders: tuple[str, ...] = ()
 
     def line(self, product_id: str) -> CartLine | None:
         return next((line for line in self.lines if line.product_id == product_id), None)
@@ -247,29 +244,20 @@ def remove_item(cart: Cart, product_id: str) -> Cart:
 
 
 def clear(cart: Cart) -> Cart:
-    """Drops every line but remembers the orders already taken out (a redelivery stays a no-op)."""
+    """Drops every line (the events already handled stay claimed: they live in the cart's
+    document, beside the cart, not in it)."""
     return replace(cart, lines=(), currency=None)
 
 
-def remove_ordered_lines(cart: Cart, order_id: str, ordered: Mapping[str, int]) -> Cart:
-    """Takes an order's quantities out of the cart, once per order id.
-
-    Lines added after checkout stay; a line reaching 0 disappears. Returns the cart unchanged when
-    the order was already taken out.
-    """
-    if order_id in cart.removed_orders:
-        return cart
+def remove_ordered_lines(cart: Cart, ordered: Mapping[str, int]) -> Cart:
+    """Takes an order's quantities out of the cart. Lines added after checkout stay; a line
+    reaching 0 disappears. Applied once per `order.confirmed` by the store's `apply_event`."""
     lines = tuple(
         replace(line, quantity=line.quantity - ordered.get(line.product_id, 0))
         for line in cart.lines
     )
-    remembered = (*cart.removed_orders, order_id)[-MAX_REMEMBERED_ORDERS:]
     return _without_empty_currency(
-        replace(
-            cart,
-            lines=tuple(line for line in lines if line.quantity > 0),
-            removed_orders=remembered,
-        )
+        replace(cart, lines=tuple(line for line in lines if line.quantity > 0))
     )
 
 

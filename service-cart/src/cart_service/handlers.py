@@ -1,8 +1,9 @@
-"""One function per cart use case: validate, read the product, change the store, price."""
+"""One function per cart use case (validate, read the product, change the store, price) and per
+event, and `subscriptions`, the events the service consumes (one line each)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
 from dataclasses import dataclass, field
 
 from cart_service import domain
@@ -10,8 +11,12 @@ from cart_service.domain import Cart, PricedCart
 from cart_service.products import ProductCatalog
 from cart_service.store import CartStore
 from chassis.errors import InvalidArgument, Unavailable
-from chassis.messaging import Outcome, PoisonMessage
+from chassis.messaging import Outcome, PoisonMessage, Subscription
 from ecommerce.events.v1 import events_pb2
+
+# The service's queue, and the inbox's consumer name (the events handled, claimed in each cart).
+QUEUE = "service-cart"
+CONSUMER = "service-cart"
 
 
 @dataclass
@@ -84,27 +89,28 @@ async def clear_cart(carts: Carts, *, user_id: str) -> None:
     await carts.store.clear(domain.parse_id(user_id, "user_id"))
 
 
-async def remove_ordered_lines(
-    carts: Carts, *, user_id: str, order_id: str, lines: Mapping[str, int]
-) -> bool:
-    """Takes a confirmed order's quantities out of the cart, once per order id."""
-    return await carts.store.remove_ordered_lines(
-        domain.parse_id(user_id, "user_id"),
-        domain.parse_id(order_id, "order_id"),
-        domain.parse_ordered_quantities(lines),
-    )
-
-
 async def on_order_confirmed(carts: Carts, event: events_pb2.OrderConfirmed) -> Outcome:
-    """The saga's last step: the confirmed order's lines leave the buyer's cart, once (the
-    cart's record of removed orders is this consumer's inbox); lines added since stay."""
+    """The saga's last step: the confirmed order's lines leave the buyer's cart, once (the store
+    claims the event in the cart document's inbox in the same atomic step); lines added since
+    stay. A malformed event is poison."""
     ordered: dict[str, int] = {}
     for line in event.lines:
         ordered[line.product_id] = ordered.get(line.product_id, 0) + line.quantity
     try:
-        removed = await remove_ordered_lines(
-            carts, user_id=event.user_id, order_id=event.order_id, lines=ordered
-        )
+        user_id = domain.parse_id(event.user_id, "user_id")
+        domain.parse_id(event.order_id, "order_id")
+        quantities = domain.parse_ordered_quantities(ordered)
     except InvalidArgument as error:
         raise PoisonMessage(f"order.confirmed {event.order_id!r}: {error.message}") from error
+    removed = await carts.store.apply_event(
+        user_id, event, lambda cart: domain.remove_ordered_lines(cart, quantities)
+    )
     return Outcome.PROCESSED if removed else Outcome.DUPLICATE
+
+
+def subscriptions(carts: Carts) -> list[Subscription]:
+    """The events service-cart consumes, one line each (the queue's bindings, decoding and the
+    metrics follow from the type; the inbox is the cart document's, claimed by the store)."""
+    return [
+        Subscription.of(events_pb2.OrderConfirmed, functools.partial(on_order_confirmed, carts)),
+    ]

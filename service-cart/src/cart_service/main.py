@@ -3,14 +3,16 @@ verifier) -> handlers -> servicer and consumer -> startup hooks -> run."""
 
 from __future__ import annotations
 
-from cart_service import consumers
+from datetime import timedelta
+
 from cart_service.grpc_api import SERVICE_NAME, CartServicer
-from cart_service.handlers import Carts
+from cart_service.handlers import CONSUMER, QUEUE, Carts, subscriptions
 from cart_service.products import ProductCatalog
 from cart_service.settings import CartSettings
 from cart_service.store import open_store
 from chassis.auth import TokenVerifier, user_service_jwks
 from chassis.grpc_server import ServiceRuntime, run
+from chassis.messaging import DocumentInbox
 from chassis.messaging.service import attach_messaging
 from chassis.settings import load_settings
 from ecommerce.cart.v1 import cart_pb2_grpc
@@ -31,9 +33,11 @@ def build_runtime(settings: CartSettings) -> ServiceRuntime:
         SERVICE_NAME,
     )
 
+    inbox = DocumentInbox(CONSUMER, retention=timedelta(days=settings.inbox_retention_days))
+
     async def connect_store() -> None:
         # Retried with backoff by the runtime; each failure logs which store was unreachable.
-        carts.attach(await open_store(settings))
+        carts.attach(await open_store(settings, inbox))
 
     async def check_store() -> None:
         await carts.store.check()
@@ -47,9 +51,7 @@ def build_runtime(settings: CartSettings) -> ServiceRuntime:
 
     # The store first: the consumer (started after every startup hook) writes to it.
     runtime.on_startup("cart_store", connect_store)
-    attach_messaging(
-        runtime, settings, queue=consumers.QUEUE, subscriptions=consumers.subscriptions(carts)
-    )
+    attach_messaging(runtime, settings, queue=QUEUE, subscriptions=subscriptions(carts))
     # service-product is not part of readiness: an empty cart and ClearCart work without
     # it, and a product outage already answers UNAVAILABLE per call instead of taking carts down.
     runtime.readiness_check("cart_store", check_store)

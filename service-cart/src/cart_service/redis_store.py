@@ -1,35 +1,43 @@
-"""Carts in Redis: one JSON string per cart at `<prefix>cart:<user_id>`, changed by one Lua script.
+"""Carts in Redis: one JSON string per cart at `<prefix>cart:<user_id>`.
 
-The script checks the rules and writes in one atomic step (one round trip, no retries under
-contention) and refreshes the key's expiry on every write.
+A shopper's change runs one Lua script that checks the rules and writes in one atomic step (one
+round trip, no retries under contention). A saga event's change (`apply_event`) is an optimistic
+transaction instead (WATCH, read, MULTI/EXEC, retried on a conflict), so that the chassis inbox
+claims the event in the document with the same write. Every write refreshes the key's expiry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+import random
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis
+from google.protobuf.message import Message
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
-from cart_service.domain import (
-    MAX_LINE_QUANTITY,
-    MAX_LINES,
-    MAX_REMEMBERED_ORDERS,
-    Cart,
-    Violation,
-    violation_error,
+from cart_service.domain import MAX_LINE_QUANTITY, MAX_LINES, Cart, Violation, violation_error
+from cart_service.store import (
+    CartStoreUnavailable,
+    from_document,
+    new_document,
+    now_ms,
+    with_cart,
 )
-from cart_service.store import CartStoreUnavailable, from_document, now_ms
 from chassis.errors import Unavailable
+from chassis.messaging import DocumentInbox
 from chassis.redis_client import create_redis
 
 _SCRIPT = resources.files("cart_service").joinpath("cart_mutation.lua").read_text()
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+MAX_WATCH_ATTEMPTS = 100
+_MAX_BACKOFF_SECONDS = 0.05
 
 
 def _without_password(url: str) -> str:
@@ -43,15 +51,24 @@ def _without_password(url: str) -> str:
 class RedisCartStore:
     """`CartStore` on Redis."""
 
-    def __init__(self, client: redis.Redis, key_prefix: str, *, ttl_days: int) -> None:
+    def __init__(
+        self, client: redis.Redis, key_prefix: str, *, ttl_days: int, inbox: DocumentInbox
+    ) -> None:
         self._client = client
         self._prefix = key_prefix
         self._ttl_seconds = ttl_days * 86_400
+        self._inbox = inbox
         self._mutate = client.register_script(_SCRIPT)
 
     @classmethod
     async def connect(
-        cls, url: str, key_prefix: str, *, ttl_days: int, timeout_seconds: float = 2.0
+        cls,
+        url: str,
+        key_prefix: str,
+        *,
+        ttl_days: int,
+        inbox: DocumentInbox,
+        timeout_seconds: float = 2.0,
     ) -> RedisCartStore:
         client = create_redis(url, timeout_seconds=timeout_seconds, decode_responses=True)
         try:
@@ -61,7 +78,7 @@ class RedisCartStore:
             raise CartStoreUnavailable(
                 f"cannot reach the Redis cart store at {_without_password(url)}: {error}"
             ) from error
-        return cls(client, key_prefix, ttl_days=ttl_days)
+        return cls(client, key_prefix, ttl_days=ttl_days, inbox=inbox)
 
     def key(self, user_id: str) -> str:
         return f"{self._prefix}cart:{user_id}"
@@ -89,22 +106,29 @@ class RedisCartStore:
     async def clear(self, user_id: str) -> None:
         await self._run(user_id, "", "clear")
 
-    async def remove_ordered_lines(
-        self, user_id: str, order_id: str, lines: Mapping[str, int]
+    async def apply_event(
+        self, user_id: str, event: Message, change: Callable[[Cart], Cart]
     ) -> bool:
-        async with _reachable():
-            outcome, _ = await self._mutate(
-                keys=[self.key(user_id)],
-                args=[
-                    "remove_ordered",
-                    self._ttl_seconds,
-                    user_id,
-                    order_id,
-                    json.dumps(dict(lines)),
-                    MAX_REMEMBERED_ORDERS,
-                ],
-            )
-        return bool(outcome == "ok")
+        key = self.key(user_id)
+        async with _reachable(), self._client.pipeline(transaction=True) as pipe:
+            for attempt in range(MAX_WATCH_ATTEMPTS):
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    document = json.loads(raw) if raw else new_document(user_id)
+                    if not self._inbox.claim(document, event):
+                        return False
+                    changed = with_cart(document, change(from_document(user_id, document)))
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, json.dumps(changed), ex=self._ttl_seconds)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    # Another write landed between the read and EXEC: read again. Full jitter
+                    # keeps the writers of one cart from retrying in lockstep.
+                    ceiling = min(_MAX_BACKOFF_SECONDS, 0.001 * 2**attempt)
+                    await asyncio.sleep(random.uniform(0, ceiling))
+        raise Unavailable(f"the cart of user {user_id} kept changing; try again")
 
     async def check(self) -> None:
         await self._client.ping()

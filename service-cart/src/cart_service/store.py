@@ -1,16 +1,21 @@
 """The `CartStore` contract every cart store keeps, the cart's JSON document, and the store factory.
 
 Every mutation checks the cart rules and writes in ONE atomic step, so concurrent writers never
-lose an update; every write refreshes the cart's expiry.
+lose an update; every write refreshes the cart's expiry. The document also holds the chassis inbox
+of the events that changed the cart (`DocumentInbox`, field `inbox`): `apply_event` claims an
+event and changes the cart in the same atomic step, and every other change keeps that field.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from google.protobuf.message import Message
+
 from cart_service.domain import Cart, CartLine
+from chassis.messaging import DocumentInbox
 
 if TYPE_CHECKING:
     from cart_service.settings import CartSettings
@@ -33,10 +38,12 @@ class CartStore(Protocol):
 
     async def clear(self, user_id: str) -> None: ...
 
-    async def remove_ordered_lines(
-        self, user_id: str, order_id: str, lines: Mapping[str, int]
+    async def apply_event(
+        self, user_id: str, event: Message, change: Callable[[Cart], Cart]
     ) -> bool:
-        """Subtracts an order's quantities once per order id; False when already done."""
+        """Claims `event` in the cart document's inbox and applies `change` to the cart, in one
+        atomic step (both or neither); False, with nothing changed, when the event was claimed
+        before (a redelivery)."""
         ...
 
     async def check(self) -> None:
@@ -55,7 +62,7 @@ def now_ms() -> int:
 
 
 def to_document(cart: Cart) -> dict[str, Any]:
-    """The cart as stored: the same JSON shape in Redis and in Couchbase."""
+    """The cart's fields as stored: the same JSON shape in Redis and in Couchbase."""
     return {
         "user_id": cart.user_id,
         "currency": cart.currency or "",
@@ -63,8 +70,17 @@ def to_document(cart: Cart) -> dict[str, Any]:
             {"product_id": ln.product_id, "quantity": ln.quantity, "added_at_ms": ln.added_at_ms}
             for ln in cart.lines
         ],
-        "removed_orders": list(cart.removed_orders),
     }
+
+
+def new_document(user_id: str) -> dict[str, Any]:
+    """The document of a user who has no cart yet."""
+    return to_document(Cart(user_id))
+
+
+def with_cart(document: Mapping[str, Any], cart: Cart) -> dict[str, Any]:
+    """`document` holding `cart`, every other field (the inbox) kept as it was."""
+    return {**document, **to_document(cart)}
 
 
 def from_document(user_id: str, document: Mapping[str, Any]) -> Cart:
@@ -76,22 +92,26 @@ def from_document(user_id: str, document: Mapping[str, Any]) -> Cart:
             for ln in (document.get("lines") or [])
         ),
         currency=document.get("currency") or None,
-        removed_orders=tuple(document.get("removed_orders") or []),
     )
 
 
-async def open_store(settings: CartSettings) -> CartStore:
-    """The store named by CART_STORE, connected (raises CartStoreUnavailable when unreachable)."""
+async def open_store(settings: CartSettings, inbox: DocumentInbox) -> CartStore:
+    """The store named by CART_STORE, connected (raises CartStoreUnavailable when unreachable),
+    claiming events in `inbox`."""
     if settings.cart_store == "redis":
         from cart_service.redis_store import RedisCartStore
 
         return await RedisCartStore.connect(
-            settings.redis_url, settings.redis_key_prefix, ttl_days=settings.cart_ttl_days
+            settings.redis_url,
+            settings.redis_key_prefix,
+            ttl_days=settings.cart_ttl_days,
+            inbox=inbox,
         )
     from cart_service.couchbase_store import CouchbaseCartStore
 
     return await CouchbaseCartStore.connect(
         settings.couchbase,
         ttl_days=settings.cart_ttl_days,
+        inbox=inbox,
         timeout_seconds=settings.couchbase_connect_timeout_seconds,
     )

@@ -22,6 +22,8 @@ IDEMPOTENCY_KEY_MAX = 255
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX}}}")
 
 
+# The statuses and reasons are those of the protos (ecommerce.order.v1.OrderStatus and
+# CancelReason, without their prefixes); tests/test_proto_mapping.py holds them together.
 class OrderStatus(StrEnum):
     PENDING = "PENDING"
     CONFIRMED = "CONFIRMED"

@@ -1,4 +1,5 @@
-"""One function per use case: the four RPCs, the three saga events and the timeout sweep.
+"""One function per use case: the four RPCs, the three saga events and the timeout sweep, and
+`subscriptions`, the events the service consumes (one line each).
 
 Every status change happens in one unit of work with the event it publishes (outbox) and, for
 an event, the inbox claim of the event that caused it; metrics and the log line follow the
@@ -14,7 +15,8 @@ from functools import partial
 
 from chassis.auth import Principal
 from chassis.logging import get_logger
-from chassis.messaging import PoisonMessage
+from chassis.messaging import PoisonMessage, Subscription
+from chassis.unit_of_work import HandledOnce
 from ecommerce.events.v1 import events_pb2
 from order_service import proto_mapping, reporting
 from order_service.clients import CartClient, ProductClient
@@ -36,6 +38,9 @@ from order_service.page_tokens import PageRequest, encode_page_token
 from order_service.store import IdempotencyKeys, MovedOrder, OrderStore, OrderUnitOfWork
 
 _log = get_logger(__name__)
+# The service's queue, and the inbox's consumer name (the event ids this service has handled).
+QUEUE = "service-order"
+CONSUMER = "service-order"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +105,7 @@ async def _place(
         ):
             return None
         placed = await uow.orders.insert(order_id, user_id, priced)
-        uow.publish(
-            proto_mapping.order_created(placed),
-            routing_key=proto_mapping.ORDER_CREATED,
-            correlation_id=str(order_id),
-        )
+        uow.publish(proto_mapping.order_created(placed))
         uow.after_commit(partial(reporting.order_placed, placed))
     return placed
 
@@ -152,40 +153,42 @@ def _publish_cancelled(
 ) -> None:
     if transition.reason is None:
         raise ValueError(f"{transition.name} does not cancel")
-    uow.publish(
-        proto_mapping.order_cancelled(moved, transition.reason),
-        routing_key=proto_mapping.ORDER_CANCELLED,
-        correlation_id=str(moved.id),
-    )
+    uow.publish(proto_mapping.order_cancelled(moved, transition.reason))
     uow.after_commit(partial(reporting.order_moved, moved, previous, transition))
 
 
-def _order_id(raw: str, routing_key: str) -> uuid.UUID:
+StockEvent = events_pb2.StockReserved | events_pb2.StockReservationFailed | events_pb2.StockReleased
+
+
+def _order_id(event: StockEvent) -> uuid.UUID:
     """The event's order id; an event without a valid one goes to the dead-letter queue."""
     try:
-        return uuid.UUID(raw)
+        return uuid.UUID(event.order_id)
     except ValueError:
-        raise PoisonMessage(f"{routing_key}: order_id is not a UUID: {raw!r}") from None
+        raise PoisonMessage(
+            f"{event.DESCRIPTOR.name}: order_id is not a UUID: {event.order_id!r}"
+        ) from None
 
 
-def _without_effect(order_id: uuid.UUID, routing_key: str, why: str) -> None:
-    _log.info("saga_event_without_effect", order_id=str(order_id), routing_key=routing_key, why=why)
+def _without_effect(order_id: uuid.UUID, event: StockEvent, why: str) -> None:
+    _log.info(
+        "saga_event_without_effect",
+        order_id=str(order_id),
+        event_type=event.DESCRIPTOR.full_name,
+        why=why,
+    )
 
 
 async def on_stock_reserved(uow: OrderUnitOfWork, event: events_pb2.StockReserved) -> None:
     """PENDING -> CONFIRMED with `order.confirmed` (the lines from the database)."""
-    order_id = _order_id(event.order_id, "stock.reserved")
+    order_id = _order_id(event)
     moved = await uow.orders.move(order_id, CONFIRM)
     if moved is None:
         # Cancelled meanwhile (service-product releases on order.cancelled), or not ours.
-        _without_effect(order_id, "stock.reserved", "the order is not PENDING or does not exist")
+        _without_effect(order_id, event, "the order is not PENDING or does not exist")
         return
     lines = (await uow.orders.lines([order_id])).get(order_id, ())
-    uow.publish(
-        proto_mapping.order_confirmed(moved, lines),
-        routing_key=proto_mapping.ORDER_CONFIRMED,
-        correlation_id=str(order_id),
-    )
+    uow.publish(proto_mapping.order_confirmed(moved, lines))
     uow.after_commit(partial(reporting.order_moved, moved, OrderStatus.PENDING, CONFIRM))
 
 
@@ -193,22 +196,20 @@ async def on_stock_reservation_failed(
     uow: OrderUnitOfWork, event: events_pb2.StockReservationFailed
 ) -> None:
     """PENDING -> CANCELLED (OUT_OF_STOCK) with `order.cancelled`."""
-    order_id = _order_id(event.order_id, "stock.reservation_failed")
+    order_id = _order_id(event)
     moved = await uow.orders.move(order_id, REJECT_OUT_OF_STOCK)
     if moved is None:
-        _without_effect(
-            order_id, "stock.reservation_failed", "the order is not PENDING or does not exist"
-        )
+        _without_effect(order_id, event, "the order is not PENDING or does not exist")
         return
     _publish_cancelled(uow, moved, previous=OrderStatus.PENDING, transition=REJECT_OUT_OF_STOCK)
 
 
 async def on_stock_released(uow: OrderUnitOfWork, event: events_pb2.StockReleased) -> None:
     """Record that the cancelled order's stock came back (once; the status does not change)."""
-    order_id = _order_id(event.order_id, "stock.released")
+    order_id = _order_id(event)
     status = await uow.orders.mark_stock_released(order_id)
     if status is None:
-        _without_effect(order_id, "stock.released", "already recorded or no such order")
+        _without_effect(order_id, event, "already recorded or no such order")
     elif status is not OrderStatus.CANCELLED:
         _log.warning("stock_released_for_live_order", order_id=str(order_id), status=status.value)
 
@@ -220,3 +221,15 @@ async def expire_pending_orders(uow: OrderUnitOfWork, *, timeout_seconds: float)
     for moved in expired:
         _publish_cancelled(uow, moved, previous=OrderStatus.PENDING, transition=EXPIRE)
     return len(expired)
+
+
+def subscriptions(new_unit_of_work: Callable[[], OrderUnitOfWork]) -> list[Subscription]:
+    """The saga events service-order consumes, one line each (the queue's bindings, decoding, the
+    inbox and the metrics follow from the type), each handler in a unit of work that claims the
+    event in the inbox first: a redelivered event is acknowledged with no effect."""
+    once = HandledOnce(new_unit_of_work)
+    return [
+        Subscription.of(events_pb2.StockReserved, once(on_stock_reserved)),
+        Subscription.of(events_pb2.StockReservationFailed, once(on_stock_reservation_failed)),
+        Subscription.of(events_pb2.StockReleased, once(on_stock_released)),
+    ]

@@ -13,9 +13,8 @@ from chassis.settings import load_settings
 from ecommerce.order.v1 import order_pb2_grpc
 from ecommerce.user.v1 import user_pb2
 from order_service.clients import CartClient, ProductClient
-from order_service.consumers import CONSUMER, QUEUE, subscriptions
 from order_service.grpc_api import SERVICE_NAME, OrderServicer
-from order_service.handlers import Orders
+from order_service.handlers import CONSUMER, QUEUE, Orders, subscriptions
 from order_service.settings import OrderSettings
 from order_service.store import MIGRATIONS_DIR, IdempotencyKeys, OrderStore, OrderUnitOfWork
 from order_service.sweeper import SagaTimeoutSweeper

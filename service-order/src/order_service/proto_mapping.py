@@ -1,38 +1,39 @@
 """Translation from the domain to protobuf: the Order of the gRPC API and the saga events
-service-order publishes, with their routing keys."""
+service-order publishes (their business fields: the chassis stamps event id and time, and
+derives routing key and correlation id from each event's proto declaration)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from chassis.proto_enums import ProtoEnumNames
 from ecommerce.events.v1 import events_pb2
 from ecommerce.order.v1 import order_pb2
 from order_service.domain import CancelReason, Order, OrderLine, OrderStatus
 from order_service.store import MovedOrder
 
-ORDER_CREATED = "order.created"
-ORDER_CONFIRMED = "order.confirmed"
-ORDER_CANCELLED = "order.cancelled"
+# The proto enums by name: the domain's StrEnums hold the same names (tests/test_proto_mapping.py
+# iterates every proto value), so a translation is a lookup that fails on an unknown value.
+STATUS = ProtoEnumNames(order_pb2.OrderStatus, prefix="ORDER_STATUS_")
+CANCEL_REASON = ProtoEnumNames(order_pb2.CancelReason, prefix="CANCEL_REASON_")
+EVENT_CANCEL_REASON = ProtoEnumNames(events_pb2.OrderCancelReason, prefix="ORDER_CANCEL_REASON_")
 
-_STATUS = {
-    OrderStatus.PENDING: order_pb2.ORDER_STATUS_PENDING,
-    OrderStatus.CONFIRMED: order_pb2.ORDER_STATUS_CONFIRMED,
-    OrderStatus.CANCELLED: order_pb2.ORDER_STATUS_CANCELLED,
-}
-_REASON = {
-    CancelReason.OUT_OF_STOCK: order_pb2.CANCEL_REASON_OUT_OF_STOCK,
-    CancelReason.USER_CANCELLED: order_pb2.CANCEL_REASON_USER_CANCELLED,
-    CancelReason.TIMEOUT: order_pb2.CANCEL_REASON_TIMEOUT,
-}
-_EVENT_REASON = {
-    CancelReason.OUT_OF_STOCK: events_pb2.ORDER_CANCEL_REASON_OUT_OF_STOCK,
-    CancelReason.USER_CANCELLED: events_pb2.ORDER_CANCEL_REASON_USER_CANCELLED,
-    CancelReason.TIMEOUT: events_pb2.ORDER_CANCEL_REASON_TIMEOUT,
-}
+
+def status_to_proto(status: OrderStatus) -> order_pb2.OrderStatus.ValueType:
+    return order_pb2.OrderStatus.ValueType(STATUS.number(status.value))
+
+
+def cancel_reason_to_proto(reason: CancelReason | None) -> order_pb2.CancelReason.ValueType:
+    if reason is None:
+        return order_pb2.CANCEL_REASON_UNSPECIFIED
+    return order_pb2.CancelReason.ValueType(CANCEL_REASON.number(reason.value))
+
+
+def event_cancel_reason(reason: CancelReason) -> events_pb2.OrderCancelReason.ValueType:
+    return events_pb2.OrderCancelReason.ValueType(EVENT_CANCEL_REASON.number(reason.value))
 
 
 def timestamp(moment: datetime) -> Timestamp:
@@ -45,12 +46,8 @@ def order_to_proto(order: Order) -> order_pb2.Order:
     return order_pb2.Order(
         id=str(order.id),
         user_id=str(order.user_id),
-        status=_STATUS[order.status],
-        cancel_reason=(
-            order_pb2.CANCEL_REASON_UNSPECIFIED
-            if order.cancel_reason is None
-            else _REASON[order.cancel_reason]
-        ),
+        status=status_to_proto(order.status),
+        cancel_reason=cancel_reason_to_proto(order.cancel_reason),
         items=[
             order_pb2.OrderItem(
                 product_id=str(line.product_id),
@@ -79,37 +76,27 @@ def _event_lines(lines: Sequence[OrderLine]) -> list[events_pb2.OrderLine]:
     ]
 
 
-def _event_id() -> str:
-    return str(uuid.uuid4())
-
-
 def order_created(order: Order) -> events_pb2.OrderCreated:
     return events_pb2.OrderCreated(
-        event_id=_event_id(),
         order_id=str(order.id),
         user_id=str(order.user_id),
         lines=_event_lines(order.lines),
         total_cents=order.total_cents,
         currency=order.currency,
-        occurred_at=timestamp(order.created_at),
     )
 
 
 def order_confirmed(moved: MovedOrder, lines: Sequence[OrderLine]) -> events_pb2.OrderConfirmed:
     return events_pb2.OrderConfirmed(
-        event_id=_event_id(),
         order_id=str(moved.id),
         user_id=str(moved.user_id),
         lines=_event_lines(lines),
-        occurred_at=timestamp(moved.moved_at),
     )
 
 
 def order_cancelled(moved: MovedOrder, reason: CancelReason) -> events_pb2.OrderCancelled:
     return events_pb2.OrderCancelled(
-        event_id=_event_id(),
         order_id=str(moved.id),
         user_id=str(moved.user_id),
-        reason=_EVENT_REASON[reason],
-        occurred_at=timestamp(moved.moved_at),
+        reason=event_cancel_reason(reason),
     )

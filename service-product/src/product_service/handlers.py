@@ -1,5 +1,6 @@
 """One function per use case: the catalogue (`Catalog`, reads through the cache, writes in a unit
-of work) and the saga's stock reservations (`Stock`, one method per event)."""
+of work) and the saga's stock reservations (`Stock`, one method per event), and `subscriptions`,
+the events the service consumes (one line each)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from prometheus_client import Counter
 
 from chassis.errors import NotFound
 from chassis.logging import get_logger
+from chassis.messaging import Subscription
+from chassis.unit_of_work import HandledOnce
 from ecommerce.events.v1 import events_pb2
 from product_service import proto_mapping
 from product_service.cache import ProductCache
@@ -30,6 +33,8 @@ from product_service.store import ProductStore
 from product_service.unit_of_work import ProductUnitOfWork
 
 NewUnitOfWork = Callable[[], ProductUnitOfWork]
+# The service's queue (its inbox consumer name is unit_of_work.CONSUMER).
+QUEUE = "service-product"
 
 RESERVATIONS = Counter(
     "stock_reservations",
@@ -148,19 +153,11 @@ class Stock:
         shortage = first_shortage(lines, in_stock)
         if shortage is not None:
             await uow.stock.reject(order_id)
-            uow.publish(
-                proto_mapping.reservation_failed(order_id, shortage),
-                routing_key="stock.reservation_failed",
-                correlation_id=str(order_id),
-            )
+            uow.publish(proto_mapping.reservation_failed(order_id, shortage))
             uow.after_commit(_counted("failed", order_id))
             return
         await uow.stock.take(order_id, lines)
-        uow.publish(
-            proto_mapping.stock_reserved(order_id, lines),
-            routing_key="stock.reserved",
-            correlation_id=str(order_id),
-        )
+        uow.publish(proto_mapping.stock_reserved(order_id, lines))
         touched = [line.product_id for line in lines]
         uow.after_commit(lambda: self._cache.invalidate(touched))
         uow.after_commit(_counted("reserved", order_id))
@@ -174,11 +171,7 @@ class Stock:
         lines = await uow.stock.release(order_id)
         if lines is None:
             return
-        uow.publish(
-            proto_mapping.stock_released(order_id, lines),
-            routing_key="stock.released",
-            correlation_id=str(order_id),
-        )
+        uow.publish(proto_mapping.stock_released(order_id, lines))
         touched = [line.product_id for line in lines]
         uow.after_commit(lambda: self._cache.invalidate(touched))
         uow.after_commit(_released(order_id))
@@ -198,3 +191,14 @@ def _released(order_id: uuid.UUID) -> Callable[[], Awaitable[None]]:
         log.info("stock_released", order_id=str(order_id))
 
     return count
+
+
+def subscriptions(new_unit_of_work: NewUnitOfWork, stock: Stock) -> list[Subscription]:
+    """The saga events service-product consumes, one line each (the queue's bindings, decoding,
+    the inbox and the metrics follow from the type), each handler in a unit of work that claims
+    the event in the inbox first: a redelivered event is acknowledged with no effect."""
+    once = HandledOnce(new_unit_of_work)
+    return [
+        Subscription.of(events_pb2.OrderCreated, once(stock.on_order_created)),
+        Subscription.of(events_pb2.OrderCancelled, once(stock.on_order_cancelled)),
+    ]

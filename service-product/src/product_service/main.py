@@ -19,10 +19,10 @@ from chassis.redis_client import create_redis
 from chassis.settings import load_settings
 from ecommerce.product.v1 import product_pb2_grpc
 from ecommerce.user.v1 import user_pb2
-from product_service import consumers, seed
+from product_service import seed
 from product_service.cache import ProductCache
 from product_service.grpc_api import SERVICE_NAME, ProductServicer
-from product_service.handlers import Catalog, Stock
+from product_service.handlers import QUEUE, Catalog, Stock, subscriptions
 from product_service.settings import ProductSettings
 from product_service.store import MIGRATIONS_DIR, ProductStore
 from product_service.unit_of_work import CONSUMER, ProductUnitOfWork
@@ -67,8 +67,8 @@ async def build_app(settings: ProductSettings) -> ProductApp:
     attach_messaging(
         runtime,
         settings,
-        queue=consumers.QUEUE,
-        subscriptions=consumers.subscriptions(new_unit_of_work, Stock(cache)),
+        queue=QUEUE,
+        subscriptions=subscriptions(new_unit_of_work, Stock(cache)),
         outbox=Outbox(database_url, pool),
     )
 

@@ -1,5 +1,6 @@
 """Translation between the domain and protobuf: the Product message (the wire and cache format) and
-the saga events service-product publishes."""
+the saga events service-product publishes (their business fields: the chassis stamps event id and
+time, and derives routing key and correlation id from each event's proto declaration)."""
 
 from __future__ import annotations
 
@@ -62,18 +63,10 @@ def _order_lines(lines: Sequence[StockLine]) -> list[events_pb2.OrderLine]:
     ]
 
 
-def _now() -> Timestamp:
-    now = Timestamp()
-    now.GetCurrentTime()
-    return now
-
-
 def stock_reserved(order_id: uuid.UUID, lines: Sequence[StockLine]) -> events_pb2.StockReserved:
     return events_pb2.StockReserved(
-        event_id=str(uuid.uuid4()),
         order_id=str(order_id),
         lines=_order_lines(lines),
-        occurred_at=_now(),
     )
 
 
@@ -81,19 +74,15 @@ def reservation_failed(
     order_id: uuid.UUID, shortage: Shortage
 ) -> events_pb2.StockReservationFailed:
     return events_pb2.StockReservationFailed(
-        event_id=str(uuid.uuid4()),
         order_id=str(order_id),
         product_id=str(shortage.product_id),
         requested=shortage.requested,
         available=min(shortage.available, 2**31 - 1),
-        occurred_at=_now(),
     )
 
 
 def stock_released(order_id: uuid.UUID, lines: Sequence[StockLine]) -> events_pb2.StockReleased:
     return events_pb2.StockReleased(
-        event_id=str(uuid.uuid4()),
         order_id=str(order_id),
         lines=_order_lines(lines),
-        occurred_at=_now(),
     )

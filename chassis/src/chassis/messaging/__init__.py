@@ -9,6 +9,8 @@ from chassis.messaging.codec import (
     UndecodableEvent,
 )
 from chassis.messaging.consumer import Backoff, EventConsumer, Subscription, is_transient
+from chassis.messaging.declaration import EventDeclaration, UndeclaredEvent, declaration_of
+from chassis.messaging.document_inbox import DocumentInbox
 from chassis.messaging.inbox import INBOX_DDL, Handler, Inbox, Outcome
 from chassis.messaging.outbox import OUTBOX_DDL, OutboxRelay, PendingEvent, add_to_outbox
 from chassis.messaging.retention import MessagingRetention
@@ -20,7 +22,9 @@ __all__ = [
     "Broker",
     "BrokerUnavailable",
     "ConfirmTimeout",
+    "DocumentInbox",
     "EventConsumer",
+    "EventDeclaration",
     "Handler",
     "Inbox",
     "InvalidEnvelope",
@@ -32,7 +36,9 @@ __all__ = [
     "PendingEvent",
     "PoisonMessage",
     "Subscription",
+    "UndeclaredEvent",
     "UndecodableEvent",
     "add_to_outbox",
+    "declaration_of",
     "is_transient",
 ]

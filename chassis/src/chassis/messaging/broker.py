@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from opentelemetry import propagate
 
 from chassis.messaging import codec, topology
+from chassis.messaging.envelope import occurred_at, stamp, stamp_time
 from chassis.settings import AmqpSettings
 
 
@@ -47,17 +48,21 @@ class OutgoingEvent:
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @classmethod
-    def of(cls, event: Message, *, routing_key: str, correlation_id: str) -> OutgoingEvent:
-        """Serialise `event`, carrying the current trace context."""
+    def of(cls, event: Message) -> OutgoingEvent:
+        """Stamp and serialise `event`, carrying the current trace context. Published without
+        an outbox there is no transaction: an unset `occurred_at` is the wall clock (UTC)."""
+        envelope = stamp(event)
+        stamp_time(event, datetime.now(UTC))
         headers: dict[str, str] = {}
         propagate.inject(headers)
         return cls(
-            event_id=str(codec.event_id_of(event)),
-            event_type=codec.check_short_string(codec.type_name(event), "event type"),
-            routing_key=codec.check_short_string(routing_key, "routing_key"),
-            correlation_id=codec.check_short_string(correlation_id, "correlation_id"),
+            event_id=str(envelope.event_id),
+            event_type=envelope.event_type,
+            routing_key=envelope.routing_key,
+            correlation_id=envelope.correlation_id,
             body=event.SerializeToString(),
             headers=headers,
+            occurred_at=occurred_at(event),
         )
 
 
@@ -167,10 +172,11 @@ class Broker:
                 await channel.set_qos(prefetch_count=prefetch)
         return channel
 
-    async def publish(self, event: Message, *, routing_key: str, correlation_id: str) -> None:
-        """Publish `event` now (no outbox), waiting for the broker's confirm. A confirm that does
-        not come is retried once on a fresh channel: delivery is at-least-once, consumers dedupe."""
-        outgoing = OutgoingEvent.of(event, routing_key=routing_key, correlation_id=correlation_id)
+    async def publish(self, event: Message) -> None:
+        """Publish `event` now (no outbox: tools and tests), its routing key and correlation id
+        derived from its declaration, waiting for the broker's confirm. A confirm that does not
+        come is retried once on a fresh channel: delivery is at-least-once, consumers dedupe."""
+        outgoing = OutgoingEvent.of(event)
         try:
             await self.publish_outgoing(outgoing)
         except ConfirmTimeout:

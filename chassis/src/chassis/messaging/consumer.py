@@ -24,6 +24,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Self, TypeVar
 
 import aiormq
 import grpc
@@ -38,6 +39,7 @@ from chassis.errors import Unavailable
 from chassis.logging import get_logger
 from chassis.messaging import codec, redrive, topology, tracing
 from chassis.messaging.broker import Broker, BrokerUnavailable
+from chassis.messaging.declaration import declaration_of
 from chassis.messaging.inbox import Handler, Outcome
 from chassis.metrics import expose
 from chassis.postgres import OUTAGE_ERRORS
@@ -64,6 +66,7 @@ UNROUTED_DEPTH = Gauge(
 )
 
 logger = get_logger(__name__)
+E = TypeVar("E", bound=Message)
 _TRANSIENT_RPC_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
@@ -77,11 +80,24 @@ def is_transient(error: BaseException) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """Events with `routing_key` carry `message_class` and go to `handler`."""
+    """Events of `message_class` go to `handler`. Everything else follows from the type: the
+    queue is bound to its declared routing key, a message is decoded as it (and is poison when
+    its AMQP `type` names another), and metrics are labelled with its full name."""
 
-    routing_key: str
     message_class: type[Message]
     handler: Handler
+
+    def __post_init__(self) -> None:
+        declaration_of(self.message_class)  # UndeclaredEvent at once, when the service wires up
+
+    @classmethod
+    def of(cls, message_class: type[E], handler: Callable[[E], Awaitable[Outcome | None]]) -> Self:
+        """`Subscription.of(OrderCreated, on_order_created)`: one line per event handled."""
+        return cls(message_class, handler)
+
+    @property
+    def routing_key(self) -> str:
+        return declaration_of(self.message_class).routing_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +127,11 @@ class EventConsumer:
         transient_retry_window: float = 300.0,
         transient: Callable[[BaseException], bool] = is_transient,
     ) -> None:
-        self._subscriptions = {s.routing_key: s for s in subscriptions}
+        self._subscriptions: dict[str, Subscription] = {}
+        for subscription in subscriptions:
+            if subscription.routing_key in self._subscriptions:
+                raise ValueError(f"{subscription.message_class.__name__} is subscribed twice")
+            self._subscriptions[subscription.routing_key] = subscription
         if not self._subscriptions:
             raise ValueError("an EventConsumer needs at least one subscription")
         expose(EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, DLQ_DEPTH, UNROUTED_DEPTH)

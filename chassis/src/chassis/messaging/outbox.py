@@ -14,7 +14,6 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 from aiormq.exceptions import ChannelClosed, ChannelInvalidStateError, ChannelPreconditionFailed
@@ -22,8 +21,9 @@ from google.protobuf.message import Message
 from prometheus_client import Counter, Gauge
 
 from chassis.logging import get_logger
-from chassis.messaging import codec, tracing
+from chassis.messaging import tracing
 from chassis.messaging.broker import Broker, BrokerUnavailable, OutgoingEvent
+from chassis.messaging.envelope import Envelope, has_time, stamp, stamp_time
 from chassis.metrics import expose
 
 NOTIFY_CHANNEL = "outbox"
@@ -91,54 +91,48 @@ logger = get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class PendingEvent:
-    """An event queued by a unit of work, checked and serialised, waiting for its commit."""
+    """An event queued by a unit of work, stamped and checked, waiting for its commit."""
 
-    event_id: Any
-    event_type: str
-    routing_key: str
-    correlation_id: str
-    payload: bytes
+    event: Message
+    envelope: Envelope
     trace_context: str
 
     @classmethod
-    def of(cls, event: Message, *, routing_key: str, correlation_id: str) -> PendingEvent:
-        """Check what AMQP limits now, so a bad event fails its own transaction instead of
-        blocking the relay later; the current trace context travels with it."""
-        return cls(
-            event_id=codec.event_id_of(event),
-            event_type=codec.check_short_string(codec.type_name(event), "event type"),
-            routing_key=codec.check_short_string(routing_key, "routing_key"),
-            correlation_id=codec.check_short_string(correlation_id, "correlation_id"),
-            payload=event.SerializeToString(),
-            trace_context=tracing.current_context(),
-        )
+    def of(cls, event: Message) -> PendingEvent:
+        """Stamp the event's id and check what AMQP limits now, so a bad event fails its own
+        transaction instead of blocking the relay later; the current trace context travels
+        with it. The body is serialised at commit, once the event has its time."""
+        return cls(event=event, envelope=stamp(event), trace_context=tracing.current_context())
 
 
 async def write_outbox(conn: asyncpg.Connection, events: Sequence[PendingEvent]) -> None:
-    """Insert `events` in the caller's open transaction, in one statement."""
+    """Insert `events` in the caller's open transaction, in one statement. An event without
+    `occurred_at` gets the transaction's time (PostgreSQL `now()`): the clock of the rows the
+    same transaction wrote, and of the outbox row (its AMQP timestamp)."""
     if not events:
         return
     if not conn.is_in_transaction():
         raise RuntimeError("the outbox is written inside the transaction of the change it reports")
+    if not all(has_time(e.event) for e in events):
+        now = await conn.fetchval("SELECT now()")
+        for pending in events:
+            stamp_time(pending.event, now)
     await conn.execute(
         "INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, payload,"
         " trace_context) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],"
         " $5::bytea[], $6::jsonb[])",
-        [e.event_id for e in events],
-        [e.event_type for e in events],
-        [e.routing_key for e in events],
-        [e.correlation_id for e in events],
-        [e.payload for e in events],
+        [e.envelope.event_id for e in events],
+        [e.envelope.event_type for e in events],
+        [e.envelope.routing_key for e in events],
+        [e.envelope.correlation_id for e in events],
+        [e.event.SerializeToString() for e in events],
         [e.trace_context for e in events],
     )
 
 
-async def add_to_outbox(
-    conn: asyncpg.Connection, event: Message, *, routing_key: str, correlation_id: str
-) -> None:
+async def add_to_outbox(conn: asyncpg.Connection, event: Message) -> None:
     """Queue one event inside the caller's transaction (the unit of work is the usual way)."""
-    pending = PendingEvent.of(event, routing_key=routing_key, correlation_id=correlation_id)
-    await write_outbox(conn, [pending])
+    await write_outbox(conn, [PendingEvent.of(event)])
 
 
 class OutboxRelay:

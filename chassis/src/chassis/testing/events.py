@@ -1,11 +1,11 @@
 """`EventTap`: what a test sees of the events exchange. A throwaway exclusive queue bound to every
 routing key records each event published during the block, decoded by the message classes the
-test names.
+test names; a test waits for and filters events by message type, as services subscribe.
 
 ```python
 async with EventTap(amqp_settings, [events_pb2.StockReserved]) as tap:
     ... # make something publish
-    [reserved] = await tap.wait_for("stock.reserved", correlation_id=order_id)
+    [reserved] = await tap.wait_for(events_pb2.StockReserved, correlation_id=order_id)
 ```
 """
 
@@ -28,6 +28,7 @@ from chassis.settings import AmqpSettings
 
 @dataclass(frozen=True, slots=True)
 class TappedEvent:
+    event_type: str  # the AMQP `type`: the full protobuf name
     routing_key: str
     correlation_id: str
     message_id: str
@@ -67,6 +68,7 @@ class EventTap:
         cls = self._classes.get(message.type or "")
         event = cls.FromString(message.body) if cls is not None else None
         tapped = TappedEvent(
+            event_type=message.type or "",
             routing_key=message.routing_key or "",
             correlation_id=message.correlation_id or "",
             message_id=message.message_id or "",
@@ -78,17 +80,19 @@ class EventTap:
             self.events.append(tapped)
             self._arrived.notify_all()
 
-    def matching(self, routing_key: str | None = None, **fields: str) -> list[TappedEvent]:
+    def matching(self, event_type: type[Message] | None = None, **fields: str) -> list[TappedEvent]:
+        """The events of `event_type` (any type when None) whose properties equal `fields`."""
+        name = None if event_type is None else event_type.DESCRIPTOR.full_name
         return [
             e
             for e in self.events
-            if (routing_key is None or e.routing_key == routing_key)
-            and all(getattr(e, name) == value for name, value in fields.items())
+            if (name is None or e.event_type == name)
+            and all(getattr(e, field) == value for field, value in fields.items())
         ]
 
     async def wait_for(
         self,
-        routing_key: str | None = None,
+        event_type: type[Message] | None = None,
         *,
         count: int = 1,
         within: float = 20.0,
@@ -98,7 +102,7 @@ class EventTap:
         `within` seconds)."""
         async with self._arrived:
             await asyncio.wait_for(
-                self._arrived.wait_for(lambda: len(self.matching(routing_key, **fields)) >= count),
+                self._arrived.wait_for(lambda: len(self.matching(event_type, **fields)) >= count),
                 within,
             )
-        return self.matching(routing_key, **fields)
+        return self.matching(event_type, **fields)

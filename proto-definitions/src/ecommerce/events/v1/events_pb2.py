@@ -22,30 +22,43 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from ecommerce.events.v1 import options_pb2 as ecommerce_dot_events_dot_v1_dot_options__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ecommerce/events/v1/events.proto\x12\x13\x65\x63ommerce.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"K\n\tOrderLine\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\"\xca\x01\n\x0cOrderCreated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x05lines\x18\x04 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12\x13\n\x0btotal_cents\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x01\n\x0eOrderConfirmed\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x05lines\x18\x04 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xae\x01\n\x0eOrderCancelled\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x36\n\x06reason\x18\x04 \x01(\x0e\x32&.ecommerce.events.v1.OrderCancelReason\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\rStockReserved\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa7\x01\n\x16StockReservationFailed\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x11\n\trequested\x18\x04 \x01(\x05\x12\x11\n\tavailable\x18\x05 \x01(\x05\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\rStockReleased\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xa7\x01\n\x11OrderCancelReason\x12#\n\x1fORDER_CANCEL_REASON_UNSPECIFIED\x10\x00\x12$\n ORDER_CANCEL_REASON_OUT_OF_STOCK\x10\x01\x12&\n\"ORDER_CANCEL_REASON_USER_CANCELLED\x10\x02\x12\x1f\n\x1bORDER_CANCEL_REASON_TIMEOUT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ecommerce/events/v1/events.proto\x12\x13\x65\x63ommerce.events.v1\x1a!ecommerce/events/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"K\n\tOrderLine\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\"\xe9\x01\n\x0cOrderCreated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x05lines\x18\x04 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12\x13\n\x0btotal_cents\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x1d\x8a\xb5\x18\x19\n\rorder.created\x12\x08order_id\"\xc6\x01\n\x0eOrderConfirmed\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x05lines\x18\x04 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x1f\x8a\xb5\x18\x1b\n\x0forder.confirmed\x12\x08order_id\"\xcf\x01\n\x0eOrderCancelled\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x36\n\x06reason\x18\x04 \x01(\x0e\x32&.ecommerce.events.v1.OrderCancelReason\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x1f\x8a\xb5\x18\x1b\n\x0forder.cancelled\x12\x08order_id\"\xb3\x01\n\rStockReserved\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x1e\x8a\xb5\x18\x1a\n\x0estock.reserved\x12\x08order_id\"\xd1\x01\n\x16StockReservationFailed\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x11\n\trequested\x18\x04 \x01(\x05\x12\x11\n\tavailable\x18\x05 \x01(\x05\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:(\x8a\xb5\x18$\n\x18stock.reservation_failed\x12\x08order_id\"\xb3\x01\n\rStockReleased\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x1e\x8a\xb5\x18\x1a\n\x0estock.released\x12\x08order_id*\xa7\x01\n\x11OrderCancelReason\x12#\n\x1fORDER_CANCEL_REASON_UNSPECIFIED\x10\x00\x12$\n ORDER_CANCEL_REASON_OUT_OF_STOCK\x10\x01\x12&\n\"ORDER_CANCEL_REASON_USER_CANCELLED\x10\x02\x12\x1f\n\x1bORDER_CANCEL_REASON_TIMEOUT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ecommerce.events.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERCANCELREASON']._serialized_start=1188
-  _globals['_ORDERCANCELREASON']._serialized_end=1355
-  _globals['_ORDERLINE']._serialized_start=90
-  _globals['_ORDERLINE']._serialized_end=165
-  _globals['_ORDERCREATED']._serialized_start=168
-  _globals['_ORDERCREATED']._serialized_end=370
-  _globals['_ORDERCONFIRMED']._serialized_start=373
-  _globals['_ORDERCONFIRMED']._serialized_end=538
-  _globals['_ORDERCANCELLED']._serialized_start=541
-  _globals['_ORDERCANCELLED']._serialized_end=715
-  _globals['_STOCKRESERVED']._serialized_start=718
-  _globals['_STOCKRESERVED']._serialized_end=865
-  _globals['_STOCKRESERVATIONFAILED']._serialized_start=868
-  _globals['_STOCKRESERVATIONFAILED']._serialized_end=1035
-  _globals['_STOCKRELEASED']._serialized_start=1038
-  _globals['_STOCKRELEASED']._serialized_end=1185
+  _globals['_ORDERCREATED']._loaded_options = None
+  _globals['_ORDERCREATED']._serialized_options = b'\212\265\030\031\n\rorder.created\022\010order_id'
+  _globals['_ORDERCONFIRMED']._loaded_options = None
+  _globals['_ORDERCONFIRMED']._serialized_options = b'\212\265\030\033\n\017order.confirmed\022\010order_id'
+  _globals['_ORDERCANCELLED']._loaded_options = None
+  _globals['_ORDERCANCELLED']._serialized_options = b'\212\265\030\033\n\017order.cancelled\022\010order_id'
+  _globals['_STOCKRESERVED']._loaded_options = None
+  _globals['_STOCKRESERVED']._serialized_options = b'\212\265\030\032\n\016stock.reserved\022\010order_id'
+  _globals['_STOCKRESERVATIONFAILED']._loaded_options = None
+  _globals['_STOCKRESERVATIONFAILED']._serialized_options = b'\212\265\030$\n\030stock.reservation_failed\022\010order_id'
+  _globals['_STOCKRELEASED']._loaded_options = None
+  _globals['_STOCKRELEASED']._serialized_options = b'\212\265\030\032\n\016stock.released\022\010order_id'
+  _globals['_ORDERCANCELREASON']._serialized_start=1426
+  _globals['_ORDERCANCELREASON']._serialized_end=1593
+  _globals['_ORDERLINE']._serialized_start=125
+  _globals['_ORDERLINE']._serialized_end=200
+  _globals['_ORDERCREATED']._serialized_start=203
+  _globals['_ORDERCREATED']._serialized_end=436
+  _globals['_ORDERCONFIRMED']._serialized_start=439
+  _globals['_ORDERCONFIRMED']._serialized_end=637
+  _globals['_ORDERCANCELLED']._serialized_start=640
+  _globals['_ORDERCANCELLED']._serialized_end=847
+  _globals['_STOCKRESERVED']._serialized_start=850
+  _globals['_STOCKRESERVED']._serialized_end=1029
+  _globals['_STOCKRESERVATIONFAILED']._serialized_start=1032
+  _globals['_STOCKRESERVATIONFAILED']._serialized_end=1241
+  _globals['_STOCKRELEASED']._serialized_start=1244
+  _globals['_STOCKRELEASED']._serialized_end=1423
 # @@protoc_insertion_point(module_scope)
