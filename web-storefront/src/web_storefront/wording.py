@@ -86,11 +86,16 @@ def sentence(text: str) -> str:
 
 
 def _wait(seconds: int | None) -> str:
+    """When to try again, from the gateway's Retry-After; never sooner than it said."""
     if seconds is None:
         return "Please wait a few minutes before trying again."
     if seconds < 90:
-        return f"Please try again in {max(seconds, 1)} seconds."
-    return f"Please try again in {math.ceil(seconds / 60)} minutes."
+        return f"Please try again in {_count(max(seconds, 1), 'second')}."
+    return f"Please try again in {_count(math.ceil(seconds / 60), 'minute')}."
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}" if number == 1 else f"{number} {unit}s"
 
 
 _STOCK = re.compile(r"would hold (\d+) units; only (\d+) (?:is|are) in stock")
