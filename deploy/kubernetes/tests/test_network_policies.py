@@ -38,7 +38,7 @@ def grpc_port(overlay: Rendered, service: str) -> int:
 
 
 def gateway_clients(overlay: Rendered) -> set[str]:
-    """The processes that call the gateway: those whose ConfigMap names its Service in GATEWAY_URL."""
+    """The processes that call the gateway: their ConfigMap names its Service in GATEWAY_URL."""
     return {
         name
         for name in SERVICES
