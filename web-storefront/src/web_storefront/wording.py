@@ -17,6 +17,7 @@ LOCALE = "en_US"
 TRY_AGAIN_SHORTLY = (
     "The shop cannot reach its stock and order systems right now. Please try again shortly."
 )
+SESSION_ENDED = "Your session has ended. Please log in again."
 
 ORDER_STATUS = {
     "PENDING": "Being confirmed",
@@ -182,7 +183,7 @@ def product_problem(problem: Problem) -> str:
 def general_problem(problem: Problem) -> str:
     """What any page says for a problem it has no better words for."""
     if problem.status == 401:
-        return "Your session has ended. Please log in again."
+        return SESSION_ENDED
     if problem.status == 403:
         return "Only an administrator of the shop can do that."
     if problem.status == 404:
