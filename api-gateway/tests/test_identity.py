@@ -156,6 +156,23 @@ async def test_sixth_failed_login_is_429_even_with_the_right_password(
     throttled = await api.post("/api/v1/login", json={"email": email, "password": "long enough pw"})
     assert throttled.status_code == 429, throttled.text
     assert throttled.headers["content-type"].startswith(PROBLEM)
+    # When to try again: the rest of service-user's 15-minute window, in whole seconds, rounded
+    # up, as the header and as the problem's member alike.
+    retry_after = throttled.headers["retry-after"]
+    assert retry_after.isdigit(), retry_after
+    assert 890 < int(retry_after) <= 900
+    assert throttled.json()["retry_after_seconds"] == int(retry_after)
+
+
+async def test_a_refused_login_that_is_not_throttling_carries_no_retry_after(
+    api: httpx.AsyncClient,
+) -> None:
+    wrong = await api.post(
+        "/api/v1/login", json={"email": unique_email(), "password": "wrong password"}
+    )
+    assert wrong.status_code == 401
+    assert "retry-after" not in wrong.headers
+    assert "retry_after_seconds" not in wrong.json()
 
 
 async def test_no_password_or_token_reaches_any_log_line(

@@ -141,6 +141,11 @@ async def test_openapi_documents_every_route_with_its_problems(api: httpx.AsyncC
             content = responses[status]["content"]
             assert content["application/problem+json"]["schema"]["$ref"].endswith("/Problem")
     assert "HTTPValidationError" not in document["components"]["schemas"]
+    # A throttled login says when to come back: Retry-After, and the same in the problem.
+    throttled = paths["/api/v1/login"]["post"]["responses"]["429"]
+    assert throttled["headers"]["Retry-After"]["schema"] == {"type": "integer", "minimum": 0}
+    problem = document["components"]["schemas"]["Problem"]["properties"]
+    assert "retry_after_seconds" in problem
     assert (await api.get("/docs")).status_code == 200
 
 

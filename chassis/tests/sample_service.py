@@ -2,7 +2,8 @@
 
 Methods (raw bytes, generic handler) of `chassis.sample.Sample`: Slow sleeps the number of
 milliseconds in the request, Reject raises InvalidArgument on field `email`, Raise raises the
-chassis.errors class named in the request, Crash raises a plain exception, Whisper logs secrets.
+chassis.errors class named in the request, Throttle raises ResourceExhausted asking to wait 42.5 s,
+Crash raises a plain exception, Whisper logs secrets.
 Startup connects to SAMPLE_POSTGRES_URL when set; readiness needs the file SAMPLE_READY_FILE."""
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ async def raise_named(request: bytes, context: grpc.aio.ServicerContext) -> byte
     raise getattr(errors, request.decode())("the rule says no")
 
 
+async def throttle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    raise errors.ResourceExhausted("slow down", retry_after_seconds=42.5)
+
+
 async def crash(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     raise RuntimeError("database password is hunter2")
 
@@ -58,6 +63,7 @@ def generic_handler() -> grpc.GenericRpcHandler:
         "Slow": slow,
         "Reject": reject,
         "Raise": raise_named,
+        "Throttle": throttle,
         "Crash": crash,
         "Whisper": whisper,
     }

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from chassis import errors
-from chassis.errors import field_of, violations_of
+from chassis.errors import field_of, retry_delay_of, violations_of
 
 SAMPLE = "/chassis.sample.Sample/"
 
@@ -25,6 +26,7 @@ async def test_invalid_argument_carries_the_offending_field_to_the_client(sample
     assert failure.value.details() == "email is not an address"
     assert field_of(failure.value) == "email"
     assert violations_of(failure.value) == [("email", "email is not an address")]
+    assert retry_delay_of(failure.value) is None
 
 
 @pytest.mark.parametrize(
@@ -47,6 +49,31 @@ async def test_each_domain_error_becomes_its_status(sample_server, error_class, 
     assert failure.value.code() == code
     assert failure.value.details() == "the rule says no"
     assert field_of(failure.value) is None
+
+
+async def test_a_retry_delay_reaches_the_client_as_the_standard_retry_info(sample_server) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call(sample_server.address, "Throttle")
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert failure.value.details() == "slow down"
+    assert retry_delay_of(failure.value) == 42.5
+    assert field_of(failure.value) is None
+
+
+def test_a_field_and_a_retry_delay_travel_together_in_one_status() -> None:
+    error = errors.Unavailable("busy", field="email", retry_after_seconds=-3)
+    [(key, value)] = error.trailing_metadata()
+    status = status_pb2.Status.FromString(value)
+    assert (key, status.code, status.message) == (
+        errors.STATUS_DETAILS_KEY,
+        grpc.StatusCode.UNAVAILABLE.value[0],
+        "busy",
+    )
+    kinds = [detail.TypeName() for detail in status.details]
+    assert kinds == ["google.rpc.BadRequest", "google.rpc.RetryInfo"]
+    retry = error_details_pb2.RetryInfo()
+    status.details[1].Unpack(retry)
+    assert retry.retry_delay.ToMilliseconds() == 0  # a negative delay is "now", never negative
 
 
 async def test_unexpected_exception_is_internal_and_logged_but_never_sent(sample_server) -> None:

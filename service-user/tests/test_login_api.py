@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from chassis.auth import client_metadata
+from chassis.errors import retry_delay_of
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 
 
@@ -80,6 +81,10 @@ async def test_sixth_attempt_after_five_failures_is_refused_even_with_the_right_
     throttled = await login_error(stub, email.upper(), password)
     assert throttled.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert logins_counted("throttled") == throttled_before + 1
+    # When to try again, as the standard google.rpc.RetryInfo: the rest of the 15-minute window.
+    retry_after = retry_delay_of(throttled)
+    assert retry_after is not None
+    assert 890 < retry_after <= 900
 
 
 async def test_the_owner_of_a_throttled_email_still_logs_in_from_another_client(

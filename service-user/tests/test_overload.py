@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from chassis.auth import client_metadata
+from chassis.errors import retry_delay_of
 from chassis.testing.process import ServiceProcess, free_port
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 
@@ -105,8 +106,15 @@ async def test_one_client_gets_its_quota_of_logins_while_another_still_logs_in(
         request = user_pb2.LoginRequest(email=f"u-{uuid.uuid4().hex}@example.com", password="x")
         return lambda: stub.Login(request, metadata=client_metadata(client), timeout=30)
 
-    codes = [await code_of(login("192.0.2.1")) for _ in range(4)]
-    assert codes == ["UNAUTHENTICATED"] * 3 + ["RESOURCE_EXHAUSTED"]
+    codes = [await code_of(login("192.0.2.1")) for _ in range(3)]
+    assert codes == ["UNAUTHENTICATED"] * 3
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await login("192.0.2.1")()  # type: ignore[misc]
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Told when its window (CLIENT_RATE_WINDOW_SECONDS, 60) ends.
+    retry_after = retry_delay_of(refused.value)
+    assert retry_after is not None
+    assert 0 < retry_after <= 60
     assert await code_of(login("192.0.2.2")) == "UNAUTHENTICATED"
 
 
@@ -121,6 +129,12 @@ async def test_one_client_gets_its_quota_of_registrations(
         )
         return lambda: stub.Register(request, metadata=client_metadata(client), timeout=30)
 
-    codes = [await code_of(register("192.0.2.3")) for _ in range(3)]
-    assert codes == ["OK", "OK", "RESOURCE_EXHAUSTED"]
+    codes = [await code_of(register("192.0.2.3")) for _ in range(2)]
+    assert codes == ["OK", "OK"]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await register("192.0.2.3")()  # type: ignore[misc]
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    retry_after = retry_delay_of(refused.value)
+    assert retry_after is not None
+    assert 0 < retry_after <= 60
     assert await code_of(register("192.0.2.4")) == "OK"

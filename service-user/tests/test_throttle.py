@@ -48,10 +48,31 @@ async def test_throttle_lifts_once_the_window_has_passed(
     email = f"{uuid.uuid4().hex}@example.com"
     for _ in range(3):
         await fail(limiter, email)
-    with pytest.raises(ResourceExhausted):
+    with pytest.raises(ResourceExhausted) as refused:
         await limiter.begin_attempt(email, CLIENT)
-    await asyncio.sleep(1.2)
+    retry_after = refused.value.retry_after_seconds
+    assert retry_after is not None
+    assert 0 < retry_after <= 1
+    # Waiting as long as the refusal said is enough.
+    await asyncio.sleep(retry_after + 0.05)
     await limiter.begin_attempt(email, CLIENT)
+
+
+async def test_a_refused_client_is_told_the_time_left_until_its_window_ends_which_never_grows(
+    redis: Redis, redis_key_prefix: str
+) -> None:
+    limiter = throttle(redis, redis_key_prefix, window_seconds=900)
+    email = f"{uuid.uuid4().hex}@example.com"
+    for _ in range(3):
+        await fail(limiter, email)
+    delays = []
+    for _ in range(3):
+        with pytest.raises(ResourceExhausted) as refused:
+            await limiter.begin_attempt(email, CLIENT)
+        delays.append(refused.value.retry_after_seconds)
+    assert all(delay is not None and 890 < delay <= 900 for delay in delays), delays
+    # Trying again while refused does not push the moment back.
+    assert delays == sorted(delays, reverse=True)
 
 
 async def test_parallel_attempts_cannot_overtake_the_limit(
@@ -153,8 +174,12 @@ async def test_a_client_gets_its_quota_of_requests_per_window_and_others_theirs(
     client = f"client-{uuid.uuid4().hex}"
     await limit.take(client)
     await limit.take(client)
-    with pytest.raises(ResourceExhausted, match="too many login requests from this client"):
+    with pytest.raises(ResourceExhausted, match="too many login requests from this client") as over:
         await limit.take(client)
+    # Told when the fixed window ends (60 s from the first request).
+    retry_after = over.value.retry_after_seconds
+    assert retry_after is not None
+    assert 50 < retry_after <= 60
     await limit.take(f"other-{uuid.uuid4().hex}")
 
 

@@ -4,12 +4,15 @@ the form kept, and the gateway telling shoppers apart behind it (X-Forwarded-For
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
+from redis.asyncio import Redis
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Storefront
 from .shop import PASSWORD, Admin, login
@@ -218,8 +221,75 @@ async def test_through_the_storefront_the_login_throttle_holds_per_shopper(
             assert f'value="{owner.email}"' in wrong.text
         throttled = await attacker.login(owner.email, PASSWORD)
         assert throttled.status_code == 429
-        assert re.search(r"Too many attempts .* Please (wait|try again in) ", text_of(throttled))
+        # When to come back, from service-user's RetryInfo through the gateway's Retry-After: the
+        # rest of the 15-minute window (LOGIN_WINDOW_SECONDS), said in minutes.
+        said = re.search(
+            r"Too many attempts to sign in to this account from your address\. "
+            r"Please try again in (\d+) minutes\.",
+            text_of(throttled),
+        )
+        assert said, text_of(throttled)
+        assert int(said.group(1)) == 15
+        assert 890 < int(throttled.headers["retry-after"]) <= 900
     # The owner, another shopper of the same storefront, is not locked out.
     async with storefront_client(storefront.url, "127.0.0.3") as owner_client:
         signed_in = await WebShopper(owner_client).login(owner.email, PASSWORD)
         assert signed_in.status_code == 303, text_of(signed_in)
+
+
+POLL = {"HX-Request": "true"}
+SESSION_ENDED = "Your session has ended. Please log in again."
+
+
+def assert_polling_stopped_with_the_sentence(poll: httpx.Response) -> None:
+    # 286 is htmx's "stop polling": it swaps this panel in and asks no more; a 4xx it would not
+    # swap, and the page would poll forever.
+    assert poll.status_code == 286, text_of(poll)
+    assert 'id="order-status"' in poll.text
+    assert "hx-trigger" not in poll.text
+    assert SESSION_ENDED in text_of(poll)
+
+
+async def test_an_open_order_page_stops_polling_once_the_shopper_logs_out_in_another_tab(
+    shopper: WebShopper, admin: Admin
+) -> None:
+    product = await admin.create_product(stock=5)
+    await shopper.post_form(
+        f"/products/{product['id']}", "/cart/items", {"product_id": product["id"], "quantity": "1"}
+    )
+    placed = await shopper.post_form(
+        "/cart", "/checkout", {"payment_token": "pm_card_ok", "idempotency_key": str(uuid.uuid4())}
+    )
+    assert placed.status_code == 303, text_of(placed)
+    status_panel = placed.headers["location"] + "/status"
+    live = await shopper.client.get(status_panel, headers=POLL)
+    assert live.status_code == 200
+    assert 'id="order-status"' in live.text
+    # The other tab is the same browser: the same cookie.
+    assert (await shopper.post_form("/", "/logout", {})).status_code == 303
+    assert_polling_stopped_with_the_sentence(await shopper.client.get(status_panel, headers=POLL))
+
+
+async def test_a_poll_with_a_token_the_gateway_refuses_signs_out_and_stops_polling(
+    shopper: WebShopper, storefront: Storefront
+) -> None:
+    # The storefront's session still holds a token the gateway no longer accepts (its keys were
+    # rotated, say): made here by overwriting the token in the session's record in Redis.
+    env = storefront.platform.env
+    cookie = shopper.client.cookies[SESSION_COOKIE]
+    key = (
+        f"{env['REDIS_KEY_PREFIX']}storefront:session:{hashlib.sha256(cookie.encode()).hexdigest()}"
+    )
+    redis = Redis.from_url(env["REDIS_URL"])
+    try:
+        record = orjson.loads(await redis.get(key))
+        record["token"] = "eyJhbGciOiJFZERTQSJ9.refused.signature"
+        await redis.set(key, orjson.dumps(record), keepttl=True)
+    finally:
+        await redis.aclose()
+    poll = await shopper.client.get(f"/orders/{uuid.uuid4()}/status", headers=POLL)
+    assert_polling_stopped_with_the_sentence(poll)
+    # ...and the shopper is signed out, not only told so.
+    cart = await shopper.client.get("/cart")
+    assert cart.status_code == 303
+    assert cart.headers["location"].startswith("/login")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from chassis.testing.process import free_port
 from web_storefront.app import create_app
@@ -29,9 +30,16 @@ def settings(
 
 
 @pytest.fixture
-async def shop(settings: StorefrontSettings) -> AsyncIterator[MakeClient]:
-    """Factory of clients of one storefront app (each its own cookie jar)."""
+async def app(settings: StorefrontSettings) -> AsyncIterator[FastAPI]:
+    """One storefront app, in-process."""
     app = create_app(settings)
+    yield app
+    await app.state.gateway.close()
+
+
+@pytest.fixture
+async def shop(app: FastAPI) -> AsyncIterator[MakeClient]:
+    """Factory of clients of one storefront app (each its own cookie jar)."""
     clients: list[httpx.AsyncClient] = []
 
     def make(base_url: str = "http://shop.test") -> httpx.AsyncClient:
@@ -43,4 +51,3 @@ async def shop(settings: StorefrontSettings) -> AsyncIterator[MakeClient]:
     yield make
     for client in clients:
         await client.aclose()
-    await app.state.gateway.close()

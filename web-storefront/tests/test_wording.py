@@ -45,7 +45,11 @@ def test_a_stock_refusal_names_the_units_left_and_never_the_product_id() -> None
     ("retry_after", "said"),
     [
         (None, "Please wait a few minutes before trying again."),
+        (0, "Please try again in 1 second."),
         (30, "Please try again in 30 seconds."),
+        (89, "Please try again in 89 seconds."),
+        (90, "Please try again in 2 minutes."),
+        (121, "Please try again in 3 minutes."),  # rounded up: never sooner than said
         (900, "Please try again in 15 minutes."),
     ],
 )

@@ -1,11 +1,13 @@
 """The one place where failures become RFC 9457 problem+json responses.
 
 gRPC status codes, request validation errors and HTTP exceptions all end here; nothing
-internal (stack traces, upstream addresses, exception text) ever reaches a client.
+internal (stack traces, upstream addresses, exception text) ever reaches a client. An upstream's
+`google.rpc.RetryInfo` (when a throttle lets the caller try again) becomes `Retry-After`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -19,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from api_gateway.upstreams import UpstreamNotConfigured
-from chassis.errors import field_of
+from chassis.errors import field_of, retry_delay_of
 from chassis.logging import get_logger
 
 log = get_logger(__name__)
@@ -57,6 +59,12 @@ _FIXED_DETAIL = {
     500: "internal error",
 }
 _LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
+# A throttled caller (429, RFC 6585) is told when to come back, as RFC 9110's Retry-After.
+_THROTTLED = 429
+RETRY_AFTER_DESCRIPTION = (
+    "Whole seconds until the caller may try again, when the service that refused knows it "
+    "(the login throttle and the per-client limits do)."
+)
 
 
 class FieldProblem(BaseModel):
@@ -76,6 +84,13 @@ class Problem(BaseModel):
     errors: list[FieldProblem] | None = Field(
         None, description="Present on validation problems: one entry per invalid field."
     )
+    retry_after_seconds: int | None = Field(
+        None,
+        ge=0,
+        examples=[840],
+        description="Present on a 429 when it is known: the same seconds as its `Retry-After` "
+        "header. " + RETRY_AFTER_DESCRIPTION,
+    )
 
 
 def problem_response(
@@ -84,6 +99,7 @@ def problem_response(
     *,
     errors: list[dict[str, str]] | None = None,
     headers: Mapping[str, str] | None = None,
+    retry_after_seconds: int | None = None,
 ) -> Response:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -93,6 +109,9 @@ def problem_response(
     }
     if errors is not None:
         body["errors"] = errors
+    if retry_after_seconds is not None:
+        body["retry_after_seconds"] = retry_after_seconds
+        headers = {**(headers or {}), "Retry-After": str(retry_after_seconds)}
     return Response(
         orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
     )
@@ -100,6 +119,15 @@ def problem_response(
 
 def unauthorized(detail: str) -> Response:
     return problem_response(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _retry_after_of(error: grpc.aio.AioRpcError) -> int | None:
+    """The upstream's RetryInfo as whole seconds, rounded up: a caller coming back at the
+    rounded-down second would be refused once more."""
+    delay = retry_delay_of(error)
+    if delay is None or not math.isfinite(delay):
+        return None
+    return max(0, math.ceil(delay))
 
 
 def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Response:
@@ -114,7 +142,8 @@ def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Response:
         return problem_response(status, detail, errors=[{"field": field, "message": detail}])
     if status == 401:
         return unauthorized(detail)
-    return problem_response(status, detail)
+    retry_after = _retry_after_of(error) if status == _THROTTLED else None
+    return problem_response(status, detail, retry_after_seconds=retry_after)
 
 
 def _field_name(location: tuple[int | str, ...]) -> str:
@@ -173,16 +202,26 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries documenting the problem answers of a route; 500 is always
-    one of them (an upstream INTERNAL or UNKNOWN status, or a bug, ends there)."""
+    one of them (an upstream INTERNAL or UNKNOWN status, or a bug, ends there). A 429 documents
+    the `Retry-After` it may carry."""
     ref = {"$ref": "#/components/schemas/Problem"}
-    return {
-        status: {
+    entries: dict[int | str, dict[str, Any]] = {}
+    for status in (*statuses, 500):
+        entry: dict[str, Any] = {
             "model": Problem,
             "description": HTTPStatus(status).phrase,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": ref}},
         }
-        for status in (*statuses, 500)
-    }
+        if status == _THROTTLED:
+            entry["headers"] = {
+                "Retry-After": {
+                    "description": RETRY_AFTER_DESCRIPTION,
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            }
+        entries[status] = entry
+    return entries
 
 
 def problems_only_as_problem_json(document: dict[str, Any]) -> dict[str, Any]:

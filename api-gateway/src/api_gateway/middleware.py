@@ -12,25 +12,14 @@ import uuid
 
 import structlog
 from fastapi import HTTPException
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_gateway.errors import problem_response
 from chassis.logging import write_access_line
+from chassis.metrics import HTTP_LATENCY, HTTP_REQUESTS, expose
 
 ACCESS_LOGGER = logging.getLogger("api_gateway.access")
 
-HTTP_REQUESTS = Counter(
-    "http_requests_total",
-    "HTTP requests handled by the gateway, by method, route template and status.",
-    ["method", "route", "status"],
-)
-HTTP_LATENCY = Histogram(
-    "http_request_duration_seconds",
-    "HTTP request latency by method and route template.",
-    ["method", "route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
@@ -63,6 +52,7 @@ class GatewayMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        expose(HTTP_REQUESTS, HTTP_LATENCY)
 
     @property
     def _too_large(self) -> str:

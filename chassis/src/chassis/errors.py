@@ -1,5 +1,6 @@
-"""Typed domain errors and their gRPC status, with the offending field carried as a
-google.rpc.BadRequest in the standard `grpc-status-details-bin` trailer."""
+"""Typed domain errors and their gRPC status, with the standard rich details in the
+`grpc-status-details-bin` trailer: the offending field as a google.rpc.BadRequest, and when to
+try again as a google.rpc.RetryInfo."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, ClassVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -17,26 +19,40 @@ class DomainError(Exception):
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.FAILED_PRECONDITION
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after_seconds: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.retry_after_seconds = retry_after_seconds
 
     def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
-        """The rich status trailer; only an error naming a field carries one."""
-        if self.field is None:
+        """The rich status trailer; only an error naming a field or a retry delay carries one."""
+        details: list[any_pb2.Any] = []
+        if self.field is not None:
+            violation = error_details_pb2.BadRequest.FieldViolation(
+                field=self.field, description=self.message
+            )
+            details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))
+        if self.retry_after_seconds is not None:
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromMilliseconds(max(0, round(self.retry_after_seconds * 1000)))
+            details.append(_packed(retry))
+        if not details:
             return ()
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=self.field, description=self.message
-                )
-            ]
-        )
-        detail = any_pb2.Any()
-        detail.Pack(bad_request)
-        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
         return ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+
+
+def _packed(message: Message) -> any_pb2.Any:
+    detail = any_pb2.Any()
+    detail.Pack(message)
+    return detail
 
 
 class InvalidArgument(DomainError):
@@ -93,6 +109,18 @@ def violations_of(error: grpc.RpcError) -> list[tuple[str, str]]:
             detail.Unpack(bad_request)
             violations.extend((v.field, v.description) for v in bad_request.field_violations)
     return violations
+
+
+def retry_delay_of(error: grpc.RpcError) -> float | None:
+    """Client side: the seconds the server asked to wait before trying again (its RetryInfo),
+    or None when it did not say."""
+    status = _status_details(error)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            return float(retry.retry_delay.ToTimedelta().total_seconds())
+    return None
 
 
 def field_of(error: grpc.RpcError) -> str | None:

@@ -1,5 +1,6 @@
-"""RED metrics of the gRPC server, the Prometheus HTTP endpoint serving the default registry, and
-`expose`, by which each component puts its metrics on that registry when it is built."""
+"""RED metrics of the gRPC server and of the HTTP processes (the gateway, the storefront), the
+Prometheus HTTP endpoint serving the default registry, and `expose`, by which each component puts
+its metrics on that registry when it is built."""
 
 from __future__ import annotations
 
@@ -18,6 +19,22 @@ RPC_LATENCY = Histogram(
     "grpc_server_handling_seconds",
     "Time from receiving an RPC to sending its status.",
     ["service", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=None,
+)
+
+# One definition for every HTTP process: each exposes them when its middleware is built, so two
+# of them built in one interpreter (the tests) share the series instead of clashing.
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests answered, by method, route template and status.",
+    ["method", "route", "status"],
+    registry=None,
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by method and route template.",
+    ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=None,
 )

@@ -13,8 +13,19 @@ import pytest
 
 KUBERNETES = Path(__file__).resolve().parents[1]
 ROOT = KUBERNETES.parents[1]
-# The processes the manifests deploy: repository folder -> the settings class its process loads.
-SERVICES = ("api-gateway", "service-user", "service-product", "service-cart", "service-order")
+# The processes the manifests deploy, by repository folder (test_consistency.py maps each to the
+# settings class its process loads).
+SERVICES = (
+    "api-gateway",
+    "service-user",
+    "service-product",
+    "service-cart",
+    "service-order",
+    "web-storefront",
+)
+# The processes that answer HTTP behind the Ingress (the others answer gRPC in the cluster).
+HTTP_SERVICES = ("api-gateway", "web-storefront")
+GRPC_SERVICES = tuple(s for s in SERVICES if s not in HTTP_SERVICES)
 
 Obj = dict[str, Any]
 

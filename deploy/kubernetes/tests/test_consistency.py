@@ -19,8 +19,9 @@ from cart_service.settings import CartSettings
 from order_service.settings import OrderSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
+from web_storefront.settings import StorefrontSettings
 
-from .conftest import ROOT, SERVICES, Obj, Rendered
+from .conftest import GRPC_SERVICES, HTTP_SERVICES, ROOT, SERVICES, Obj, Rendered
 
 SETTINGS: dict[str, type[BaseSettings]] = {
     "api-gateway": GatewaySettings,
@@ -28,6 +29,12 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "service-product": ProductSettings,
     "service-cart": CartSettings,
     "service-order": OrderSettings,
+    "web-storefront": StorefrontSettings,
+}
+# Where each HTTP process sets uvicorn's graceful shutdown (the gRPC services read theirs).
+UVICORN_MAINS = {
+    "api-gateway": "api-gateway/src/api_gateway/main.py",
+    "web-storefront": "web-storefront/src/web_storefront/main.py",
 }
 # Variables a service reads that the manifests leave unset on purpose, and why.
 UNSET = {
@@ -39,8 +46,6 @@ UNSET = {
         "service-cart-credentials, absent where carts live in Couchbase",
     },
 }
-# Set for a service before its settings class reads it: the change that reads it is under way.
-PENDING = {"api-gateway": {"GATEWAY_TRUSTED_PROXIES"}}
 # The credentials contract: the keys of `<service>-credentials`, and the two shared Secrets.
 CREDENTIAL_KEYS = {
     "POSTGRES_URL",
@@ -148,7 +153,7 @@ def test_every_variable_a_service_reads_is_set_for_it(overlay: Rendered, service
 @pytest.mark.parametrize("service", SERVICES)
 def test_every_variable_set_for_a_service_is_one_it_reads(overlay: Rendered, service: str) -> None:
     given = set(pod_environment(overlay, service)) | set(secret_refs(overlay.deployment(service)))
-    unread = given - variables(SETTINGS[service]) - PENDING.get(service, set())
+    unread = given - variables(SETTINGS[service])
     assert unread == set(), f"{service} is given settings it never reads (a misspelt name?)"
 
 
@@ -170,8 +175,8 @@ def test_each_service_loads_its_settings_from_its_pod_and_listens_where_it_is_pr
     assert loopback == {}
     for host in ("grpc_host", "metrics_host", "host"):
         assert values.get(host, "0.0.0.0") == "0.0.0.0", f"{host}: the pod's address"
-    public = "http" if service == "api-gateway" else "grpc"
-    port = values["port"] if service == "api-gateway" else values["grpc_port"]
+    public = "http" if service in HTTP_SERVICES else "grpc"
+    port = values["port"] if service in HTTP_SERVICES else values["grpc_port"]
     assert named_port(spec, public) == port
     assert named_port(spec, "metrics") == values["metrics_port"]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
@@ -250,7 +255,17 @@ def test_every_pod_is_one_a_platform_team_accepts(overlay: Rendered, service: st
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
 
 
-@pytest.mark.parametrize("service", [s for s in SERVICES if s != "api-gateway"])
+def test_the_storefront_calls_the_gateway_by_its_service_on_its_public_port(
+    overlay: Rendered,
+) -> None:
+    url = pod_environment(overlay, "web-storefront")["GATEWAY_URL"]
+    gateway_port = {
+        p["name"]: p["port"] for p in overlay.get("Service", "api-gateway")["spec"]["ports"]
+    }
+    assert url == f"http://api-gateway:{gateway_port['http']}"
+
+
+@pytest.mark.parametrize("service", GRPC_SERVICES)
 def test_grpc_services_are_probed_on_liveness_for_restarts_and_on_health_for_traffic(
     overlay: Rendered, service: str
 ) -> None:
@@ -262,8 +277,11 @@ def test_grpc_services_are_probed_on_liveness_for_restarts_and_on_health_for_tra
     assert spec["readinessProbe"]["grpc"]["service"] == ""
 
 
-def test_the_gateway_is_probed_on_healthz_and_readyz(overlays: dict[str, Rendered]) -> None:
-    spec = container(overlays["production"].deployment("api-gateway"))
+@pytest.mark.parametrize("service", HTTP_SERVICES)
+def test_http_processes_are_probed_on_healthz_and_readyz(
+    overlays: dict[str, Rendered], service: str
+) -> None:
+    spec = container(overlays["production"].deployment(service))
     assert spec["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert spec["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert spec["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -271,10 +289,10 @@ def test_the_gateway_is_probed_on_healthz_and_readyz(overlays: dict[str, Rendere
 
 def drain_seconds(service: str, config: dict[str, str]) -> float:
     """How long the process may take to drain after SIGTERM, as its code or settings say."""
-    if service == "api-gateway":
-        main = (ROOT / "api-gateway/src/api_gateway/main.py").read_text()
+    if service in UVICORN_MAINS:
+        main = (ROOT / UVICORN_MAINS[service]).read_text()
         match = re.search(r"timeout_graceful_shutdown=(\d+)", main)
-        assert match is not None, "uvicorn's graceful shutdown is set in api_gateway/main.py"
+        assert match is not None, f"uvicorn's graceful shutdown is set in {UVICORN_MAINS[service]}"
         return float(match[1])
     return float(config["SHUTDOWN_GRACE_SECONDS"])
 

@@ -1,7 +1,8 @@
 """The network policies open exactly the platform's call graph, as the services' own settings
 draw it: a service is reached on its gRPC port by the processes whose settings name it and by no
-other, the gateway only by the ingress controller, each store's port only by its owners (the
-services given its URL), and Prometheus reads every metrics port."""
+other, the storefront only by the ingress controller, the gateway only by the ingress controller
+and the storefront (whose GATEWAY_URL names it), each store's port only by its owners (the
+processes given its URL), and Prometheus reads every metrics port."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from typing import Any
 
 import pytest
 
-from .conftest import SERVICES, Obj, Rendered
+from .conftest import GRPC_SERVICES, HTTP_SERVICES, SERVICES, Obj, Rendered
 
 STORE_PORTS = {"POSTGRES_URL": {5432}, "REDIS_URL": {6379}, "AMQP_URL": {5672}}
 COUCHBASE_PORTS = {8091, 11210, 18091, 11207}
+INGRESS_CONTROLLER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+}
 
 
 @pytest.fixture(scope="module", params=["production", "local-network-policies"])
@@ -27,8 +32,20 @@ def container(overlay: Rendered, service: str) -> Obj:
 
 
 def grpc_port(overlay: Rendered, service: str) -> int:
+    """The port a process serves its callers on (gRPC, or HTTP for the gateway and storefront)."""
     port: int = container(overlay, service)["ports"][0]["containerPort"]
     return port
+
+
+def gateway_clients(overlay: Rendered) -> set[str]:
+    """The processes that call the gateway: their ConfigMap names its Service in GATEWAY_URL."""
+    return {
+        name
+        for name in SERVICES
+        if overlay.get("ConfigMap", name)["data"]
+        .get("GATEWAY_URL", "")
+        .startswith("http://api-gateway:")
+    }
 
 
 def callees(overlay: Rendered, service: str) -> set[str]:
@@ -79,9 +96,11 @@ def egress_ports(overlay: Rendered, name: str, to: str | None) -> set[int]:
     for policy in policies_of(overlay, name):
         for rule in policy["spec"].get("egress", []):
             peers = rule.get("to")
-            # A rule without `to` allows any destination, so any pod too.
+            # A rule without `to` allows any destination, so any pod too; `podSelector: {}`
+            # any pod of the namespace.
             reaches = peers is None or (
-                to is not None and any(to in selected_names(p) for p in peers)
+                to is not None
+                and any(to in selected_names(p) or p == {"podSelector": {}} for p in peers)
             )
             if reaches:
                 ports |= {p["port"] for p in rule.get("ports", []) if isinstance(p["port"], int)}
@@ -93,7 +112,7 @@ def test_every_pod_starts_from_deny_all(policed: Rendered) -> None:
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
 
 
-@pytest.mark.parametrize("service", [s for s in SERVICES if s != "api-gateway"])
+@pytest.mark.parametrize("service", GRPC_SERVICES)
 def test_a_service_is_reached_by_its_callers_and_no_one_else(
     policed: Rendered, service: str
 ) -> None:
@@ -104,17 +123,40 @@ def test_a_service_is_reached_by_its_callers_and_no_one_else(
         assert grpc_port(policed, service) in egress_ports(policed, caller, service)
 
 
-def test_only_the_ingress_controller_reaches_the_gateway(policed: Rendered) -> None:
-    (policy,) = [
-        p for p in policies_of(policed, "api-gateway") if p["metadata"]["name"] == "api-gateway"
-    ]
+def only_rule_of(overlay: Rendered, name: str) -> Obj:
+    (policy,) = [p for p in policies_of(overlay, name) if p["metadata"]["name"] == name]
     (rule,) = policy["spec"]["ingress"]
-    (peer,) = rule["from"]
-    assert peer["namespaceSelector"] == {
-        "matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}
-    }
-    assert peer["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}
-    assert [p["port"] for p in rule["ports"]] == [grpc_port(policed, "api-gateway")]
+    result: Obj = rule
+    return result
+
+
+def test_only_the_ingress_controller_reaches_the_storefront(policed: Rendered) -> None:
+    rule = only_rule_of(policed, "web-storefront")
+    assert rule["from"] == [INGRESS_CONTROLLER]
+    assert [p["port"] for p in rule["ports"]] == [grpc_port(policed, "web-storefront")]
+    assert ingress_peers(policed, "web-storefront", grpc_port(policed, "web-storefront")) == set()
+
+
+def test_only_the_ingress_controller_and_the_storefront_reach_the_gateway(
+    policed: Rendered,
+) -> None:
+    port = grpc_port(policed, "api-gateway")
+    rule = only_rule_of(policed, "api-gateway")
+    assert INGRESS_CONTROLLER in rule["from"]
+    assert [p["port"] for p in rule["ports"]] == [port]
+    # From the namespace: exactly the processes whose settings call the gateway.
+    assert gateway_clients(policed) == {"web-storefront"}
+    assert ingress_peers(policed, "api-gateway", port) == gateway_clients(policed)
+    assert port in egress_ports(policed, "web-storefront", "api-gateway")
+
+
+@pytest.mark.parametrize("service", HTTP_SERVICES)
+def test_an_http_process_opens_no_grpc_service_it_does_not_call(
+    policed: Rendered, service: str
+) -> None:
+    for callee in GRPC_SERVICES:
+        reachable = grpc_port(policed, callee) in egress_ports(policed, service, callee)
+        assert reachable == (callee in callees(policed, service)), (service, callee)
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -130,6 +172,24 @@ def test_each_store_is_reached_only_by_its_owners(policed: Rendered, service: st
     assert bool(COUCHBASE_PORTS & allowed) == owns_couchbase
 
 
+@pytest.mark.parametrize(
+    ("store", "variable"),
+    [("postgres", "POSTGRES_URL"), ("redis", "REDIS_URL"), ("rabbitmq", "AMQP_URL")],
+)
+def test_each_local_store_lets_in_exactly_its_owners(
+    overlays: dict[str, Rendered], store: str, variable: str
+) -> None:
+    local = overlays["local-network-policies"]
+    owners = {
+        service
+        for service in SERVICES
+        if variable in {item["name"] for item in container(local, service).get("env", [])}
+    }
+    (port,) = STORE_PORTS[variable]
+    # Besides the processes given its URL, only the one-shot job that seeds the catalogue.
+    assert ingress_peers(local, store, port) - {"product-seed"} == owners
+
+
 def test_prometheus_reads_every_metrics_port(policed: Rendered) -> None:
     (telemetry,) = [
         p for p in policed.of_kind("NetworkPolicy") if p["metadata"]["name"] == "platform-telemetry"
@@ -142,3 +202,10 @@ def test_prometheus_reads_every_metrics_port(policed: Rendered) -> None:
         labels = policed.deployment(service)["spec"]["template"]["metadata"]["labels"]
         assert telemetry["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
         assert "metrics" in {p["name"] for p in container(policed, service)["ports"]}
+
+
+def test_the_local_prometheus_may_open_every_metrics_port(overlays: dict[str, Rendered]) -> None:
+    local = overlays["local-network-policies"]
+    for service in SERVICES:
+        (metrics,) = [p for p in container(local, service)["ports"] if p["name"] == "metrics"]
+        assert metrics["containerPort"] in egress_ports(local, "prometheus", service), service

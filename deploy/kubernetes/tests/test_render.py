@@ -77,5 +77,57 @@ def test_production_runs_the_services_only_three_replicas_each_behind_policies(
         assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 12)
     default_deny = production.get("NetworkPolicy", "default-deny")["spec"]
     assert default_deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    (ingress,) = production.of_kind("Ingress")
-    assert ingress["spec"]["tls"], "the public name is served over TLS"
+    ingresses = production.of_kind("Ingress")
+    assert len(ingresses) == 2
+    for ingress in ingresses:
+        (rule,) = ingress["spec"]["rules"]
+        assert ingress["spec"]["tls"] == [
+            {"hosts": [rule["host"]], "secretName": "ecommerce-tls"}
+        ], "the public name is served over TLS"
+
+
+def routes(overlay: Rendered) -> dict[tuple[str | None, str, str], str]:
+    """(host, path, pathType) -> the Service it reaches on its `http` port, over every Ingress."""
+    found = {}
+    for ingress in overlay.of_kind("Ingress"):
+        assert ingress["spec"]["ingressClassName"] == "nginx"
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                assert backend["port"] == {"name": "http"}
+                key = (rule.get("host"), path["path"], path["pathType"])
+                assert key not in found, f"{key} is claimed twice"
+                found[key] = backend["name"]
+    return found
+
+
+def test_the_shop_is_served_at_the_root_and_the_api_under_api_on_one_host(
+    overlay: Rendered,
+) -> None:
+    by_path = {(path, kind): service for (_, path, kind), service in routes(overlay).items()}
+    assert len({host for host, _, _ in routes(overlay)}) == 1, "one origin for shop and API"
+    assert by_path == {
+        ("/", "Prefix"): "web-storefront",
+        ("/api", "Prefix"): "api-gateway",
+        # The API's description and its browsable pages, which live beside /api on the gateway.
+        ("/openapi.json", "Exact"): "api-gateway",
+        ("/docs", "Exact"): "api-gateway",
+        ("/redoc", "Exact"): "api-gateway",
+        ("/docs-assets", "Prefix"): "api-gateway",
+    }
+
+
+def test_each_ingress_refuses_bodies_larger_than_its_process_accepts(
+    overlay: Rendered,
+) -> None:
+    limits = {"api-gateway": "1m", "web-storefront": "64k"}  # GATEWAY_/STOREFRONT_MAX_BODY_BYTES
+    for ingress in overlay.of_kind("Ingress"):
+        name = ingress["metadata"]["name"]
+        size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+        assert size == limits[name]
+        config = overlay.get("ConfigMap", name)["data"]
+        variable = (
+            "GATEWAY_MAX_BODY_BYTES" if name == "api-gateway" else "STOREFRONT_MAX_BODY_BYTES"
+        )
+        units = {"k": 1024, "m": 1024 * 1024}
+        assert int(size[:-1]) * units[size[-1]] == int(config[variable])

@@ -4,6 +4,8 @@
 refused for that email, while the owner logging in from another client is not. An email attacked
 from many clients gets growing delays (at most `max_delay_seconds` per attempt), never a lock.
 `ClientRateLimit` bounds how many logins and registrations one client may start per window.
+A refusal says when the caller may try again: the time left on the key that refused it (sent as
+the standard `google.rpc.RetryInfo`).
 
 When Redis cannot answer in time, login fails closed (UNAVAILABLE): a login is never allowed
 without the check that could have refused it. Registration fails open: its per-client limit only
@@ -35,6 +37,14 @@ local value = tonumber(redis.call('GET', KEYS[1]) or '0')
 if value > 0 then return redis.call('DECR', KEYS[1]) end
 return 0
 """
+
+
+def _seconds_left(pttl_milliseconds: int, window_seconds: int) -> float:
+    """Seconds until a key expires, from its PTTL; a key without one (never expected: every key
+    is written with its expiry in the same transaction) counts as a whole window."""
+    if pttl_milliseconds < 0:
+        return float(window_seconds)
+    return pttl_milliseconds / 1000
 
 
 def _digest(*parts: str) -> str:
@@ -102,16 +112,23 @@ class LoginThrottle(_Deadlined):
         return float(min(FIRST_DELAY_SECONDS * 2**steps, self._max_delay))
 
     async def begin_attempt(self, email: str, client: str) -> float:
-        """Count an attempt; raise ResourceExhausted when this client has no attempts left for this
-        email, else return the delay to wait before checking the password."""
+        """Count an attempt; raise ResourceExhausted (with the seconds until the pair's counter
+        expires) when this client has no attempts left for this email, else return the delay to
+        wait before checking the password."""
         pair = self._pair_key(email, client)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(pair)
             pipe.expire(pair, self._window, nx=True)
+            pipe.pttl(pair)
             pipe.get(self._email_key(email))
-            attempts, _, email_failures = await self._call(pipe.execute())
+            attempts, _, pttl, email_failures = await self._call(pipe.execute())
         if int(attempts) > self._max_failures:
-            raise ResourceExhausted("too many failed logins for this email, try again later")
+            # A refused attempt never extends the pair's expiry: when it goes, the client may
+            # try again.
+            raise ResourceExhausted(
+                "too many failed logins for this email, try again later",
+                retry_after_seconds=_seconds_left(int(pttl), self._window),
+            )
         return self.delay_for(int(email_failures or 0))
 
     async def attempt_failed(self, email: str, client: str) -> None:
@@ -165,18 +182,22 @@ class ClientRateLimit(_Deadlined):
         self._fail_open = fail_open
 
     async def take(self, client: str) -> None:
-        """Count one request from `client`; ResourceExhausted beyond the limit."""
+        """Count one request from `client`; ResourceExhausted beyond the limit, saying how long
+        until the window ends."""
         key = f"{self._prefix}user:client-rate:{self._action}:{_digest(client)}"
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.incr(key)
                 pipe.expire(key, self._window, nx=True)
-                count, _ = await self._call(pipe.execute())
+                pipe.pttl(key)
+                count, _, pttl = await self._call(pipe.execute())
         except Unavailable:
             if self._fail_open:
                 return
             raise
         if int(count) > self._limit:
+            # The window is fixed: the next one starts when this key expires.
             raise ResourceExhausted(
-                f"too many {self._action} requests from this client, try again later"
+                f"too many {self._action} requests from this client, try again later",
+                retry_after_seconds=_seconds_left(int(pttl), self._window),
             )

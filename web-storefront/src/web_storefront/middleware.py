@@ -11,25 +11,14 @@ import uuid
 
 import structlog
 from fastapi import HTTPException
-from prometheus_client import Counter, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chassis.logging import write_access_line
+from chassis.metrics import HTTP_LATENCY, HTTP_REQUESTS, expose
 
 ACCESS_LOGGER = logging.getLogger("web_storefront.access")
 
-HTTP_REQUESTS = Counter(
-    "http_requests_total",
-    "HTTP requests answered, by method, route template and status.",
-    ["method", "route", "status"],
-)
-HTTP_LATENCY = Histogram(
-    "http_request_duration_seconds",
-    "HTTP request latency by method and route template.",
-    ["method", "route"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
 UNMATCHED_ROUTE = "<unmatched>"
 
 # No inline script or style, nothing from another origin; forms post to the shop only and no
@@ -77,6 +66,7 @@ class StorefrontMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        expose(HTTP_REQUESTS, HTTP_LATENCY)
 
     def _capped(self, receive: Receive) -> Receive:
         """Counts body bytes as they are read: a chunked or lying body is refused too."""

@@ -137,7 +137,7 @@ async def _on_problem(request: Request, exc: Exception) -> Response:
     if exc.status == 401 and session.token is not None:
         # The gateway no longer accepts the token (expired, keys rotated): sign out, say so.
         session.sign_out()
-        return login_redirect(request, "Your session has ended. Please log in again.")
+        return login_redirect(request, wording.SESSION_ENDED)
     status = exc.status if 400 <= exc.status < 500 else 400
     return error_page(request, status, wording.general_problem(exc))
 

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chassis.logging import get_logger
+from web_storefront.wording import SESSION_ENDED
 
 log = get_logger(__name__)
 
@@ -130,7 +131,7 @@ class Session:
         if session.token is not None and not session.signed_in:
             # The token expired: the shopper is signed out, and told so.
             session.token, session.user = None, None
-            session.notice = "Your session has ended. Please log in again."
+            session.notice = SESSION_ENDED
             session.dirty = True
         return session
 

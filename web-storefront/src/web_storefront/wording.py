@@ -17,6 +17,7 @@ LOCALE = "en_US"
 TRY_AGAIN_SHORTLY = (
     "The shop cannot reach its stock and order systems right now. Please try again shortly."
 )
+SESSION_ENDED = "Your session has ended. Please log in again."
 
 ORDER_STATUS = {
     "PENDING": "Being confirmed",
@@ -86,11 +87,16 @@ def sentence(text: str) -> str:
 
 
 def _wait(seconds: int | None) -> str:
+    """When to try again, from the gateway's Retry-After; never sooner than it said."""
     if seconds is None:
         return "Please wait a few minutes before trying again."
     if seconds < 90:
-        return f"Please try again in {max(seconds, 1)} seconds."
-    return f"Please try again in {math.ceil(seconds / 60)} minutes."
+        return f"Please try again in {_count(max(seconds, 1), 'second')}."
+    return f"Please try again in {_count(math.ceil(seconds / 60), 'minute')}."
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}" if number == 1 else f"{number} {unit}s"
 
 
 _STOCK = re.compile(r"would hold (\d+) units; only (\d+) (?:is|are) in stock")
@@ -177,7 +183,7 @@ def product_problem(problem: Problem) -> str:
 def general_problem(problem: Problem) -> str:
     """What any page says for a problem it has no better words for."""
     if problem.status == 401:
-        return "Your session has ended. Please log in again."
+        return SESSION_ENDED
     if problem.status == 403:
         return "Only an administrator of the shop can do that."
     if problem.status == 404:

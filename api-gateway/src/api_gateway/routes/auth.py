@@ -44,7 +44,8 @@ async def register(
     "failures for an email from one client, that client gets 429 for that email, even with the "
     "right password, while other clients do not; an email failing from many clients is answered "
     "more slowly (at most a second), never locked. Too many logins from one client: 429; too many "
-    "sign-ins in progress on the server: 503. The token is sent with `Cache-Control: no-store`.",
+    "sign-ins in progress on the server: 503. A 429 says when to try again (`Retry-After`, whole "
+    "seconds). The token is sent with `Cache-Control: no-store`.",
     responses=problems(401, 413, 422, 429, 503, 504),
 )
 async def login(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make the files the local overlay's secretGenerator reads: random passwords for every store, the
-# services' store URLs built from them, a fresh Ed25519 signing key and the admin bootstrap.
+# store URLs of the services and the storefront built from them, a fresh Ed25519 signing key and
+# the admin bootstrap.
 #   deploy/kubernetes/overlays/local/make-secrets.sh [DIR]    (default: secrets/ beside this script)
 # The files stay out of git (secrets/.gitignore). An existing set is kept as it is: the stores'
 # volumes were initialised with those passwords; delete the files and the PersistentVolumeClaims
@@ -11,7 +12,20 @@ dir="${1:-$(cd "$(dirname "$0")" && pwd)/secrets}"
 mkdir -p "$dir"
 files=(postgres-admin.env redis-auth.env rabbitmq-admin.env couchbase-admin.env grafana-admin.env
   admin-bootstrap.env jwt-signing-key.pem service-user.env service-product.env service-cart.env
-  service-order.env)
+  service-order.env web-storefront.env)
+
+# The Redis URL the services and the storefront are given, from the Redis password.
+redis_url_of() { printf '%s' "redis://:${1}@redis:6379/0"; }
+
+# A set made before the storefront had a Secret of its own: add its file from the Redis password
+# that set holds (Redis's volume was initialised with it), and keep the rest.
+if [ ! -e "$dir/web-storefront.env" ] && [ -e "$dir/redis-auth.env" ] \
+  && [ -e "$dir/service-user.env" ]; then
+  kept_password=$(sed -n 's/^REDIS_PASSWORD=//p' "$dir/redis-auth.env")
+  [ -n "$kept_password" ] || { echo "no REDIS_PASSWORD in $dir/redis-auth.env" >&2; exit 1; }
+  (umask 077 && printf 'REDIS_URL=%s\n' "$(redis_url_of "$kept_password")" >"$dir/web-storefront.env")
+  echo "added web-storefront.env to the secrets of $dir"
+fi
 
 present=0
 for file in "${files[@]}"; do [ -e "$dir/$file" ] && present=$((present + 1)); done
@@ -33,7 +47,7 @@ rabbitmq_password=$(password)
 couchbase_password=$(password)
 
 postgres_url="postgresql://postgres:${postgres_password}@postgres:5432"
-redis_url="redis://:${redis_password}@redis:6379/0"
+redis_url=$(redis_url_of "$redis_password")
 amqp_url="amqp://ecommerce:${rabbitmq_password}@rabbitmq:5672/"
 
 printf 'POSTGRES_PASSWORD=%s\n' "$postgres_password" >"$dir/postgres-admin.env"
@@ -54,5 +68,6 @@ printf 'POSTGRES_URL=%s\nREDIS_URL=%s\nAMQP_URL=%s\n' "$postgres_url" "$redis_ur
 printf 'AMQP_URL=%s\nCOUCHBASE_USERNAME=Administrator\nCOUCHBASE_PASSWORD=%s\n' \
   "$amqp_url" "$couchbase_password" >"$dir/service-cart.env"
 printf 'POSTGRES_URL=%s\nAMQP_URL=%s\n' "$postgres_url" "$amqp_url" >"$dir/service-order.env"
+printf 'REDIS_URL=%s\n' "$redis_url" >"$dir/web-storefront.env"
 
 echo "made ${#files[@]} secret files in $dir"

@@ -26,6 +26,13 @@ def _login_page(
     return render(request, "login.html", context, status)
 
 
+def _with_retry_after(page: Response, problem: Problem) -> Response:
+    """A throttled form's page says when to come back to machines too, as the gateway did."""
+    if problem.status == 429 and problem.retry_after is not None:
+        page.headers["Retry-After"] = str(problem.retry_after)
+    return page
+
+
 @router.get("/login")
 async def login_form(request: Request, next: str = "/") -> Response:
     return _login_page(request, next_url=next)
@@ -63,9 +70,10 @@ async def login(request: Request) -> Response:
         name = await _sign_in(request, shop_api(request), email, password)
     except Problem as problem:
         error = wording.login_problem(problem)
-        return _login_page(
+        page = _login_page(
             request, email=email, next_url=next_url, error=error, status=problem.status
         )
+        return _with_retry_after(page, problem)
     except GatewayUnavailable as failure:
         error = wording.unavailable(failure)
         return _login_page(request, email=email, next_url=next_url, error=error, status=503)
@@ -104,13 +112,14 @@ async def register(request: Request) -> Response:
         errors = wording.field_errors(problem)
         if problem.status == 409:
             errors["email"] = "This email already has an account."
-        return _register_page(
+        page = _register_page(
             request,
             form,
             error=wording.register_problem(problem),
             errors=errors,
             status=problem.status,
         )
+        return _with_retry_after(page, problem)
     except GatewayUnavailable as failure:
         return _register_page(request, form, error=wording.unavailable(failure), status=503)
     session_of(request.scope).flash(f"Welcome, {full_name}. Your account is ready.")

@@ -1,5 +1,7 @@
 """Order history, the order page with its live status, and cancelling. The status panel polls
-(htmx) while the order is PENDING; without JavaScript the page reloads itself instead."""
+(htmx) while the order is PENDING; without JavaScript the page reloads itself instead. Polling
+ends with a final status, or with the session: a poll after it ended is answered 286 (htmx's
+"stop polling") with a panel that says so and polls no more."""
 
 from __future__ import annotations
 
@@ -59,12 +61,36 @@ async def order(request: Request, order_id: str) -> Response:
     return render(request, "order.html", context)
 
 
+# htmx swaps a 286 answer in like a 200, then stops the polling that asked for it; a 4xx it
+# would not swap, and the poll would go on forever.
+STOP_POLLING = 286
+
+
+def _session_ended(request: Request, order_id: str) -> Response:
+    """For the page's poll: the panel saying the session ended, and the end of polling. Anyone
+    else (a link, a reload) goes to the login page, back to the order after it."""
+    if request.headers.get("HX-Request") != "true":
+        session_of(request.scope).flash(wording.SESSION_ENDED)
+        return redirect("/login?" + urlencode({"next": f"/orders/{order_id}"}))
+    context = {"order_id": order_id, "message": wording.SESSION_ENDED}
+    return render(request, "order_status_ended.html", context, status=STOP_POLLING)
+
+
 @router.get("/orders/{order_id}/status")
 async def order_status(request: Request, order_id: str) -> Response:
     """The status panel alone, for the page's polling."""
-    if not session_of(request.scope).signed_in:
-        return error_page(request, 401, "Your session has ended. Please log in again.")
-    found = await _order_or_404(request, order_id)
+    session = session_of(request.scope)
+    if not session.signed_in:
+        # Logged out in another tab, or the session or its token expired.
+        return _session_ended(request, order_id)
+    try:
+        found = await _order_or_404(request, order_id)
+    except Problem as problem:
+        if problem.status != 401:
+            raise
+        # The gateway no longer accepts the token (expired early, keys rotated): sign out.
+        session.sign_out()
+        return _session_ended(request, order_id)
     if isinstance(found, Response):
         return found
     context = {"order": found, "cancellable": found["status"] in CANCELLABLE}

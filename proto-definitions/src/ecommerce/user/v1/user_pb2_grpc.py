@@ -65,7 +65,8 @@ class UserServiceServicer:
 
     def Register(self, request, context):
         """Register creates a customer account. ALREADY_EXISTS when the email is taken
-        (compared case-insensitively), INVALID_ARGUMENT naming the bad field.
+        (compared case-insensitively), INVALID_ARGUMENT naming the bad field,
+        RESOURCE_EXHAUSTED past the client's rate (with a google.rpc.RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,7 +75,9 @@ class UserServiceServicer:
     def Login(self, request, context):
         """Login checks credentials and issues a signed access token. UNAUTHENTICATED
         for an unknown email or a wrong password alike; RESOURCE_EXHAUSTED while the
-        email is throttled after repeated failures.
+        email is throttled for this client after repeated failures, or past the
+        client's rate, with a google.rpc.RetryInfo in the status details saying when
+        to try again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,12 +37,15 @@ class UserServiceStub:
     def __new__(cls, channel: _aio.Channel) -> UserServiceAsyncStub: ...
     Register: _grpc.UnaryUnaryMultiCallable[_user_pb2.RegisterRequest, _user_pb2.RegisterResponse]
     """Register creates a customer account. ALREADY_EXISTS when the email is taken
-    (compared case-insensitively), INVALID_ARGUMENT naming the bad field.
+    (compared case-insensitively), INVALID_ARGUMENT naming the bad field,
+    RESOURCE_EXHAUSTED past the client's rate (with a google.rpc.RetryInfo).
     """
     Login: _grpc.UnaryUnaryMultiCallable[_user_pb2.LoginRequest, _user_pb2.LoginResponse]
     """Login checks credentials and issues a signed access token. UNAUTHENTICATED
     for an unknown email or a wrong password alike; RESOURCE_EXHAUSTED while the
-    email is throttled after repeated failures.
+    email is throttled for this client after repeated failures, or past the
+    client's rate, with a google.rpc.RetryInfo in the status details saying when
+    to try again.
     """
     GetUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.GetUserResponse]
     """GetUser returns one account. NOT_FOUND when it does not exist."""
@@ -58,12 +61,15 @@ class UserServiceAsyncStub(UserServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.UnaryUnaryMultiCallable[_user_pb2.RegisterRequest, _user_pb2.RegisterResponse]  # type: ignore[assignment]
     """Register creates a customer account. ALREADY_EXISTS when the email is taken
-    (compared case-insensitively), INVALID_ARGUMENT naming the bad field.
+    (compared case-insensitively), INVALID_ARGUMENT naming the bad field,
+    RESOURCE_EXHAUSTED past the client's rate (with a google.rpc.RetryInfo).
     """
     Login: _aio.UnaryUnaryMultiCallable[_user_pb2.LoginRequest, _user_pb2.LoginResponse]  # type: ignore[assignment]
     """Login checks credentials and issues a signed access token. UNAUTHENTICATED
     for an unknown email or a wrong password alike; RESOURCE_EXHAUSTED while the
-    email is throttled after repeated failures.
+    email is throttled for this client after repeated failures, or past the
+    client's rate, with a google.rpc.RetryInfo in the status details saying when
+    to try again.
     """
     GetUser: _aio.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.GetUserResponse]  # type: ignore[assignment]
     """GetUser returns one account. NOT_FOUND when it does not exist."""
@@ -82,7 +88,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.RegisterResponse, _abc.Awaitable[_user_pb2.RegisterResponse]]:
         """Register creates a customer account. ALREADY_EXISTS when the email is taken
-        (compared case-insensitively), INVALID_ARGUMENT naming the bad field.
+        (compared case-insensitively), INVALID_ARGUMENT naming the bad field,
+        RESOURCE_EXHAUSTED past the client's rate (with a google.rpc.RetryInfo).
         """
 
     @_abc_1.abstractmethod
@@ -93,7 +100,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_user_pb2.LoginResponse, _abc.Awaitable[_user_pb2.LoginResponse]]:
         """Login checks credentials and issues a signed access token. UNAUTHENTICATED
         for an unknown email or a wrong password alike; RESOURCE_EXHAUSTED while the
-        email is throttled after repeated failures.
+        email is throttled for this client after repeated failures, or past the
+        client's rate, with a google.rpc.RetryInfo in the status details saying when
+        to try again.
         """
 
     @_abc_1.abstractmethod
