@@ -2,12 +2,19 @@
 
 The script checks the rules and writes in one atomic step (one round trip, no retries under
 contention) and refreshes the key's expiry on every write.
+
+A command whose connection broke under it is sent again (`chassis.redis_client.idempotent`) only
+when landing twice changes nothing: reads, `set` (an absolute quantity), `clear` and
+`remove_ordered` (which remembers the orders it applied). `add` would count its units twice and
+`remove` would answer "not in the cart" for the line it removed: those fail (UNAVAILABLE), and
+the client retries knowing what it asked for. A connection Redis closed while it sat idle (a Redis
+restart) is replaced before anything is written to it, so neither fails once Redis is back.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from urllib.parse import urlsplit, urlunsplit
@@ -26,10 +33,12 @@ from cart_service.domain import (
 )
 from cart_service.store import CartStoreUnavailable, from_document, now_ms
 from chassis.errors import Unavailable
-from chassis.redis_client import create_redis
+from chassis.redis_client import create_redis, idempotent
 
 _SCRIPT = resources.files("cart_service").joinpath("cart_mutation.lua").read_text()
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# Script operations that leave the same cart and the same answer however often they land.
+_IDEMPOTENT_OPS = frozenset({"set", "clear", "remove_ordered"})
 
 
 def _without_password(url: str) -> str:
@@ -68,7 +77,7 @@ class RedisCartStore:
 
     async def get(self, user_id: str) -> Cart:
         async with _reachable():
-            raw = await self._client.get(self.key(user_id))
+            raw = await idempotent(lambda: self._client.get(self.key(user_id)))
         return from_document(user_id, json.loads(raw)) if raw else Cart(user_id)
 
     async def add_item(
@@ -92,22 +101,22 @@ class RedisCartStore:
     async def remove_ordered_lines(
         self, user_id: str, order_id: str, lines: Mapping[str, int]
     ) -> bool:
-        async with _reachable():
-            outcome, _ = await self._mutate(
-                keys=[self.key(user_id)],
-                args=[
-                    "remove_ordered",
-                    self._ttl_seconds,
-                    user_id,
-                    order_id,
-                    json.dumps(dict(lines)),
-                    MAX_REMEMBERED_ORDERS,
-                ],
-            )
+        ordered = json.dumps(dict(lines))
+        outcome, _ = await self._script(
+            user_id,
+            [
+                "remove_ordered",
+                self._ttl_seconds,
+                user_id,
+                order_id,
+                ordered,
+                MAX_REMEMBERED_ORDERS,
+            ],
+        )
         return bool(outcome == "ok")
 
     async def check(self) -> None:
-        await self._client.ping()
+        await idempotent(self._client.ping)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -129,14 +138,22 @@ class RedisCartStore:
         )
 
     async def _run(self, user_id: str, product_id: str, op: str, *args: str | int) -> Cart:
-        async with _reachable():
-            outcome, detail = await self._mutate(
-                keys=[self.key(user_id)], args=[op, self._ttl_seconds, user_id, *args]
-            )
+        outcome, detail = await self._script(user_id, [op, self._ttl_seconds, user_id, *args])
         if outcome in ("ok", "unchanged"):
             return from_document(user_id, json.loads(detail)) if detail else Cart(user_id)
         stock = int(args[2]) if op in ("add", "set") else 0
         raise violation_error(Violation(outcome), product_id, int(detail), stock)
+
+    async def _script(self, user_id: str, args: list[str | int]) -> tuple[str, str]:
+        """Run the cart script on `user_id`'s cart; `args` start with the operation."""
+
+        def run() -> Awaitable[tuple[str, str]]:
+            return self._mutate(keys=[self.key(user_id)], args=args)  # type: ignore[no-any-return]
+
+        async with _reachable():
+            if args[0] in _IDEMPOTENT_OPS:
+                return await idempotent(run)
+            return await run()
 
 
 @asynccontextmanager
