@@ -36,6 +36,9 @@ proto-lint: ## lint the protos with buf (skipped, with a note, when npx is missi
 	  cd proto-definitions && npx --yes @bufbuild/buf@$(BUF_VERSION) lint && echo "buf lint: ok"; \
 	else echo "buf lint: skipped (npx not found)"; fi
 
+# Readable coloured lines for a person (honcho pipes the output, so `auto` would choose JSON);
+# LOG_FORMAT=json make dev keeps JSON.
+dev: export LOG_FORMAT ?= console
 dev: install ## run every service locally (root Procfile, honcho) against the servers in .env / the environment
 	$(UV) run service-product seed
 	$(UV) run honcho start
