@@ -36,6 +36,9 @@ from chassis.settings import AmqpSettings
 # Heartbeat asked of the broker: a connection that stays silent for three of them (about 33 s)
 # is closed and replaced. The default of RabbitMQ (60 s) left a dead connection 3 minutes.
 HEARTBEAT_SECONDS = 10
+# Pause between attempts to dial a lost connection again (aio-pika's default is 5 s): once the
+# broker answers after a restart, the service is back within about a second.
+RECONNECT_SECONDS = 1.0
 
 
 class BrokerUnavailable(Exception):
@@ -100,6 +103,7 @@ class Broker:
         # and only if it is still the one that failed (a batch of publishes timing out together
         # must not open one channel each).
         self._channel_lock = asyncio.Lock()
+        self._reconnected = asyncio.Event()
 
     @property
     def rpc_timeout(self) -> float:
@@ -121,8 +125,10 @@ class Broker:
             url,
             timeout=self._connect_timeout,
             client_properties={"connection_name": self.connection_name},
+            reconnect_interval=RECONNECT_SECONDS,
             **heartbeat,
         )
+        connection.reconnect_callbacks.add(lambda *_: self._reconnected.set())
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await topology.declare_events_exchange(connection, self.settings)
@@ -161,6 +167,17 @@ class Broker:
         if old is not None:
             # In the background: the broker may not answer (the reason the publish timed out).
             await topology.close_bounded(old, within=0)
+
+    async def reconnected_within(self, seconds: float) -> bool:
+        """Wait at most `seconds` for the connection to come back from a loss; whether it did.
+        A relay backing off after a broker outage resumes as soon as the broker is back."""
+        self._reconnected.clear()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._reconnected.wait()
+        except TimeoutError:
+            return False
+        return True
 
     @property
     def publishing_channel(self) -> AbstractRobustChannel | None:

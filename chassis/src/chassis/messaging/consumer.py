@@ -183,8 +183,8 @@ class EventConsumer:
         for pause in (0.0, 2.0):
             await asyncio.sleep(pause)
             try:
-                async with asyncio.timeout(4 * self._broker.rpc_timeout):
-                    await redrive.redrive_unrouted(self._broker)
+                # Each of its calls is bounded; however many events wait, none is cut short.
+                await redrive.redrive_unrouted(self._broker)
             except Exception as error:  # best effort: the next start or pass tries again
                 logger.warning("unrouted_redrive_failed", error=f"{type(error).__name__}: {error}")
         depth = await self._refresh_depths()
