@@ -47,6 +47,9 @@ proto-release: ## when a release is cut: keep the image of its protos (version f
 	  if [ -e "$$image" ]; then echo "$$image exists: a released image never changes (bump the version first)"; exit 1; fi; \
 	  cd proto-definitions && $(BUF) build --exclude-source-info -o "../$$image" && echo "wrote $$image: commit it"
 
+# Readable coloured lines for a person (honcho pipes the output, so `auto` would choose JSON);
+# LOG_FORMAT=json make dev keeps JSON.
+dev: export LOG_FORMAT ?= console
 dev: install ## run every service locally (root Procfile, honcho) against the servers in .env / the environment
 	$(UV) run service-product seed
 	$(UV) run honcho start

@@ -1,15 +1,25 @@
-"""Logging configuration: structlog and stdlib loggers both write one JSON object per line."""
+"""Logging configuration: structlog and stdlib loggers both write one JSON object per line, or, with
+LOG_FORMAT=console, one readable line per event carrying the same fields."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 
 import pytest
 import structlog
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
-from chassis.logging import REDACTED, configure_logging, get_logger
+from chassis.logging import (
+    REDACTED,
+    configure_logging,
+    get_logger,
+    uses_console,
+    write_access_line,
+)
 
 
 @pytest.fixture
@@ -38,3 +48,72 @@ def test_structlog_and_library_lines_are_json_with_the_service_and_an_event_name
     assert all(line["timestamp"].endswith("Z") for line in lines)
     assert lines[0]["order_id"] == "o-1"
     assert lines[0]["token"] == REDACTED
+
+
+def log_an_event_and_an_access_line() -> None:
+    get_logger("orders").info("order_created", order_id="o-1", token="abc")
+    write_access_line(logging.getLogger("chassis.rpc"), "rpc", {"code": "OK"})
+
+
+# <timestamp> [<level>   ] <service> <event> ... (then key=value pairs)
+CONSOLE_LINE = re.compile(
+    r"^(?P<timestamp>\S+Z) \[(?P<level>\w+) *\] (?P<service>\S+) +(?P<event>\S+) "
+)
+
+
+def test_console_lines_show_service_level_and_event_with_the_same_ids_as_json_lines(
+    restore_logging, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same events of one request (a span, a request id bound, as the gateway and the gRPC
+    server do), rendered both ways."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    with (
+        trace.get_tracer("test").start_as_current_span("request"),
+        structlog.contextvars.bound_contextvars(request_id="req-42"),
+    ):
+        configure_logging("service-test", "INFO", "json")
+        log_an_event_and_an_access_line()
+        as_json = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        configure_logging("service-test", "INFO", "console")
+        log_an_event_and_an_access_line()
+        console = capsys.readouterr().out.splitlines()
+
+    assert len(console) == len(as_json) == 2  # one line per event, the access line included
+    for line, fields in zip(console, as_json, strict=True):
+        shown = CONSOLE_LINE.match(line)
+        assert shown, line
+        assert shown["level"] == fields["level"] == "info"
+        assert shown["service"] == fields["service"] == "service-test"
+        assert shown["event"] == fields["event"]
+        assert f"request_id={fields['request_id']}" in line
+        assert f"trace_id={fields['trace_id']}" in line
+        assert f"span_id={fields['span_id']}" in line
+    assert "token=[REDACTED]" in console[0]
+    assert "abc" not in console[0]
+    assert "\x1b[" not in "".join(console)  # NO_COLOR
+
+
+def test_console_lines_are_coloured_unless_no_color_is_set(
+    restore_logging, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    configure_logging("service-test", "INFO", "console")
+    get_logger("orders").warning("stock_low", product_id="p-1")
+    assert "\x1b[" in capsys.readouterr().out
+
+
+class Stream:
+    def __init__(self, terminal: bool) -> None:
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+def test_auto_means_console_on_a_terminal_and_json_when_piped() -> None:
+    assert uses_console("auto", Stream(terminal=True))
+    assert not uses_console("auto", Stream(terminal=False))
+    assert uses_console("console", Stream(terminal=False))
+    assert not uses_console("json", Stream(terminal=True))

@@ -10,8 +10,17 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from chassis.errors import Unavailable
 from chassis.migrations import MIGRATION_LOCK_KEY
-from chassis.postgres import check, create_pool, database_url, ensure_database, migrate
+from chassis.postgres import (
+    check,
+    create_pool,
+    database_url,
+    ensure_database,
+    migrate,
+    unavailable_on_outage,
+)
+from chassis.testing.proxy import TcpProxy
 
 MIGRATIONS = Path(__file__).with_name("sample_migrations")
 
@@ -134,3 +143,46 @@ async def test_a_transaction_left_open_is_rolled_back_before_the_connection_is_r
             assert await conn.fetchval("SELECT count(*) FROM marks") == 0
     finally:
         await pool.close()
+
+
+class Accounts:
+    """A store with a read and a write, guarded the way services guard theirs."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @unavailable_on_outage("the test database", idempotent=True)
+    async def count(self) -> int:
+        return int(await self._pool.fetchval("SELECT count(*) FROM accounts"))
+
+    @unavailable_on_outage("the test database")
+    async def open_account(self) -> None:
+        await self._pool.execute("INSERT INTO accounts DEFAULT VALUES")
+
+
+async def test_a_read_whose_connection_died_unnoticed_runs_once_more_and_a_write_does_not(
+    create_database,
+) -> None:
+    """A pooled connection the server forgot without a word is found out by its next statement.
+    A read runs again on a fresh connection; a write whose outcome the client cannot know fails
+    (UNAVAILABLE) rather than risk landing twice. Readiness is a read."""
+    url = await create_database("forgotten")
+    async with TcpProxy.in_front_of(url) as proxy:
+        pool = await create_pool(proxy.url(url), max_size=1)
+        accounts = Accounts(pool)
+        try:
+            await pool.execute("CREATE TABLE accounts (id serial)")
+            await accounts.open_account()
+
+            await proxy.forget_connections()
+            assert await accounts.count() == 1
+
+            await proxy.forget_connections()
+            with pytest.raises(Unavailable):
+                await accounts.open_account()
+            assert await accounts.count() == 1  # (the proxy never passed it on)
+
+            await proxy.forget_connections()
+            await check(pool)
+        finally:
+            pool.terminate()

@@ -148,3 +148,16 @@ def test_a_ratio_outside_0_1_or_a_sampler_that_ignores_the_parent_is_refused(
     with pytest.raises(SystemExit):
         load_settings(ShopSettings)
     assert capsys.readouterr().err.startswith(f"service-shop: configuration error: {variable}: ")
+
+
+def test_log_lines_are_json_unless_log_format_says_console_or_auto(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SHOP_DB_NAME", "shop")
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    assert load_settings(ShopSettings).log_format == "json"
+    for value in ("console", "auto"):
+        monkeypatch.setenv("LOG_FORMAT", value)
+        assert load_settings(ShopSettings).log_format == value
+    monkeypatch.setenv("LOG_FORMAT", "xml")
+    with pytest.raises(SystemExit):
+        load_settings(ShopSettings)
+    assert capsys.readouterr().err.startswith("service-shop: configuration error: LOG_FORMAT: ")

@@ -215,6 +215,8 @@ def platform_env(
         {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
             "LOG_LEVEL": "INFO",
+            # The tests read the processes' lines as JSON (`make dev` sets console for people).
+            "LOG_FORMAT": "json",
             # Every log line reaches honcho at once, also from a process about to be SIGKILLed.
             "PYTHONUNBUFFERED": "1",
             "POSTGRES_URL": postgres_url,

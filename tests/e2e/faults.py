@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import subprocess
 import threading
 import time
 import uuid
@@ -27,7 +29,10 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import asyncpg
 import httpx
+from redis.exceptions import RedisError
 
+from chassis.postgres import database_url
+from chassis.redis_client import create_redis
 from chassis.testing.proxy import TcpProxy
 
 from .conftest import SAGA_TIMEOUT_SECONDS
@@ -97,10 +102,14 @@ class Servers:
             settings.setdefault(process, {})[variable] = _through(self._env[variable], proxy.port)
         return settings
 
-    def cut(self, server: str, processes: tuple[str, ...] | None = None) -> None:
+    def cut(
+        self, server: str, processes: tuple[str, ...] | None = None, *, graceful: bool = False
+    ) -> None:
+        """`server`'s connections reset (or, `graceful`, closed as an exiting server's are) and
+        new ones refused, for `processes` (default all)."""
         for (process, name), proxy in self._proxies.items():
             if name == server and (processes is None or process in processes):
-                self._run(proxy.cut())
+                self._run(proxy.cut(graceful=graceful))
 
     def restore(self, server: str) -> None:
         for (_, name), proxy in self._proxies.items():
@@ -108,14 +117,77 @@ class Servers:
                 self._run(proxy.restore())
 
     @contextlib.contextmanager
-    def down(self, server: str, processes: tuple[str, ...] | None = None) -> Iterator[None]:
+    def down(
+        self, server: str, processes: tuple[str, ...] | None = None, *, graceful: bool = False
+    ) -> Iterator[None]:
         """`server` unreachable (for `processes`, default all) inside the block, back after it
-        whatever happens."""
-        self.cut(server, processes)
+        whatever happens. `graceful`: its connections closed the way a stopping server's are."""
+        self.cut(server, processes, graceful=graceful)
         try:
             yield
         finally:
             self.restore(server)
+
+    async def answering(self, server: str, within: float = 60.0) -> None:
+        """Until `server` answers through the proxies again (a new connection, one request)."""
+        variable, processes = SERVERS[server]
+        url = _through(self._env[variable], self._proxies[processes[0], server].port)
+        await answering(server, url, within)
+
+
+async def answering(server: str, url: str, within: float = 60.0) -> None:
+    """Until the `server` ("postgres", "redis" or "amqp") at `url` takes a new connection and
+    answers on it."""
+
+    async def answers() -> bool:
+        try:
+            if server == "postgres":
+                connection = await asyncpg.connect(database_url(url, "postgres"), timeout=2)
+                await connection.close()
+            elif server == "redis":
+                client = create_redis(url, timeout_seconds=2)
+                try:
+                    await client.ping()
+                finally:
+                    await client.aclose()
+            else:
+                amqp = await aio_pika.connect(url, timeout=2)
+                await amqp.close()
+        except (OSError, TimeoutError, asyncpg.PostgresError, RedisError, aio_pika.AMQPException):
+            return False
+        return True
+
+    await _eventually(answers, within, every=0.2)
+
+
+# The real servers of this machine, stopped and started by the gated real-restart tests only.
+REDIS_SERVER = (
+    "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no"
+    " --dir /var/lib/redis --logfile /var/log/redis/ci.log"
+)
+
+
+def rabbitmqctl(command: str) -> None:
+    subprocess.run(["rabbitmqctl", command], check=True, capture_output=True, timeout=120)
+
+
+def pg_ctlcluster(*command: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", *command],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def stop_redis() -> None:
+    """`redis-cli shutdown nosave`: every key of every run on the machine is gone after it."""
+    subprocess.run(["redis-cli", "shutdown", "nosave"], check=True, capture_output=True, timeout=60)
+
+
+def start_redis() -> None:
+    subprocess.run(REDIS_SERVER, shell=True, check=True, capture_output=True, timeout=60)
 
 
 class ApiClient:
@@ -402,12 +474,14 @@ def _lines(order: dict[str, Any]) -> dict[str, int]:
     return dict(lines)
 
 
-async def _eventually(condition: Callable[[], Awaitable[bool]], within: float) -> None:
+async def _eventually(
+    condition: Callable[[], Awaitable[bool]], within: float, every: float = 0.5
+) -> None:
     deadline = time.monotonic() + within
     while not await condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {within}s: {condition.__qualname__}")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(every)
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +21,7 @@ import httpx
 import pytest
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, SAGA_TIMEOUT_SECONDS, FaultPlatform, Platform
-from .faults import Stream
+from .faults import Stream, pg_ctlcluster, rabbitmqctl
 from .shop import Admin, login, new_shopper
 
 pytestmark = pytest.mark.slow
@@ -99,19 +98,15 @@ async def test_a_real_broker_restart_mid_stream_is_survived_with_no_service_rest
 ) -> None:
     async def broker_restart() -> None:
         await asyncio.sleep(2.0)
-        await asyncio.to_thread(_rabbitmqctl, "stop_app")
+        await asyncio.to_thread(rabbitmqctl, "stop_app")
         try:
             await asyncio.sleep(5.0)
         finally:
-            await asyncio.to_thread(_rabbitmqctl, "start_app")
-            await asyncio.to_thread(_rabbitmqctl, "await_startup")
+            await asyncio.to_thread(rabbitmqctl, "start_app")
+            await asyncio.to_thread(rabbitmqctl, "await_startup")
 
     await stream.run_through(broker_restart)
     await stream.check_invariants(faulty.queues)
-
-
-def _rabbitmqctl(command: str) -> None:
-    subprocess.run(["rabbitmqctl", command], check=True, capture_output=True, timeout=120)
 
 
 @pytest.mark.postgres_restart
@@ -130,11 +125,11 @@ async def test_a_real_postgresql_stop_mid_stream_is_survived_with_no_service_res
 
     async def database_stop() -> None:
         await asyncio.sleep(2.0)
-        await asyncio.to_thread(_pg_ctlcluster, "stop", "-m", "fast")
+        await asyncio.to_thread(pg_ctlcluster, "stop", "-m", "fast")
         try:
             answers.extend(await prober.probe_for(5.0))
         finally:
-            await asyncio.to_thread(_pg_ctlcluster, "start")
+            await asyncio.to_thread(pg_ctlcluster, "start")
 
     await stream.run_through(database_stop)
     await stream.check_invariants(faulty.queues)
@@ -145,16 +140,6 @@ async def test_a_real_postgresql_stop_mid_stream_is_survived_with_no_service_res
         assert probe.status in (200, 503, 504), probe
         if probe.status != 200:
             assert probe.problem, probe
-
-
-def _pg_ctlcluster(*command: str) -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", *command],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 async def test_with_postgresql_gone_the_gateway_answers_503_problems_in_time_and_recovers(

@@ -29,7 +29,7 @@ log = get_logger(__name__)
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
-    configure_logging(GatewaySettings.service_name, settings.log_level)
+    configure_logging(GatewaySettings.service_name, settings.log_level, settings.log_format)
     configure_tracing(
         GatewaySettings.service_name,
         settings.otel_exporter_otlp_endpoint,

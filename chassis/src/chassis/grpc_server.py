@@ -52,7 +52,7 @@ class ServiceRuntime:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.service_name = type(settings).service_name
-        configure_logging(self.service_name, settings.log_level)
+        configure_logging(self.service_name, settings.log_level, settings.log_format)
         configure_tracing(
             self.service_name,
             settings.otel_exporter_otlp_endpoint,

@@ -1,9 +1,17 @@
-"""Structured JSON logging: one line per event with service, level, trace ids, and secrets redacted;
-stdlib loggers (grpc, uvicorn, aio-pika, alembic) go through the same renderer."""
+"""Structured logging: one line per event with service, level, trace ids, and secrets redacted;
+stdlib loggers (grpc, uvicorn, aio-pika, alembic) go through the same renderer.
+
+Lines are JSON by default (containers, tests, log shippers). `LOG_FORMAT=console` renders the
+same events for a person: one aligned line each, coloured (unless `NO_COLOR` is set), with the
+service's name after the level and every other field (trace and request ids included) as
+`key=value`; `LOG_FORMAT=auto` picks console when stdout is a terminal and JSON otherwise.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -90,6 +98,42 @@ def _add_service(service: str) -> Processor:
 
 
 _service_name = "service"
+# The console renderer when LOG_FORMAT chose it; None renders JSON.
+_console: structlog.dev.ConsoleRenderer | None = None
+
+
+def _console_renderer(*, colors: bool) -> structlog.dev.ConsoleRenderer:
+    """structlog's console renderer with the service's name in a column of its own after the
+    level (several services share one terminal under `make dev`)."""
+    renderer = structlog.dev.ConsoleRenderer(
+        colors=colors,
+        pad_event_to=28,
+        # A plain traceback: the default (rich's, when installed) prints every frame's locals,
+        # which may hold a password or a token.
+        exception_formatter=structlog.dev.plain_traceback,
+    )
+    columns = renderer.columns
+    logger_column = next(column for column in columns if column.key == "logger")
+    service = structlog.dev.Column(
+        "service",
+        dataclasses.replace(
+            cast(structlog.dev.KeyValueColumnFormatter, logger_column.formatter),
+            prefix="",
+            postfix="",
+            width=15,
+        ),
+    )
+    level_at = next(index for index, column in enumerate(columns) if column.key == "level")
+    renderer.columns = [*columns[: level_at + 1], service, *columns[level_at + 1 :]]
+    return renderer
+
+
+def uses_console(log_format: str, stream: Any = None) -> bool:
+    """Whether `log_format` (json, console or auto) means console lines on `stream` (stdout)."""
+    if log_format == "auto":
+        isatty = getattr(stream or sys.stdout, "isatty", None)
+        return bool(isatty and isatty())
+    return log_format == "console"
 
 
 def write_access_line(logger: logging.Logger, event: str, fields: dict[str, Any]) -> None:
@@ -112,14 +156,22 @@ def write_access_line(logger: logging.Logger, event: str, fields: dict[str, Any]
     if context.is_valid:
         line["trace_id"] = format(context.trace_id, "032x")
         line["span_id"] = format(context.span_id, "016x")
-    sys.stdout.write(orjson.dumps(line, default=str).decode() + "\n")
+    if _console is not None:
+        rendered = str(_console(None, "info", line))
+    else:
+        rendered = orjson.dumps(line, default=str).decode()
+    sys.stdout.write(rendered + "\n")
     sys.stdout.flush()
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    """Route structlog and stdlib logging to JSON lines on stdout. Safe to call again."""
-    global _service_name
+def configure_logging(service: str, level: str = "INFO", log_format: str = "json") -> None:
+    """Route structlog and stdlib logging to stdout, one line per event: JSON, or console lines
+    (see the module docstring for `log_format`). Safe to call again."""
+    global _service_name, _console
     _service_name = service
+    _console = (
+        _console_renderer(colors="NO_COLOR" not in os.environ) if uses_console(log_format) else None
+    )
     numeric_level = logging.getLevelName(level.upper())
     if not isinstance(numeric_level, int):
         numeric_level = logging.INFO
@@ -142,14 +194,19 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, name_library_records],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+    rendering: list[Processor] = (
+        # The console renderer lays out a traceback itself.
+        [redact_secrets, _console]
+        if _console is not None
+        else [
             structlog.processors.format_exc_info,
             redact_secrets,
             structlog.processors.JSONRenderer(default=str),
-        ],
+        ]
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, name_library_records],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)

@@ -46,9 +46,24 @@ R = TypeVar("R")
 AsyncMethod = Callable[P, Coroutine[Any, Any, R]]
 
 
-def unavailable_on_outage(what: str) -> Callable[[AsyncMethod[P, R]], AsyncMethod[P, R]]:
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` says the connection (or the server behind it) went away, rather than a
+    statement ran out of time: a fresh connection may succeed at once, where a timeout has spent
+    the caller's deadline already."""
+    return isinstance(error, OUTAGE_ERRORS) and not isinstance(error, TimeoutError)
+
+
+def unavailable_on_outage(
+    what: str, *, idempotent: bool = False
+) -> Callable[[AsyncMethod[P, R]], AsyncMethod[P, R]]:
     """Decorate a store method so that a database outage raises `Unavailable(f"{what} is
-    unavailable")` instead of leaking a driver error (which would be INTERNAL)."""
+    unavailable")` instead of leaking a driver error (which would be INTERNAL).
+
+    With `idempotent` (a read, or a write that lands harmlessly twice), a method whose connection
+    was lost under it runs once more: the pool has dropped that connection and hands out a fresh
+    one. This covers a pooled connection that died unnoticed (the pool already replaces one it
+    knows is closed, with no round trip); a server really down fails the second attempt at once.
+    """
 
     def decorate(method: AsyncMethod[P, R]) -> AsyncMethod[P, R]:
         @functools.wraps(method)
@@ -56,6 +71,14 @@ def unavailable_on_outage(what: str) -> Callable[[AsyncMethod[P, R]], AsyncMetho
             try:
                 return await method(*args, **kwargs)
             except OUTAGE_ERRORS as error:
+                if not (idempotent and connection_lost(error)):
+                    raise Unavailable(f"{what} is unavailable") from error
+                _log.info("postgres_call_retried", error=f"{type(error).__name__}: {error}")
+            try:
+                return await method(*args, **kwargs)
+            except (*OUTAGE_ERRORS, asyncpg.InterfaceError) as error:
+                # InterfaceError: the method runs on one connection (a transaction's), not on
+                # the pool, and that connection stays closed.
                 raise Unavailable(f"{what} is unavailable") from error
 
         return guarded
@@ -145,6 +168,17 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def check(pool: asyncpg.Pool, *, timeout_s: float = 2.0) -> None:
-    """Readiness: a connection can be had and answers SELECT 1 within `timeout_s` seconds."""
-    async with asyncio.timeout(timeout_s), pool.acquire(timeout=timeout_s) as conn:
-        await conn.fetchval("SELECT 1", timeout=timeout_s)
+    """Readiness: a connection can be had and answers SELECT 1 within `timeout_s` seconds (a
+    pooled connection found lost is replaced and asked once more, within the same time)."""
+
+    async def select_one() -> None:
+        async with pool.acquire(timeout=timeout_s) as conn:
+            await conn.fetchval("SELECT 1", timeout=timeout_s)
+
+    async with asyncio.timeout(timeout_s):
+        try:
+            await select_one()
+        except OUTAGE_ERRORS as error:
+            if not connection_lost(error):
+                raise
+            await select_one()

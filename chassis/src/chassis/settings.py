@@ -18,6 +18,9 @@ _CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore")
 TracesSampler = Literal[
     "parentbased_traceidratio", "parentbased_always_on", "parentbased_always_off"
 ]
+# How log lines look: JSON (for machines: containers, tests, anything piped), one coloured line per
+# event for a person, or the person's when stdout is a terminal and JSON otherwise.
+LogFormat = Literal["json", "console", "auto"]
 
 
 class ProcessSettings(BaseSettings):
@@ -29,6 +32,7 @@ class ProcessSettings(BaseSettings):
     service_name: ClassVar[str] = "service"
 
     log_level: str = "INFO"
+    log_format: LogFormat = "json"
     otel_exporter_otlp_endpoint: str | None = None
     # The standard OpenTelemetry variables; read only when the endpoint above is set.
     otel_traces_sampler: TracesSampler = "parentbased_traceidratio"

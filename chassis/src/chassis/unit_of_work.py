@@ -12,7 +12,9 @@ async with uow:                                  # BEGIN
 ```
 
 A service subclasses `UnitOfWork` and binds its repositories in `bind(connection)`. A database
-outage anywhere in the block (acquire, a query, the commit) surfaces as `Unavailable`.
+outage anywhere in the block (acquire, a query, the commit) surfaces as `Unavailable`. A
+connection found dead at BEGIN (it died unnoticed in the pool: a database restart) is replaced
+and the transaction begun again, once: nothing of it had reached the server.
 
 Time: an event published without `occurred_at` gets the transaction's time (PostgreSQL `now()`,
 fixed for the whole transaction). It is the same instant as the rows the transaction wrote (an
@@ -33,7 +35,7 @@ from chassis.errors import Unavailable
 from chassis.logging import get_logger
 from chassis.messaging.inbox import Inbox, Outcome
 from chassis.messaging.outbox import PendingEvent, write_outbox
-from chassis.postgres import OUTAGE_ERRORS
+from chassis.postgres import OUTAGE_ERRORS, connection_lost
 
 _log = get_logger(__name__)
 AfterCommit = Callable[[], Awaitable[Any]]
@@ -89,20 +91,30 @@ class UnitOfWork:
         if self._conn is not None or self.committed:
             raise RuntimeError("a unit of work is one transaction: open a new one")
         try:
-            conn = await self._pool.acquire(timeout=self._acquire_timeout)
+            conn, transaction = await self._begin()
         except OUTAGE_ERRORS as error:
-            raise Unavailable("the database is unavailable") from error
-        try:
-            transaction = conn.transaction()
-            await transaction.start()
-        except BaseException as error:
-            await self._release(conn)
-            if isinstance(error, OUTAGE_ERRORS):
+            if not connection_lost(error):
                 raise Unavailable("the database is unavailable") from error
-            raise
+            # The connection died unnoticed (a database restart) before BEGIN got through:
+            # nothing of this transaction reached the server, so it starts on a fresh one.
+            _log.info("transaction_begin_retried", error=f"{type(error).__name__}: {error}")
+            try:
+                conn, transaction = await self._begin()
+            except OUTAGE_ERRORS as again:
+                raise Unavailable("the database is unavailable") from again
         self._conn, self._transaction = conn, transaction
         self.bind(conn)
         return self
+
+    async def _begin(self) -> tuple[asyncpg.Connection, Any]:
+        conn = await self._pool.acquire(timeout=self._acquire_timeout)
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+        except BaseException:
+            await self._release(conn)
+            raise
+        return conn, transaction
 
     async def __aexit__(
         self,

@@ -287,3 +287,34 @@ async def test_a_broker_outage_parks_no_row_and_every_event_goes_out_once_it_is_
     await tap.wait_for(80)
     received = {message.message_id for message in tap.messages}
     assert received == {e.event_id for e in [*before, *during]}
+
+
+async def test_a_relay_backing_off_through_a_long_broker_outage_publishes_once_the_broker_is_back(
+    pool: asyncpg.Pool, database_url: str, amqp_settings: AmqpSettings, tap: Tap
+) -> None:
+    """Its back-off has grown to several seconds when the broker returns: the reconnection ends
+    the wait, so the events go out about a second later, not at the end of the back-off (a
+    saga could time out meanwhile)."""
+    async with TcpProxy.in_front_of(amqp_settings.amqp_url) as proxy:
+        url = proxy.url(amqp_settings.amqp_url)
+        broker = Broker(
+            amqp_settings.model_copy(update={"amqp_url": url}),
+            "messaging-tests",
+            connection_name=f"{uuid.uuid4()}",
+            publish_timeout=1,
+        )
+        await broker.connect()
+        relay = OutboxRelay(database_url, broker, poll_interval=0.1, max_backoff=30)
+        try:
+            async with running(relay):
+                await proxy.cut()
+                events = await commit_events(pool, 5)
+                await asyncio.sleep(8)  # backing off 0.5, 1, 2, 4 s, then 8 s from about here
+                await proxy.restore()
+                restored = asyncio.get_running_loop().time()
+                await tap.wait_for(5, within=30)
+                waited = asyncio.get_running_loop().time() - restored
+        finally:
+            await broker.close()
+    assert {m.message_id for m in tap.messages} == {e.event_id for e in events}
+    assert waited < 4, f"published {waited:.1f}s after the broker was back"

@@ -13,6 +13,7 @@ import pytest
 
 from chassis.errors import Unavailable
 from chassis.messaging import Broker, EventConsumer, MessagingRetention, OutboxRelay
+from chassis.postgres import create_pool
 from chassis.testing.proxy import TcpProxy
 from chassis.unit_of_work import HandledOnce, UnitOfWork
 from ecommerce.events.v1 import events_pb2
@@ -255,3 +256,65 @@ def _via(url: str, port: int) -> str:
     parts = urlsplit(url)
     userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{port}"))
+
+
+async def answering(url: str, within: float = 10.0) -> None:
+    """Wait until the server behind `url` takes a new connection."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            connection = await asyncpg.connect(url, timeout=1)
+            await connection.close()
+            return
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            assert asyncio.get_running_loop().time() < deadline, "the database never answered"
+            await asyncio.sleep(0.05)
+
+
+async def record_in_units_of_work(pool: asyncpg.Pool, count: int) -> list[BaseException]:
+    async def record() -> None:
+        async with LedgerUnitOfWork(pool) as uow:
+            await uow.ledger.record(str(uuid.uuid4()), 1)
+            await asyncio.sleep(0.01)  # held a moment, so that many connections are in use
+
+    results = await asyncio.gather(*(record() for _ in range(count)), return_exceptions=True)
+    return [result for result in results if isinstance(result, BaseException)]
+
+
+@pytest.mark.parametrize("graceful", [False, True], ids=["reset", "closed"])
+async def test_after_a_database_restart_no_unit_of_work_fails_once_it_answers(
+    ledger_pool: asyncpg.Pool, database_url: str, graceful: bool
+) -> None:
+    """Every pooled connection dies in the restart; once the server answers, 50 units of work
+    at once all commit (the pool replaces the connections it knows are closed)."""
+    async with TcpProxy.in_front_of(database_url) as proxy:
+        pool = await create_pool(proxy.url(database_url), max_size=8)
+        try:
+            assert await record_in_units_of_work(pool, 16) == []
+            assert proxy.connections == 8
+
+            await proxy.restart(down_for=1.0, graceful=graceful)
+            await answering(proxy.url(database_url))
+
+            assert await record_in_units_of_work(pool, 50) == []
+        finally:
+            pool.terminate()
+    assert await counts(ledger_pool) == (66, 0)
+
+
+async def test_a_connection_that_died_unnoticed_is_replaced_at_begin(
+    ledger_pool: asyncpg.Pool, database_url: str
+) -> None:
+    """The server forgot every pooled connection without a word (a host reboot, an expired NAT
+    entry): BEGIN finds each out, nothing of the transaction reached the server, and the unit of
+    work starts again on a fresh connection, once."""
+    async with TcpProxy.in_front_of(database_url) as proxy:
+        pool = await create_pool(proxy.url(database_url), max_size=8)
+        try:
+            assert await record_in_units_of_work(pool, 16) == []
+            await proxy.forget_connections()
+
+            assert await record_in_units_of_work(pool, 50) == []
+        finally:
+            pool.terminate()
+    assert await counts(ledger_pool) == (66, 0)

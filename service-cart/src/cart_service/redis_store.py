@@ -4,6 +4,14 @@ A shopper's change runs one Lua script that checks the rules and writes in one a
 round trip, no retries under contention). A saga event's change (`apply_event`) is an optimistic
 transaction instead (WATCH, read, MULTI/EXEC, retried on a conflict), so that the chassis inbox
 claims the event in the document with the same write. Every write refreshes the key's expiry.
+
+A command whose connection broke under it is sent again (`chassis.redis_client.idempotent`) only
+when landing twice changes nothing: reads, `set` (an absolute quantity), `clear`, and
+`apply_event` (the inbox claim travels with the change, so a second landing finds it and does
+nothing). `add` would count its units twice and `remove` would answer "not in the cart" for the
+line it removed: those fail (UNAVAILABLE), and the client retries knowing what it asked for. A
+connection Redis closed while it sat idle (a Redis restart) is replaced before anything is
+written to it, so neither fails once Redis is back.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from urllib.parse import urlsplit, urlunsplit
@@ -32,12 +40,14 @@ from cart_service.store import (
 )
 from chassis.errors import Unavailable
 from chassis.messaging import DocumentInbox
-from chassis.redis_client import create_redis
+from chassis.redis_client import create_redis, idempotent
 
 _SCRIPT = resources.files("cart_service").joinpath("cart_mutation.lua").read_text()
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 MAX_WATCH_ATTEMPTS = 100
 _MAX_BACKOFF_SECONDS = 0.05
+# Script operations that leave the same cart and the same answer however often they land.
+_IDEMPOTENT_OPS = frozenset({"set", "clear"})
 
 
 def _without_password(url: str) -> str:
@@ -85,7 +95,7 @@ class RedisCartStore:
 
     async def get(self, user_id: str) -> Cart:
         async with _reachable():
-            raw = await self._client.get(self.key(user_id))
+            raw = await idempotent(lambda: self._client.get(self.key(user_id)))
         return from_document(user_id, json.loads(raw)) if raw else Cart(user_id)
 
     async def add_item(
@@ -109,8 +119,14 @@ class RedisCartStore:
     async def apply_event(
         self, user_id: str, event: Message, change: Callable[[Cart], Cart]
     ) -> bool:
+        async with _reachable():
+            return await idempotent(lambda: self._apply_event(user_id, event, change))
+
+    async def _apply_event(
+        self, user_id: str, event: Message, change: Callable[[Cart], Cart]
+    ) -> bool:
         key = self.key(user_id)
-        async with _reachable(), self._client.pipeline(transaction=True) as pipe:
+        async with self._client.pipeline(transaction=True) as pipe:
             for attempt in range(MAX_WATCH_ATTEMPTS):
                 try:
                     await pipe.watch(key)
@@ -131,7 +147,7 @@ class RedisCartStore:
         raise Unavailable(f"the cart of user {user_id} kept changing; try again")
 
     async def check(self) -> None:
-        await self._client.ping()
+        await idempotent(self._client.ping)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -153,14 +169,22 @@ class RedisCartStore:
         )
 
     async def _run(self, user_id: str, product_id: str, op: str, *args: str | int) -> Cart:
-        async with _reachable():
-            outcome, detail = await self._mutate(
-                keys=[self.key(user_id)], args=[op, self._ttl_seconds, user_id, *args]
-            )
+        outcome, detail = await self._script(user_id, [op, self._ttl_seconds, user_id, *args])
         if outcome in ("ok", "unchanged"):
             return from_document(user_id, json.loads(detail)) if detail else Cart(user_id)
         stock = int(args[2]) if op in ("add", "set") else 0
         raise violation_error(Violation(outcome), product_id, int(detail), stock)
+
+    async def _script(self, user_id: str, args: list[str | int]) -> tuple[str, str]:
+        """Run the cart script on `user_id`'s cart; `args` start with the operation."""
+
+        def run() -> Awaitable[tuple[str, str]]:
+            return self._mutate(keys=[self.key(user_id)], args=args)  # type: ignore[no-any-return]
+
+        async with _reachable():
+            if args[0] in _IDEMPOTENT_OPS:
+                return await idempotent(run)
+            return await run()
 
 
 @asynccontextmanager

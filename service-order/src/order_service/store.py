@@ -34,6 +34,8 @@ EXPIRE_BATCH_SIZE = 100
 
 _ORDER_COLUMNS = "id, user_id, status, cancel_reason, total_cents, currency, created_at, updated_at"
 _outage = unavailable_on_outage("the order database")
+# Reads: run once more on a fresh connection when theirs was lost (see unavailable_on_outage).
+_read = unavailable_on_outage("the order database", idempotent=True)
 Database: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
@@ -103,7 +105,7 @@ class OrderStore:
             raise RuntimeError("INSERT ... RETURNING returned no row")
         return _order(row, priced.lines)
 
-    @_outage
+    @_read
     async def get(
         self, order_id: uuid.UUID, user_id: uuid.UUID, *, lock: bool = False
     ) -> Order | None:
@@ -120,7 +122,7 @@ class OrderStore:
         lines = await self.lines([order_id])
         return _order(row, lines.get(order_id, ()))
 
-    @_outage
+    @_read
     async def page(
         self, user_id: uuid.UUID, request: PageRequest
     ) -> tuple[list[Order], PageCursor | None]:
@@ -151,7 +153,7 @@ class OrderStore:
         last = orders[-1]
         return orders, PageCursor(created_at=last.created_at, order_id=last.id)
 
-    @_outage
+    @_read
     async def lines(self, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[OrderLine, ...]]:
         if not order_ids:
             return {}
@@ -226,7 +228,7 @@ class IdempotencyKeys:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    @_outage
+    @_read
     async def order_of(self, user_id: uuid.UUID, key: str) -> uuid.UUID | None:
         order_id: uuid.UUID | None = await self._db.fetchval(
             "SELECT order_id FROM idempotency_keys WHERE user_id = $1 AND key = $2", user_id, key

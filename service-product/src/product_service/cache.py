@@ -1,7 +1,10 @@
 """ProductCache: Redis cache-aside in front of ProductStore reads, with in-process single-flight.
 
 Values are serialized `ecommerce.product.v1.Product` messages under `<prefix>product:<id>`.
-Redis is an optimisation only: any Redis failure is counted and the read goes to Postgres.
+Redis is an optimisation only: any Redis failure is counted and the read goes to Postgres. Every
+command here lands harmlessly twice (MGET, SCAN, SET of a tombstone, SET NX of a fill), so one
+whose connection broke under it runs once more on a fresh connection, inside the same deadline
+(`chassis.redis_client.idempotent`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from chassis.logging import get_logger
+from chassis.redis_client import idempotent
 from product_service.domain import Product
 from product_service.proto_mapping import decode_product, encode_product
 from product_service.store import ProductStore
@@ -225,7 +229,7 @@ class ProductCache:
     ) -> T | None:
         try:
             async with asyncio.timeout(within or self._timeout):
-                return await call()
+                return await idempotent(call)
         except (RedisError, OSError, TimeoutError) as error:
             CACHE_ERRORS.labels(operation=operation).inc()
             log.warning("product_cache_unavailable", operation=operation, error=repr(error))

@@ -85,7 +85,7 @@ async def seed_catalogue(settings: ProductSettings) -> int:
 
 def main() -> None:
     settings = load_settings(ProductSettings)
-    configure_logging(ProductSettings.service_name, settings.log_level)
+    configure_logging(ProductSettings.service_name, settings.log_level, settings.log_format)
 
     async def seed() -> None:
         await seed_catalogue(settings)

@@ -25,6 +25,8 @@ _COLUMNS = "id, sku, name, description, price_cents, currency, stock, created_at
 QUERY_TIMEOUT_SECONDS = 5.0
 
 _unavailable_on_outage = unavailable_on_outage("the product database")
+# Reads: run once more on a fresh connection when theirs was lost (see unavailable_on_outage).
+_read = unavailable_on_outage("the product database", idempotent=True)
 
 
 def _product(row: asyncpg.Record) -> Product:
@@ -45,7 +47,7 @@ class ProductStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    @_unavailable_on_outage
+    @_read
     async def get(self, product_id: uuid.UUID) -> Product | None:
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS} FROM products WHERE id = $1",  # noqa: S608 - constant columns
@@ -54,7 +56,7 @@ class ProductStore:
         )
         return None if row is None else _product(row)
 
-    @_unavailable_on_outage
+    @_read
     async def get_many(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM products WHERE id = ANY($1::uuid[])",  # noqa: S608
@@ -63,7 +65,7 @@ class ProductStore:
         )
         return {row["id"]: _product(row) for row in rows}
 
-    @_unavailable_on_outage
+    @_read
     async def list_page(self, page: PageRequest) -> tuple[list[Product], PageCursor | None]:
         """One page in (lower(name), id) order after the cursor, and the cursor of the next page
         (None on the last page). The sort key comes from SQL's lower(), never Python's.
@@ -134,7 +136,7 @@ class ProductStore:
             )
         return len(rows)
 
-    @_unavailable_on_outage
+    @_read
     async def count(self) -> int:
         value = await self._pool.fetchval("SELECT count(*) FROM products")
         return int(value)

@@ -31,6 +31,8 @@ _BY_EMAIL = """
 
 
 _unavailable_on_outage = unavailable_on_outage("the account database")
+# Reads: run once more on a fresh connection when theirs was lost (see unavailable_on_outage).
+_read = unavailable_on_outage("the account database", idempotent=True)
 
 
 def _to_user(row: asyncpg.Record) -> User:
@@ -86,12 +88,12 @@ class UserStore:
         )
         return None if row is None else _to_user(row)
 
-    @_unavailable_on_outage
+    @_read
     async def by_id(self, user_id: uuid.UUID) -> User | None:
         row = await self._pool.fetchrow(_BY_ID, user_id, timeout=self._timeout)
         return None if row is None else _to_user(row)
 
-    @_unavailable_on_outage
+    @_read
     async def by_email(self, email: str) -> User | None:
         row = await self._pool.fetchrow(
             _BY_EMAIL,

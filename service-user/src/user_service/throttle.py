@@ -10,6 +10,12 @@ the standard `google.rpc.RetryInfo`).
 When Redis cannot answer in time, login fails closed (UNAVAILABLE): a login is never allowed
 without the check that could have refused it. Registration fails open: its per-client limit only
 protects capacity, which the bounded hashing pool protects as well.
+
+Counting (INCR) is never sent twice: a connection that broke under it leaves the count unknown,
+and the request fails (UNAVAILABLE) rather than count an attempt twice. Clearing a pair (DEL) and
+the readiness PING are idempotent and run once more on a fresh connection
+(`chassis.redis_client.idempotent`). A connection Redis closed while idle (a Redis restart) is
+replaced before anything is sent on it, so none of this fails once Redis is back.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from redis.exceptions import RedisError
 
 from chassis.errors import ResourceExhausted, Unavailable
 from chassis.logging import get_logger
+from chassis.redis_client import idempotent
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -145,7 +152,8 @@ class LoginThrottle(_Deadlined):
             log.warning("login_throttled", scope="client", max_failures=self._max_failures)
 
     async def attempt_succeeded(self, email: str, client: str) -> None:
-        await self._call(self._redis.delete(self._pair_key(email, client)))
+        pair = self._pair_key(email, client)
+        await self._call(idempotent(lambda: self._redis.delete(pair)))
 
     async def attempt_abandoned(self, email: str, client: str) -> None:
         """The counted attempt never reached a verdict (the database or the hashing pool was
@@ -158,7 +166,7 @@ class LoginThrottle(_Deadlined):
 
     async def check(self) -> None:
         """Readiness: Redis answers a PING within the deadline."""
-        await self._call(self._redis.ping())
+        await self._call(idempotent(self._redis.ping))
 
 
 class ClientRateLimit(_Deadlined):

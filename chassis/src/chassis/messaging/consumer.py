@@ -163,16 +163,21 @@ class EventConsumer:
 
     async def run(self) -> None:
         """Declare and bind the queue, re-drive events published before it was bound, consume
-        until cancelled, and refresh the dead-letter gauges meanwhile."""
+        until cancelled, and refresh the dead-letter gauges meanwhile. Setting up takes at most
+        a few of the broker's `rpc_timeout` (a broker that does not answer makes it fail, and
+        the runtime starts it again); stopping at most two."""
         connection = self._broker.connection
-        await topology.declare_service_queue(
-            connection, self._broker.settings, self._queue, self._subscriptions
-        )
+        timeout = self._broker.rpc_timeout
+        async with asyncio.timeout(3 * timeout):
+            await topology.declare_service_queue(
+                connection, self._broker.settings, self._queue, self._subscriptions
+            )
         channel = await self._broker.channel(prefetch=self._prefetch)
         self._channel = channel
         try:
-            queue = await topology.passive_queue(channel, self.queue_name)
-            tag = await queue.consume(self._on_message)
+            async with asyncio.timeout(timeout):
+                queue = await topology.passive_queue(channel, self.queue_name)
+                tag = await queue.consume(self._on_message)
             self.consuming.set()
             logger.info("consuming", queue=self.queue_name, routing_keys=self.routing_keys)
             try:
@@ -187,11 +192,10 @@ class EventConsumer:
             finally:
                 self.consuming.clear()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(queue.cancel(tag), 5)
+                    await asyncio.wait_for(queue.cancel(tag), timeout)
         finally:
             self._channel = None
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(channel.close(), 5)
+            await topology.close_bounded(channel, within=timeout)
 
     async def _after_binding(self) -> None:
         """Events published while no queue was bound wait in the unrouted queue: re-drive them
@@ -199,6 +203,7 @@ class EventConsumer:
         for pause in (0.0, 2.0):
             await asyncio.sleep(pause)
             try:
+                # Each of its calls is bounded; however many events wait, none is cut short.
                 await redrive.redrive_unrouted(self._broker)
             except Exception as error:  # best effort: the next start or pass tries again
                 logger.warning("unrouted_redrive_failed", error=f"{type(error).__name__}: {error}")
@@ -260,7 +265,7 @@ class EventConsumer:
             await self._dead_letter(message, event_type, "poison", str(exc), log)
             return
         outcome = await self._handle(subscription.handler, event, message, event_type, log)
-        if outcome is not None and await _settled(message.ack(), log):
+        if outcome is not None and await _settled(message.ack(), log, self._broker.rpc_timeout):
             EVENTS_CONSUMED.labels(event_type=event_type, outcome=outcome).inc()
             # The event's access line: one per event handled, in the trace it carried.
             elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -335,7 +340,7 @@ class EventConsumer:
         )
         EVENTS_CONSUMED.labels(event_type=event_type, outcome="failed").inc()
         await asyncio.sleep(delay)
-        await _settled(message.nack(requeue=True), log)
+        await _settled(message.nack(requeue=True), log, self._broker.rpc_timeout)
 
     async def _dead_letter(
         self,
@@ -351,7 +356,7 @@ class EventConsumer:
             )
         except Exception as exc:  # not copied: leave it to a redelivery, never lose it
             log.warning("dead_letter_failed", error=f"{type(exc).__name__}: {exc}")
-            await _settled(message.nack(requeue=True), log)
+            await _settled(message.nack(requeue=True), log, self._broker.rpc_timeout)
             return
         log.error(
             "event_dead_lettered",
@@ -363,12 +368,14 @@ class EventConsumer:
         EVENTS_DEAD_LETTERED.labels(queue=self.queue_name, event_type=event_type).inc()
 
 
-async def _settled(settling: Awaitable[None], log: BoundLogger) -> bool:
-    """Ack or nack; False when the channel closed meanwhile (the broker then redelivers the
-    message, and the inbox makes a second delivery of a handled event a no-op)."""
+async def _settled(settling: Awaitable[None], log: BoundLogger, within: float) -> bool:
+    """Ack or nack within `within` seconds; False when the channel closed meanwhile or the frame
+    could not be written in time (the broker then redelivers the message once the channel is
+    gone, and the inbox makes a second delivery of a handled event a no-op)."""
     try:
-        await settling
-    except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as error:
+        async with asyncio.timeout(within):
+            await settling
+    except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError, TimeoutError) as error:
         log.warning("message_not_settled", error=f"{type(error).__name__}: {error}")
         return False
     return True

@@ -44,11 +44,12 @@ async def show(broker: Broker, queue: str, *, limit: int) -> list[dict[str, str]
     """The messages waiting in `queue`'s DLQ (at most `limit`), left where they are."""
     channel = await broker.channel()
     try:
-        dlq = await topology.passive_queue(channel, f"{queue}.dlq")
+        async with asyncio.timeout(broker.rpc_timeout):
+            dlq = await topology.passive_queue(channel, f"{queue}.dlq")
         rows = []
         for _ in range(min(int(dlq.declaration_result.message_count or 0), limit)):
             # Held unacknowledged until the channel closes, which puts each one back.
-            message = await dlq.get(no_ack=False, fail=False, timeout=5)
+            message = await dlq.get(no_ack=False, fail=False, timeout=broker.rpc_timeout)
             if message is None:
                 break
             headers = dict(message.headers or {})
@@ -68,7 +69,7 @@ async def show(broker: Broker, queue: str, *, limit: int) -> list[dict[str, str]
             )
         return rows
     finally:
-        await channel.close()
+        await topology.close_bounded(channel)
 
 
 async def _main(command: str, service: str, limit: int | None) -> int:

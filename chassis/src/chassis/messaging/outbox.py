@@ -181,7 +181,9 @@ class OutboxRelay:
             error=f"{type(exc).__name__}: {exc}",
             retry_in_seconds=self._backoff,
         )
-        await asyncio.sleep(self._backoff)
+        # A broker back from an outage ends the wait at once: what waited goes out then, not
+        # up to `max_backoff` later (long enough for a saga to time out).
+        await self._broker.reconnected_within(self._backoff)
 
     async def _relay(self) -> None:
         wake = asyncio.Event()

@@ -3,11 +3,13 @@ behind the alternate exchange), dead-lettering a message explicitly, and re-driv
 queue back to its service queue after the cause is fixed.
 
 Every move publishes a copy with a confirm first and acknowledges the original only then, so a
-crash in between duplicates a message (consumers dedupe) but never loses one.
+crash in between duplicates a message (consumers dedupe) but never loses one. Every call to the
+broker is bounded (`Broker.rpc_timeout`, the publish deadline, `topology.close_bounded`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,27 +93,31 @@ async def dead_letter(
     await broker.publish_message(
         copy, routing_key=queue, exchange=topology.dead_letter_exchange_name(broker.settings)
     )
-    await message.ack()
+    async with asyncio.timeout(broker.rpc_timeout):
+        await message.ack()
 
 
 async def redrive_unrouted(broker: Broker) -> int:
     """Re-publish every event waiting in the unrouted queue to the events exchange (once each:
     one still without a queue goes back there). Returns how many were re-published."""
     name = topology.unrouted_name(broker.settings)
+    timeout = broker.rpc_timeout
     channel = await broker.channel()
     try:
-        queue = await topology.passive_queue(channel, name)
+        async with asyncio.timeout(timeout):
+            queue = await topology.passive_queue(channel, name)
         waiting = int(queue.declaration_result.message_count or 0)
         moved = 0
         for _ in range(waiting):
-            message = await queue.get(no_ack=False, fail=False, timeout=5)
+            message = await queue.get(no_ack=False, fail=False, timeout=timeout)
             if message is None:
                 break
             await broker.publish_message(copy_of(message), routing_key=message.routing_key or "")
-            await message.ack()
+            async with asyncio.timeout(timeout):
+                await message.ack()
             moved += 1
     finally:
-        await channel.close()
+        await topology.close_bounded(channel)
     if moved:
         UNROUTED_REDRIVEN.inc(moved)
         _log.info("unrouted_events_redriven", count=moved, queue=name)
@@ -123,22 +129,25 @@ async def redrive_dead_letters(broker: Broker, queue: str, *, limit: int | None 
     through the default exchange so that no other service receives them again. The consumer
     dispatches them by their original routing key and its inbox drops any that already had their
     effect. Returns how many were moved."""
+    timeout = broker.rpc_timeout
     channel = await broker.channel()
     try:
-        dlq = await topology.passive_queue(channel, f"{queue}.dlq")
+        async with asyncio.timeout(timeout):
+            dlq = await topology.passive_queue(channel, f"{queue}.dlq")
         waiting = int(dlq.declaration_result.message_count or 0)
         if limit is not None:
             waiting = min(waiting, limit)
         moved = 0
         for _ in range(waiting):
-            message = await dlq.get(no_ack=False, fail=False, timeout=5)
+            message = await dlq.get(no_ack=False, fail=False, timeout=timeout)
             if message is None:
                 break
             copy = copy_of(message, **{ORIGINAL_ROUTING_KEY: original_routing_key(message)})
             await broker.publish_message(copy, routing_key=queue, exchange="")
-            await message.ack()
+            async with asyncio.timeout(timeout):
+                await message.ack()
             moved += 1
     finally:
-        await channel.close()
+        await topology.close_bounded(channel)
     _log.info("dead_letters_redriven", count=moved, queue=queue)
     return moved

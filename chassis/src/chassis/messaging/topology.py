@@ -35,8 +35,11 @@ UNROUTED_TTL_MS = 7 * 24 * 3600 * 1000
 
 _log = get_logger(__name__)
 
-# Channels whose open outlived the caller that gave up on it, kept until they are closed.
-_ABANDONED: set[asyncio.Task[None]] = set()
+# How long a caller waits for a channel to close before leaving it to finish on its own.
+CLOSE_TIMEOUT = 5.0
+
+# Channels whose open or close outlived the caller that gave up on it, kept until they finish.
+_ABANDONED: set[asyncio.Future[Any]] = set()
 
 
 async def open_channel(connection: AbstractConnection, *, publisher_confirms: bool = False) -> Any:
@@ -64,19 +67,48 @@ async def open_channel(connection: AbstractConnection, *, publisher_confirms: bo
 def _close_abandoned(opening: asyncio.Future[Any]) -> None:
     if opening.cancelled() or opening.exception() is not None:
         return
-    closing = asyncio.ensure_future(opening.result().close())
-    _ABANDONED.add(closing)
-    closing.add_done_callback(_ABANDONED.discard)
+    _keep_until_done(asyncio.ensure_future(opening.result().close()))
+
+
+def _keep_until_done(future: asyncio.Future[Any]) -> None:
+    """Hold a reference to `future` until it is done, and take its outcome (a close that failed
+    because the connection went first needs no report)."""
+
+    def forget(done: asyncio.Future[Any]) -> None:
+        _ABANDONED.discard(done)
+        if not done.cancelled():
+            done.exception()
+
+    _ABANDONED.add(future)
+    future.add_done_callback(forget)
+
+
+async def close_bounded(closable: Any, *, within: float = CLOSE_TIMEOUT) -> None:
+    """Close `closable` (a channel or a connection), waiting at most `within` seconds; never
+    raises.
+
+    A broker that stopped answering never holds the caller up (a consumer stopping, a service
+    shutting down), and the close is never abandoned half-way either: past `within` it goes on
+    in the background and ends when the broker answers or the connection closes. `within=0`
+    starts the close and returns at once.
+    """
+    closing = asyncio.ensure_future(closable.close())
+    _keep_until_done(closing)
+    if within <= 0:
+        return
+    with contextlib.suppress(Exception):  # a timeout, or a channel whose connection is gone
+        await asyncio.wait_for(asyncio.shield(closing), within)
 
 
 @contextlib.asynccontextmanager
 async def temporary_channel(connection: AbstractConnection) -> AsyncIterator[Any]:
-    """A channel for a few declarations, opened with `open_channel` and closed after."""
+    """A channel for a few declarations, opened with `open_channel` and closed after (see
+    `close_bounded`)."""
     channel = await open_channel(connection)
     try:
         yield channel
     finally:
-        await asyncio.shield(channel.close())
+        await close_bounded(channel)
 
 
 def queue_name(settings: AmqpSettings, queue: str) -> str:
