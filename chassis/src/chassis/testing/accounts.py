@@ -4,6 +4,7 @@ platform's accounts file, with names unique to the run, and removed at the end o
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -83,26 +84,37 @@ class RunAccounts:
         return variables
 
     async def remove(self) -> None:
-        """Every account made, with the databases its roles own."""
-        roles = [a.credentials.user for made in self.made for a in made.postgres]
-        if roles:
-            conn = await asyncpg.connect(database_url(self.postgres_url, "postgres"), timeout=10)
-            try:
-                for role in roles:
-                    owned = await conn.fetch(
-                        "SELECT datname FROM pg_database WHERE pg_get_userbyid(datdba) = $1", role
-                    )
-                    for row in owned:
-                        await conn.execute(
-                            f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)',
-                            timeout=CLEANUP_TIMEOUT_S,
-                        )
-                    await conn.execute(f'DROP ROLE IF EXISTS "{role}"', timeout=CLEANUP_TIMEOUT_S)
-            finally:
-                await conn.close()
-        await redis_users.delete(
-            self.redis_url, [a.credentials.user for made in self.made for a in made.redis]
+        """Every account made, with the databases its roles own. Each store is cleaned even when
+        another one fails (the first failure is raised at the end)."""
+        made, self.made = self.made, []
+        steps = (
+            self._drop_roles([a.credentials.user for m in made for a in m.postgres]),
+            redis_users.delete(self.redis_url, [a.credentials.user for m in made for a in m.redis]),
+            self._delete_broker_users({a.credentials.user for m in made for a in m.rabbitmq}),
         )
-        for user in {a.credentials.user for made in self.made for a in made.rabbitmq}:
+        failures = [result for result in await asyncio.gather(*steps, return_exceptions=True)
+                    if isinstance(result, BaseException)]  # fmt: skip
+        if failures:
+            raise failures[0]
+
+    async def _drop_roles(self, roles: list[str]) -> None:
+        if not roles:
+            return
+        conn = await asyncpg.connect(database_url(self.postgres_url, "postgres"), timeout=10)
+        try:
+            for role in roles:
+                owned = await conn.fetch(
+                    "SELECT datname FROM pg_database WHERE pg_get_userbyid(datdba) = $1", role
+                )
+                for row in owned:
+                    await conn.execute(
+                        f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)',
+                        timeout=CLEANUP_TIMEOUT_S,
+                    )
+                await conn.execute(f'DROP ROLE IF EXISTS "{role}"', timeout=CLEANUP_TIMEOUT_S)
+        finally:
+            await conn.close()
+
+    async def _delete_broker_users(self, users: set[str]) -> None:
+        for user in sorted(users):
             await self.rabbitmq.delete_user(user)
-        self.made.clear()
