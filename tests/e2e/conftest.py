@@ -411,11 +411,12 @@ class FaultPlatform:
 
 @pytest.fixture(scope="session")
 async def fault_platform(
-    make_env: Callable[[str], Awaitable[dict[str, str]]],
+    make_env: Callable[[str], Awaitable[dict[str, str]]], service_accounts: RunAccounts
 ) -> AsyncIterator[FaultPlatform]:
     from .faults import QueueDepths, Servers  # faults.py imports this module
 
     env = await make_env("faults")
+    env.update(await service_accounts.make(ACCOUNTS_FILE, env, "faults"))
     for service in ("PRODUCT", "CART", "ORDER"):
         env[f"{service}_METRICS_PORT"] = str(free_port())
     queues = QueueDepths(
