@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 BUF_VERSION ?= 1.75.0
 
-.PHONY: help install test lint format proto proto-check proto-lint dev seed profile compose-validate check-images k8s-validate k8s-local-secrets clean
+.PHONY: help install test lint format proto proto-check proto-lint dev seed bootstrap profile compose-validate check-images k8s-validate k8s-local-secrets clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,12 +36,20 @@ proto-lint: ## lint the protos with buf (skipped, with a note, when npx is missi
 	  cd proto-definitions && npx --yes @bufbuild/buf@$(BUF_VERSION) lint && echo "buf lint: ok"; \
 	else echo "buf lint: skipped (npx not found)"; fi
 
-dev: install ## run every service locally (root Procfile, honcho) against the servers in .env / the environment
-	$(UV) run service-product seed
-	$(UV) run honcho start
+# Each service's own credentials for `make dev` (made by the first `make bootstrap`, git-ignored);
+# honcho reads them after .env, and the Procfile hands each line its own URLs.
+DEV_ACCOUNTS ?= var/dev-accounts.env
+HONCHO = $(UV) run honcho -e .env,$(DEV_ACCOUNTS)
 
-seed: install ## load the sample catalogue (idempotent)
-	$(UV) run service-product seed
+dev: install bootstrap ## run every service locally (root Procfile, honcho) against the servers in .env / the environment
+	$(HONCHO) run sh -c 'POSTGRES_URL=$$PRODUCT_POSTGRES_URL exec service-product seed'
+	$(HONCHO) start
+
+seed: install bootstrap ## load the sample catalogue (idempotent)
+	$(HONCHO) run sh -c 'POSTGRES_URL=$$PRODUCT_POSTGRES_URL exec service-product seed'
+
+bootstrap: install ## each service's own PostgreSQL role and database, Redis ACL user, RabbitMQ user (idempotent; deploy/accounts)
+	$(HONCHO) run platform-bootstrap --dev-credentials $(DEV_ACCOUNTS)
 
 # py-spy (PyPI, run with `uv tool run`) samples the process without stopping it; reading another process's
 # memory needs root or CAP_SYS_PTRACE. PYSPY=dump prints every thread's stack once.

@@ -20,7 +20,7 @@ BUILT_SERVICES = {
     "service-order": "service-order",
     "api-gateway": "api-gateway",
 }
-ONE_SHOT_JOBS = {"couchbase-init", "product-seed", "kibana-init"}
+ONE_SHOT_JOBS = {"couchbase-init", "platform-bootstrap", "product-seed", "kibana-init"}
 
 
 @pytest.fixture(scope="session")
