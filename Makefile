@@ -7,7 +7,7 @@ BUF = npx --yes @bufbuild/buf@$(BUF_VERSION)
 PROTO_RELEASES = proto-definitions/releases
 PROTO_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' proto-definitions/pyproject.toml)
 
-.PHONY: help install test lint format proto proto-check proto-lint proto-release dev seed profile compose-validate check-images k8s-validate k8s-local-secrets clean
+.PHONY: help install test lint format proto proto-check proto-lint proto-release dev seed bootstrap profile compose-validate check-images k8s-validate k8s-local-secrets clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -47,15 +47,24 @@ proto-release: ## when a release is cut: keep the image of its protos (version f
 	  if [ -e "$$image" ]; then echo "$$image exists: a released image never changes (bump the version first)"; exit 1; fi; \
 	  cd proto-definitions && $(BUF) build --exclude-source-info -o "../$$image" && echo "wrote $$image: commit it"
 
+# Each service's own credentials for `make dev` (made by the first `make bootstrap`, git-ignored);
+# honcho reads them after .env, and the Procfile hands each line its own URLs.
+DEV_ACCOUNTS ?= var/dev-accounts.env
+HONCHO = $(UV) run honcho -e .env,$(DEV_ACCOUNTS)
+
 # Readable coloured lines for a person (honcho pipes the output, so `auto` would choose JSON);
 # LOG_FORMAT=json make dev keeps JSON.
 dev: export LOG_FORMAT ?= console
-dev: install ## run every service locally (root Procfile, honcho) against the servers in .env / the environment
-	$(UV) run service-product seed
-	$(UV) run honcho start
 
-seed: install ## load the sample catalogue (idempotent)
-	$(UV) run service-product seed
+dev: install bootstrap ## run every service locally (root Procfile, honcho) against the servers in .env / the environment
+	$(HONCHO) run sh -c 'POSTGRES_URL=$$PRODUCT_POSTGRES_URL exec service-product seed'
+	$(HONCHO) start
+
+seed: install bootstrap ## load the sample catalogue (idempotent)
+	$(HONCHO) run sh -c 'POSTGRES_URL=$$PRODUCT_POSTGRES_URL exec service-product seed'
+
+bootstrap: install ## each service's own PostgreSQL role and database, Redis ACL user, RabbitMQ user (idempotent; deploy/accounts)
+	$(HONCHO) run platform-bootstrap --dev-credentials $(DEV_ACCOUNTS)
 
 # py-spy (PyPI, run with `uv tool run`) samples the process without stopping it; reading another process's
 # memory needs root or CAP_SYS_PTRACE. PYSPY=dump prints every thread's stack once.

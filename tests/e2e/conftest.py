@@ -27,12 +27,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chassis.postgres import database_url
+from chassis.testing.accounts import RunAccounts
 from chassis.testing.plugin import AmqpIsolation
 
 if TYPE_CHECKING:
     from .faults import QueueDepths, Servers
 
 ROOT = Path(__file__).resolve().parents[2]
+ACCOUNTS_FILE = ROOT / "deploy" / "accounts" / "accounts.toml"
 ADMIN_EMAIL = "admin@e2e.example.com"
 ADMIN_PASSWORD = "admin-password-e2e"
 SERVICES = ("service-user", "service-product", "service-cart", "service-order")
@@ -327,8 +329,14 @@ def make_env(
 
 
 @pytest.fixture(scope="session")
-async def e2e_env(make_env: Callable[[str], Awaitable[dict[str, str]]]) -> dict[str, str]:
-    return await make_env("e2e")
+async def e2e_env(
+    make_env: Callable[[str], Awaitable[dict[str, str]]], service_accounts: RunAccounts
+) -> dict[str, str]:
+    env = await make_env("e2e")
+    # Each service on accounts of its own (USER_POSTGRES_URL, ...), as `make dev` runs them:
+    # the Procfile hands each line its own URLs (test_least_privilege.py).
+    env.update(await service_accounts.make(ACCOUNTS_FILE, env, "e2e"))
+    return env
 
 
 def start_platform(
@@ -405,11 +413,12 @@ class FaultPlatform:
 
 @pytest.fixture(scope="session")
 async def fault_platform(
-    make_env: Callable[[str], Awaitable[dict[str, str]]],
+    make_env: Callable[[str], Awaitable[dict[str, str]]], service_accounts: RunAccounts
 ) -> AsyncIterator[FaultPlatform]:
     from .faults import QueueDepths, Servers  # faults.py imports this module
 
     env = await make_env("faults")
+    env.update(await service_accounts.make(ACCOUNTS_FILE, env, "faults"))
     for service in ("PRODUCT", "CART", "ORDER"):
         env[f"{service}_METRICS_PORT"] = str(free_port())
     queues = QueueDepths(

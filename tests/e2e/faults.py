@@ -99,6 +99,10 @@ class Servers:
         settings: dict[str, dict[str, str]] = {}
         for (process, server), proxy in self._proxies.items():
             variable = SERVERS[server][0]
+            # The process's own account (PRODUCT_POSTGRES_URL, ...), which its Procfile line
+            # prefers, where the platform runs on accounts of least privilege.
+            own = f"{process.removeprefix('service-').upper()}_{variable}"
+            variable = own if own in self._env else variable
             settings.setdefault(process, {})[variable] = _through(self._env[variable], proxy.port)
         return settings
 

@@ -51,12 +51,19 @@ async def admin(client: httpx.AsyncClient) -> Admin:
     return Admin(client, await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
 
 
-def dead_letters(platform: Platform, *args: str) -> str:
-    """`chassis-dead-letters ARGS` as an operator runs it, with the platform's settings."""
+def dead_letters(platform: Platform, command_name: str, service: str) -> str:
+    """`chassis-dead-letters COMMAND SERVICE` as an operator runs it beside the service: with the
+    platform's settings and the service's own broker account."""
     command = Path(sys.executable).with_name("chassis-dead-letters")
     env = {**platform.env, "LOG_LEVEL": "WARNING"}
+    env["AMQP_URL"] = platform.env[f"{service.removeprefix('service-').upper()}_AMQP_URL"]
     done = subprocess.run(
-        [str(command), *args], env=env, capture_output=True, text=True, timeout=60, check=True
+        [str(command), command_name, service],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return done.stdout
 

@@ -96,23 +96,37 @@ def _quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class DatabaseMissing(RuntimeError):
+    """The service's database does not exist and its role may not create it."""
+
+
 async def ensure_database(server_url: str, database: str) -> None:
-    """CREATE DATABASE `database` unless it exists; several replicas starting at once are fine."""
+    """Make sure `database` exists. A role that can open it needs no other right (the bootstrap
+    creates each service's database owned by the service's role, which may not CREATEDB);
+    otherwise it is created, and several replicas starting at once are fine."""
+    try:
+        conn = await asyncpg.connect(database_url(server_url, database), timeout=CONNECT_TIMEOUT_S)
+    except asyncpg.InvalidCatalogNameError:
+        await _create_database(server_url, database)
+    else:
+        await conn.close(timeout=CONNECT_TIMEOUT_S)
+
+
+async def _create_database(server_url: str, database: str) -> None:
     conn = await asyncpg.connect(database_url(server_url, "postgres"), timeout=CONNECT_TIMEOUT_S)
     try:
-        exists = await conn.fetchval(
-            "SELECT 1 FROM pg_database WHERE datname = $1", database, timeout=COMMAND_TIMEOUT_S
+        await conn.execute(
+            f"CREATE DATABASE {_quote_identifier(database)}", timeout=COMMAND_TIMEOUT_S
         )
-        if exists:
-            return
-        try:
-            await conn.execute(
-                f"CREATE DATABASE {_quote_identifier(database)}", timeout=COMMAND_TIMEOUT_S
-            )
-            _log.info("database_created", database=database)
-        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-            # Another replica won the race between our SELECT and CREATE.
-            _log.info("database_created_concurrently", database=database)
+        _log.info("database_created", database=database)
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        # Another replica won the race.
+        _log.info("database_created_concurrently", database=database)
+    except asyncpg.InsufficientPrivilegeError as error:
+        raise DatabaseMissing(
+            f"database {database!r} does not exist and this role may not create it: "
+            "run platform-bootstrap (deploy/accounts/README.md)"
+        ) from error
     finally:
         await conn.close(timeout=CONNECT_TIMEOUT_S)
 

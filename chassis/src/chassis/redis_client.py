@@ -91,6 +91,9 @@ def create_redis(
         # Redis Enterprise's maintenance notifications, which this platform does not use; left
         # on ("auto"), redis-py skips its own check for a connection with unread data.
         maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        # The client does not announce its library (`CLIENT SETINFO`): a service's ACL user has
+        # no right to it, and servers before 7.2 lack it.
+        driver_info=None,
     )
     return Redis.from_pool(pool)
 

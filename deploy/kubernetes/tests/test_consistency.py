@@ -381,6 +381,7 @@ COPIED_FROM_COMPOSE = {
     "overlays/local/stores/rabbitmq.conf": "rabbitmq/rabbitmq.conf",
     "overlays/local/stores/enabled_plugins": "rabbitmq/enabled_plugins",
     "overlays/local/stores/init-cluster.sh": "couchbase/init-cluster.sh",
+    "overlays/local/stores/start-redis.sh": "redis/start-redis.sh",
     "overlays/local/observability/alerts.yml": "prometheus/alerts.yml",
     "overlays/local/observability/platform.json": "grafana/dashboards/platform.json",
     "overlays/local/observability/dashboards.yml": "grafana/provisioning/dashboards/dashboards.yml",

@@ -186,8 +186,9 @@ def test_each_local_store_lets_in_exactly_its_owners(
         if variable in {item["name"] for item in container(local, service).get("env", [])}
     }
     (port,) = STORE_PORTS[variable]
-    # Besides the processes given its URL, only the one-shot job that seeds the catalogue.
-    assert ingress_peers(local, store, port) - {"product-seed"} == owners
+    # Besides the processes given its URL, only the one-shot jobs that make the services' accounts
+    # (as the store's administrator) and seed the catalogue.
+    assert ingress_peers(local, store, port) - {"product-seed", "platform-bootstrap"} == owners
 
 
 def test_prometheus_reads_every_metrics_port(policed: Rendered) -> None:

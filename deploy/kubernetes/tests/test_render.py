@@ -59,6 +59,7 @@ def test_local_runs_the_platform_with_its_stores_and_observability(
     local.get("Deployment", "jaeger")
     assert {job["metadata"]["name"] for job in local.of_kind("Job")} == {
         "couchbase-init",
+        "platform-bootstrap",
         "product-seed",
     }
     assert not local.of_kind("NetworkPolicy"), "off locally: kind's default network may not enforce"

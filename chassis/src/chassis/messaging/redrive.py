@@ -126,9 +126,10 @@ async def redrive_unrouted(broker: Broker) -> int:
 
 async def redrive_dead_letters(broker: Broker, queue: str, *, limit: int | None = None) -> int:
     """Move the messages of `queue`'s dead-letter queue (full queue name) back to `queue` itself,
-    through the default exchange so that no other service receives them again. The consumer
-    dispatches them by their original routing key and its inbox drops any that already had their
-    effect. Returns how many were moved."""
+    through the dead-letter exchange's binding to that queue alone (see `topology`), so that no
+    other service receives them again and the service's broker user needs no other right. The
+    consumer dispatches them by their original routing key and its inbox drops any that already
+    had their effect. Returns how many were moved."""
     timeout = broker.rpc_timeout
     channel = await broker.channel()
     try:
@@ -143,7 +144,11 @@ async def redrive_dead_letters(broker: Broker, queue: str, *, limit: int | None 
             if message is None:
                 break
             copy = copy_of(message, **{ORIGINAL_ROUTING_KEY: original_routing_key(message)})
-            await broker.publish_message(copy, routing_key=queue, exchange="")
+            await broker.publish_message(
+                copy,
+                routing_key=topology.redrive_routing_key(queue),
+                exchange=topology.dead_letter_exchange_name(broker.settings),
+            )
             async with asyncio.timeout(timeout):
                 await message.ack()
             moved += 1

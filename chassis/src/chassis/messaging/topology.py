@@ -7,6 +7,10 @@ yet, the dead-letter exchange, and per-service quorum queues.
 - Each service queue dead-letters into `<exchange>.dlx` (direct) with its own name as routing key,
   so every service has a private `<queue>.dlq`. Dead-lettering is at-least-once (quorum queues
   otherwise drop a message whose dead-lettering fails), which needs `reject-publish` overflow.
+  The service queue is bound to the same exchange with `<queue>.redrive`, the way a dead letter
+  goes back to its service queue only (not through the default exchange, which reaches any queue).
+- `service_resources` names everything a service declares, binds, publishes to or reads: a broker
+  user limited to those names runs the service (least privilege, see `chassis.accounts`).
 - Queue arguments never depend on a setting: an argument cannot change on an existing queue (the
   broker refuses the declaration), so the configurable `DELIVERY_LIMIT` is applied by the consumer
   and the broker only holds a fixed safety net, `BROKER_DELIVERY_LIMIT`.
@@ -128,6 +132,24 @@ def unrouted_name(settings: AmqpSettings) -> str:
     return f"{settings.events_exchange}.unrouted"
 
 
+def redrive_routing_key(queue: str) -> str:
+    """The dead-letter exchange's routing key to the service queue `queue` (full name) itself."""
+    return f"{queue}.redrive"
+
+
+def service_resources(settings: AmqpSettings, queue: str) -> tuple[str, ...]:
+    """The exchanges and queues a service consuming `queue` uses, and nothing else: the events
+    exchange, its alternate exchange and unrouted queue (every service declares them, every
+    consumer re-drives the queue), the dead-letter exchange, the service queue and its DLQ."""
+    return (
+        settings.events_exchange,
+        unrouted_name(settings),
+        dead_letter_exchange_name(settings),
+        queue_name(settings, queue),
+        dead_letter_queue_name(settings, queue),
+    )
+
+
 def service_queue_arguments(settings: AmqpSettings, queue: str) -> dict[str, Any]:
     name = queue_name(settings, queue)
     return {
@@ -213,6 +235,9 @@ async def declare_service_queue(
         exchange = await get_events_exchange(channel, settings)
         for key in routing_keys:
             await service_queue.bind(exchange, routing_key=key)
+        await service_queue.bind(
+            dead_letter_exchange_name(settings), routing_key=redrive_routing_key(name)
+        )
 
 
 async def passive_queue(channel: AbstractChannel, name: str) -> AbstractQueue:

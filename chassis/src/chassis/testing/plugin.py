@@ -1,6 +1,7 @@
 """pytest plugin (entry point `chassis`): session fixtures that give each test run its own
 databases, Redis key prefix, exchange and queue prefix on the servers named by POSTGRES_URL,
-REDIS_URL and AMQP_URL (testcontainers when a variable is unset and a Docker engine answers)."""
+REDIS_URL and AMQP_URL (testcontainers when a variable is unset and a Docker engine answers), and
+accounts of least privilege for the services of a platform run on them."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
 import pytest_asyncio
 
 from chassis.postgres import database_url, ensure_database
+
+if TYPE_CHECKING:
+    from chassis.testing.accounts import RunAccounts
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -232,3 +237,18 @@ async def amqp_isolation(amqp_url: str, run_id: str) -> AsyncIterator[AmqpIsolat
         }
     )
     await asyncio.wait_for(_delete_amqp_names(amqp_url, queues, exchanges), CLEANUP_TIMEOUT_S)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def service_accounts(
+    postgres_url: str, redis_url: str, amqp_url: str, run_id: str
+) -> AsyncIterator[RunAccounts]:
+    """`await service_accounts.make(accounts_file, env, label)`: each service's accounts of least
+    privilege for the platform `env` configures, named after the run (the broker's users through
+    RABBITMQ_ADMIN_URL, else rabbitmqctl); removed at the end of the session, with the databases
+    their roles own."""
+    from chassis.testing.accounts import RunAccounts
+
+    accounts = RunAccounts(run_id, postgres_url, redis_url, amqp_url)
+    yield accounts
+    await asyncio.wait_for(accounts.remove(), CLEANUP_TIMEOUT_S * 4)

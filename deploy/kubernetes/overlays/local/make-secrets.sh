@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Make the files the local overlay's secretGenerator reads: random passwords for every store, the
-# store URLs of the services and the storefront built from them, a fresh Ed25519 signing key and
-# the admin bootstrap.
+# Make the files the local overlay's secretGenerator reads: random passwords for every store's
+# administrator, each service's (and the storefront's) own accounts (a user and a random password per store, which the
+# platform-bootstrap job creates), a fresh Ed25519 signing key and the admin bootstrap.
 #   deploy/kubernetes/overlays/local/make-secrets.sh [DIR]    (default: secrets/ beside this script)
 # The files stay out of git (secrets/.gitignore). An existing set is kept as it is: the stores'
 # volumes were initialised with those passwords; delete the files and the PersistentVolumeClaims
@@ -13,19 +13,6 @@ mkdir -p "$dir"
 files=(postgres-admin.env redis-auth.env rabbitmq-admin.env couchbase-admin.env grafana-admin.env
   admin-bootstrap.env jwt-signing-key.pem service-user.env service-product.env service-cart.env
   service-order.env web-storefront.env)
-
-# The Redis URL the services and the storefront are given, from the Redis password.
-redis_url_of() { printf '%s' "redis://:${1}@redis:6379/0"; }
-
-# A set made before the storefront had a Secret of its own: add its file from the Redis password
-# that set holds (Redis's volume was initialised with it), and keep the rest.
-if [ ! -e "$dir/web-storefront.env" ] && [ -e "$dir/redis-auth.env" ] \
-  && [ -e "$dir/service-user.env" ]; then
-  kept_password=$(sed -n 's/^REDIS_PASSWORD=//p' "$dir/redis-auth.env")
-  [ -n "$kept_password" ] || { echo "no REDIS_PASSWORD in $dir/redis-auth.env" >&2; exit 1; }
-  (umask 077 && printf 'REDIS_URL=%s\n' "$(redis_url_of "$kept_password")" >"$dir/web-storefront.env")
-  echo "added web-storefront.env to the secrets of $dir"
-fi
 
 present=0
 for file in "${files[@]}"; do [ -e "$dir/$file" ] && present=$((present + 1)); done
@@ -46,10 +33,6 @@ redis_password=$(password)
 rabbitmq_password=$(password)
 couchbase_password=$(password)
 
-postgres_url="postgresql://postgres:${postgres_password}@postgres:5432"
-redis_url=$(redis_url_of "$redis_password")
-amqp_url="amqp://ecommerce:${rabbitmq_password}@rabbitmq:5672/"
-
 printf 'POSTGRES_PASSWORD=%s\n' "$postgres_password" >"$dir/postgres-admin.env"
 printf 'REDIS_PASSWORD=%s\n' "$redis_password" >"$dir/redis-auth.env"
 printf 'RABBITMQ_DEFAULT_USER=ecommerce\nRABBITMQ_DEFAULT_PASS=%s\n' "$rabbitmq_password" \
@@ -61,13 +44,19 @@ printf 'GF_SECURITY_ADMIN_USER=admin\nGF_SECURITY_ADMIN_PASSWORD=%s\n' "$(passwo
 printf 'ADMIN_EMAIL=admin@example.com\nADMIN_PASSWORD=%s\n' "$(password)" >"$dir/admin-bootstrap.env"
 openssl genpkey -algorithm ed25519 -out "$dir/jwt-signing-key.pem"
 
-# Each service's credentials: the variables it reads, nothing more.
-printf 'POSTGRES_URL=%s\nREDIS_URL=%s\n' "$postgres_url" "$redis_url" >"$dir/service-user.env"
-printf 'POSTGRES_URL=%s\nREDIS_URL=%s\nAMQP_URL=%s\n' "$postgres_url" "$redis_url" "$amqp_url" \
-  >"$dir/service-product.env"
+# Each service's credentials: the variables it reads, nothing more, each an account of its own
+# with a password of its own (the platform-bootstrap job makes the accounts from these Secrets).
+postgres() { local pw; pw=$(password); echo "postgresql://${1}:${pw}@postgres:5432"; }
+redis() { local pw; pw=$(password); echo "redis://${1}:${pw}@redis:6379/0"; }
+amqp() { local pw; pw=$(password); echo "amqp://${1}:${pw}@rabbitmq:5672/"; }
+printf 'POSTGRES_URL=%s\nREDIS_URL=%s\n' "$(postgres service_user)" "$(redis service-user)" \
+  >"$dir/service-user.env"
+printf 'POSTGRES_URL=%s\nREDIS_URL=%s\nAMQP_URL=%s\n' "$(postgres service_product)" \
+  "$(redis service-product)" "$(amqp service-product)" >"$dir/service-product.env"
 printf 'AMQP_URL=%s\nCOUCHBASE_USERNAME=Administrator\nCOUCHBASE_PASSWORD=%s\n' \
-  "$amqp_url" "$couchbase_password" >"$dir/service-cart.env"
-printf 'POSTGRES_URL=%s\nAMQP_URL=%s\n' "$postgres_url" "$amqp_url" >"$dir/service-order.env"
-printf 'REDIS_URL=%s\n' "$redis_url" >"$dir/web-storefront.env"
+  "$(amqp service-cart)" "$couchbase_password" >"$dir/service-cart.env"
+printf 'POSTGRES_URL=%s\nAMQP_URL=%s\n' "$(postgres service_order)" "$(amqp service-order)" \
+  >"$dir/service-order.env"
+printf 'REDIS_URL=%s\n' "$(redis web-storefront)" >"$dir/web-storefront.env"
 
 echo "made ${#files[@]} secret files in $dir"

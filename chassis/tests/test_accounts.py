@@ -1,0 +1,379 @@
+"""Specs of the accounts of least privilege (`chassis.accounts`, `platform-bootstrap`) on the real
+servers: what each store lets a service's account do and refuses, that the bootstrap can run
+again at any time, hands over a database made before it, and refuses to make a service an
+administrator. Every account is named after the run and removed at the end (`service_accounts`)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import stat
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import pytest
+import redis.asyncio as redis
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+
+from chassis.accounts import PlanError, RabbitmqAdmin, bootstrap, load_plan, resolve
+from chassis.accounts.bootstrap import read_env_file
+from chassis.accounts.postgres_roles import scram_sha_256
+from chassis.postgres import database_url, migrate
+from chassis.settings import AmqpSettings
+from chassis.testing.accounts import RunAccounts, with_user
+from chassis.testing.plugin import AmqpIsolation
+
+SAMPLE_MIGRATIONS = Path(__file__).with_name("sample_migrations")
+TWO_SERVICES = """
+[service-alpha]
+variables = "ALPHA"
+postgres.database = "alpha"
+redis.keys = "alpha:"
+redis.commands = ["get", "set"]
+rabbitmq.queue = "service-alpha"
+
+[service-beta]
+variables = "BETA"
+postgres.database = "beta"
+redis.keys = "beta:"
+redis.commands = ["get", "set"]
+"""
+
+
+@pytest.fixture
+def accounts_file(tmp_path: Path) -> Path:
+    path = tmp_path / "accounts.toml"
+    path.write_text(TWO_SERVICES)
+    return path
+
+
+@pytest.fixture
+def platform_env(
+    run_id: str, redis_key_prefix: str, amqp_isolation: AmqpIsolation
+) -> dict[str, str]:
+    """The names of a two-service platform of this test's own."""
+    label = uuid.uuid4().hex[:6]
+    return {
+        "ALPHA_DB_NAME": f"t_{run_id}_{label}_alpha",
+        "BETA_DB_NAME": f"t_{run_id}_{label}_beta",
+        "REDIS_KEY_PREFIX": f"{redis_key_prefix}{label}:",
+        "EVENTS_EXCHANGE": f"test.{run_id}.{label}.events",
+        "QUEUE_PREFIX": f"test.{run_id}.{label}.",
+        "LABEL": label,
+    }
+
+
+Made = tuple[dict[str, str], dict[str, str]]
+
+
+@pytest.fixture
+async def made(
+    service_accounts: RunAccounts, accounts_file: Path, platform_env: dict[str, str]
+) -> Made:
+    """(the platform's names, each service's URL variables) after the bootstrap ran."""
+    urls = await service_accounts.make(accounts_file, platform_env, platform_env["LABEL"])
+    return platform_env, urls
+
+
+async def refused(call: Callable[[], Awaitable[object]], *errors: type[BaseException]) -> str:
+    with pytest.raises(errors) as caught:
+        await call()
+    return str(caught.value)
+
+
+# ---------------------------------------------------------------------------------- PostgreSQL
+
+
+async def test_a_role_owns_its_database_migrates_it_and_opens_no_other(made: Made) -> None:
+    env, urls = made
+    alpha_db = database_url(urls["ALPHA_POSTGRES_URL"], env["ALPHA_DB_NAME"])
+    await migrate(alpha_db, SAMPLE_MIGRATIONS)
+    conn = await asyncpg.connect(alpha_db, timeout=10)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM ledger") == 2
+        assert not await conn.fetchval("SELECT rolsuper OR rolcreatedb FROM pg_roles "
+                                       "WHERE rolname = current_user")  # fmt: skip
+        await refused(
+            lambda: conn.execute('CREATE DATABASE "t_never_made"'),
+            asyncpg.InsufficientPrivilegeError,
+        )
+        await refused(
+            lambda: conn.execute('CREATE ROLE "t_never_made"'), asyncpg.InsufficientPrivilegeError
+        )
+    finally:
+        await conn.close()
+    beta_db = database_url(urls["ALPHA_POSTGRES_URL"], env["BETA_DB_NAME"])
+    message = await refused(
+        lambda: asyncpg.connect(beta_db, timeout=10), asyncpg.InsufficientPrivilegeError
+    )
+    assert "permission denied for database" in message
+
+
+async def test_the_verifier_sent_for_a_password_is_the_one_postgresql_makes(
+    postgres_url: str, run_id: str
+) -> None:
+    role = f"t_{run_id}_scram"
+    admin = await asyncpg.connect(database_url(postgres_url, "postgres"), timeout=10)
+    try:
+        await admin.execute(f"CREATE ROLE \"{role}\" PASSWORD 'pencil'")
+        await admin.execute("SET password_encryption = 'scram-sha-256'")
+        await admin.execute(f"ALTER ROLE \"{role}\" PASSWORD 'correct horse'")
+        stored = await admin.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = $1", role)
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+    salt = base64.b64decode(stored.split("$")[1].split(":")[1])
+    assert scram_sha_256("correct horse", salt=salt) == stored
+
+
+async def test_a_database_made_before_least_privilege_is_handed_over_with_what_is_in_it(
+    postgres_url: str,
+    service_accounts: RunAccounts,
+    accounts_file: Path,
+    platform_env: dict[str, str],
+) -> None:
+    database = platform_env["ALPHA_DB_NAME"]
+    admin = await asyncpg.connect(database_url(postgres_url, "postgres"), timeout=10)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    await admin.close()
+    # What a service migrated as the superuser leaves behind.
+    legacy = await asyncpg.connect(database_url(postgres_url, database), timeout=10)
+    await legacy.execute(
+        """
+        CREATE EXTENSION IF NOT EXISTS pg_trgm;
+        CREATE TYPE status AS ENUM ('PENDING');
+        CREATE TABLE items (id bigserial PRIMARY KEY, name text, state status);
+        CREATE VIEW item_names AS SELECT name FROM items;
+        CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+        CREATE TRIGGER touch BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION touch();
+        INSERT INTO items (name, state) VALUES ('kept', 'PENDING');
+        """
+    )
+    await legacy.close()
+
+    urls = await service_accounts.make(accounts_file, platform_env, platform_env["LABEL"])
+
+    conn = await asyncpg.connect(database_url(urls["ALPHA_POSTGRES_URL"], database), timeout=10)
+    try:
+        await conn.execute(
+            """
+            ALTER TYPE status ADD VALUE 'CONFIRMED';
+            ALTER TABLE items ADD COLUMN price integer;
+            CREATE OR REPLACE VIEW item_names AS SELECT name, price FROM items;
+            CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS
+                $$ BEGIN NEW.price := coalesce(NEW.price, 0); RETURN NEW; END $$;
+            INSERT INTO items (name) VALUES ('new');
+            """
+        )
+        assert await conn.fetchval("SELECT count(*) FROM items WHERE price IS NOT NULL") == 1
+        assert await conn.fetchval("SELECT similarity('kept', 'kept')") == 1.0
+    finally:
+        await conn.close()
+
+
+async def test_a_role_with_more_than_login_is_refused(
+    postgres_url: str,
+    service_accounts: RunAccounts,
+    accounts_file: Path,
+    platform_env: dict[str, str],
+    run_id: str,
+) -> None:
+    role = f"t_{run_id}_{platform_env['LABEL']}_service_alpha"
+    admin = await asyncpg.connect(database_url(postgres_url, "postgres"), timeout=10)
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+    try:
+        message = await refused(
+            lambda: service_accounts.make(accounts_file, platform_env, platform_env["LABEL"]),
+            PlanError,
+        )
+        assert "createdb" in message
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+
+
+# ---------------------------------------------------------------------------------- Redis
+
+
+async def test_a_redis_user_reaches_its_own_keys_and_commands_only(made: Made) -> None:
+    env, urls = made
+    prefix = env["REDIS_KEY_PREFIX"]
+    alpha = redis.from_url(urls["ALPHA_REDIS_URL"], driver_info=None)
+    try:
+        await alpha.set(f"{prefix}alpha:1", "mine")
+        assert await alpha.get(f"{prefix}alpha:1") == b"mine"
+        for key in (f"{prefix}beta:1", f"{prefix}other", "unprefixed"):
+            await refused(lambda key=key: alpha.get(key), NoPermissionError)
+            await refused(lambda key=key: alpha.set(key, "x"), NoPermissionError)
+        await refused(lambda: alpha.delete(f"{prefix}alpha:1"), NoPermissionError)  # not granted
+        await refused(lambda: alpha.keys("*"), NoPermissionError)
+        await refused(lambda: alpha.flushall(), NoPermissionError)
+        await refused(lambda: alpha.config_get("*"), NoPermissionError)
+        await refused(lambda: alpha.acl_list(), NoPermissionError)
+    finally:
+        await alpha.aclose()
+
+
+async def test_a_second_bootstrap_changes_nothing_but_a_new_password(
+    service_accounts: RunAccounts, made: Made, accounts_file: Path, redis_url: str
+) -> None:
+    env, urls = made
+    user = f"t_{service_accounts.run_id}_{env['LABEL']}_service_alpha"
+    rotated = {**urls, "ALPHA_REDIS_URL": with_user(redis_url, user, "rotated-password")}
+    plan = load_plan(accounts_file)
+    amqp = AmqpSettings.model_validate(
+        {"events_exchange": env["EVENTS_EXCHANGE"], "queue_prefix": env["QUEUE_PREFIX"]}
+    )
+    for variables in (urls, urls, rotated):  # twice the same, then a rotated password
+        accounts = resolve(
+            plan, {**env, **variables}, redis_key_prefix=env["REDIS_KEY_PREFIX"], amqp=amqp,
+            admins={},
+        )  # fmt: skip
+        await bootstrap(
+            accounts,
+            postgres_admin_url=service_accounts.postgres_url,
+            redis_admin_url=service_accounts.redis_url,
+            rabbitmq=service_accounts.rabbitmq,
+        )
+    old = redis.from_url(urls["ALPHA_REDIS_URL"], driver_info=None)
+    try:
+        await refused(old.ping, AuthenticationError, ResponseError)
+    finally:
+        await old.aclose()
+    new = redis.from_url(rotated["ALPHA_REDIS_URL"], driver_info=None)
+    try:
+        await new.set(f"{env['REDIS_KEY_PREFIX']}alpha:rotated", "1")
+    finally:
+        await new.aclose()
+
+
+# ---------------------------------------------------------------------------------- RabbitMQ
+
+
+async def test_a_broker_user_opens_its_vhost_with_its_password_only(made: Made) -> None:
+    _, urls = made
+    connection = await aio_pika.connect(urls["ALPHA_AMQP_URL"], timeout=10)
+    await connection.close()
+    wrong = urls["ALPHA_AMQP_URL"].replace("@", "x@", 1)  # another password
+    await refused(lambda: aio_pika.connect(wrong, timeout=10), aio_pika.exceptions.AMQPError)
+
+
+# ---------------------------------------------------------------------------------- the plan
+
+
+def resolve_two(environ: dict[str, str], accounts_file: Path) -> object:
+    return resolve(
+        load_plan(accounts_file),
+        environ,
+        redis_key_prefix="",
+        amqp=AmqpSettings.model_validate({}),
+        admins={"postgres": "admin"},
+    )
+
+
+def test_every_account_needs_credentials_of_its_own(accounts_file: Path) -> None:
+    full = {
+        "ALPHA_POSTGRES_URL": "postgresql://alpha:pw@db:5432",
+        "ALPHA_REDIS_URL": "redis://alpha:pw@cache:6379/0",
+        "ALPHA_AMQP_URL": "amqp://alpha:pw@broker:5672/",
+        "BETA_POSTGRES_URL": "postgresql://beta:pw@db:5432",
+        "BETA_REDIS_URL": "redis://beta:pw@cache:6379/0",
+    }
+    resolve_two(full, accounts_file)
+    with pytest.raises(PlanError, match="BETA_REDIS_URL"):
+        resolve_two({k: v for k, v in full.items() if k != "BETA_REDIS_URL"}, accounts_file)
+    with pytest.raises(PlanError, match="an administrator"):
+        resolve_two({**full, "BETA_POSTGRES_URL": "postgresql://admin:pw@db:5432"}, accounts_file)
+    with pytest.raises(PlanError, match="an administrator"):
+        resolve_two({**full, "BETA_REDIS_URL": "redis://default:pw@cache:6379/0"}, accounts_file)
+    with pytest.raises(PlanError, match="share the postgres user"):
+        resolve_two({**full, "BETA_POSTGRES_URL": "postgresql://alpha:pw@db:5432"}, accounts_file)
+    with pytest.raises(PlanError, match="no user and password"):
+        resolve_two({**full, "ALPHA_AMQP_URL": "amqp://broker:5672/"}, accounts_file)
+
+
+def test_the_platform_accounts_file_names_every_store_service(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    plan = {access.service: access for access in load_plan(root / "deploy/accounts/accounts.toml")}
+    assert {name: access.stores() for name, access in plan.items()} == {
+        "service-user": ("postgres", "redis"),
+        "service-product": ("postgres", "redis", "rabbitmq"),
+        "service-cart": ("redis", "rabbitmq"),
+        "service-order": ("postgres", "rabbitmq"),
+    }
+
+
+# ---------------------------------------------------------------------------------- the command
+
+
+async def test_the_command_makes_development_credentials_once_and_can_run_again(
+    tmp_path: Path,
+    service_accounts: RunAccounts,
+    platform_env: dict[str, str],
+    postgres_url: str,
+    redis_url: str,
+    amqp_url: str,
+    run_id: str,
+) -> None:
+    service = f"t-{run_id}-{platform_env['LABEL']}-gamma"
+    accounts_file = tmp_path / "accounts.toml"
+    accounts_file.write_text(
+        f'["{service}"]\nvariables = "GAMMA"\npostgres.database = "{service}"\n'
+        'redis.keys = "gamma:"\nredis.commands = ["get"]\nrabbitmq.queue = "gamma"\n'
+    )
+    credentials = tmp_path / "var" / "dev-accounts.env"
+    env = {
+        **os.environ,
+        "POSTGRES_URL": postgres_url,
+        "REDIS_URL": redis_url,
+        "AMQP_URL": amqp_url,
+        "RABBITMQ_ADMIN_URL": os.environ.get("RABBITMQ_ADMIN_URL", "rabbitmqctl"),
+        "ACCOUNTS_FILE": str(accounts_file),
+        **{k: v for k, v in platform_env.items() if k != "LABEL"},
+    }
+
+    async def run() -> str:
+        command = [sys.executable, "-m", "chassis.accounts.bootstrap"]
+        process = await asyncio.create_subprocess_exec(
+            *command, "--dev-credentials", str(credentials),
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, err.decode()
+        return out.decode()
+
+    try:
+        first = await run()
+        made_once = read_env_file(credentials)
+        assert set(made_once) == {"GAMMA_POSTGRES_URL", "GAMMA_REDIS_URL", "GAMMA_AMQP_URL"}
+        assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+        assert "dev_credentials_made" in first
+        second = await run()
+        assert read_env_file(credentials) == made_once
+        assert "dev_credentials_made" not in second
+        assert "bootstrap_done" in second
+        for secret in made_once.values():
+            password = secret.split("@")[0].rsplit(":", 1)[1]
+            assert password not in first + second, "a password reached the log"
+    finally:
+        # Removed with the run's other accounts.
+        made = resolve(
+            load_plan(accounts_file),
+            {**env, **read_env_file(credentials)},
+            redis_key_prefix="",
+            amqp=AmqpSettings.model_validate({}),
+            admins={},
+        )
+        service_accounts.made.append(made)
+
+
+def test_rabbitmq_admin_is_the_management_api_or_rabbitmqctl() -> None:
+    assert RabbitmqAdmin("http://admin:pw@broker:15672").admin_user == "admin"
+    assert RabbitmqAdmin("rabbitmqctl").admin_user is None
+    with pytest.raises(PlanError, match="RABBITMQ_ADMIN_URL"):
+        RabbitmqAdmin("amqp://guest:guest@broker:5672/")
