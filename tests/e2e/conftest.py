@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
@@ -442,6 +443,20 @@ async def fault_platform(
             )
             platform.stop_all()
             platform.save_logs("faults")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under xdist, a worker hands its memory readings to the controller, which prints them."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["memory_readings"] = json.dumps(MEMORY_READINGS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    readings = getattr(node, "workeroutput", {}).get("memory_readings")
+    for label, moment, sizes in json.loads(readings or "[]"):
+        MEMORY_READINGS.append((label, moment, sizes))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
