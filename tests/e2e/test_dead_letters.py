@@ -29,7 +29,8 @@ from ecommerce.events.v1 import events_pb2
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, FaultPlatform, Platform
 from .shop import Admin, Shopper, login, new_shopper
 
-pytestmark = pytest.mark.slow
+# A stream through a fault takes one to two minutes, more on a loaded 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 ORDER_CONFIRMED = "ecommerce.events.v1.OrderConfirmed"
 
 

@@ -24,7 +24,8 @@ from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, SAGA_TIMEOUT_SECONDS, FaultPl
 from .faults import Stream, pg_ctlcluster, rabbitmqctl
 from .shop import Admin, login, new_shopper
 
-pytestmark = pytest.mark.slow
+# A stream through a fault takes one to two minutes, more on a loaded 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ from .faults import (
 )
 from .shop import Admin, Shopper, login, new_shopper
 
-pytestmark = pytest.mark.slow
+# A stream through a fault takes one to two minutes, more on a loaded 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 # Shoppers per round of requests: each makes six calls, the anonymous and admin routes the rest.
 SHOPPERS = 6

@@ -134,7 +134,12 @@ def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Response:
     code = error.code()
     status = HTTP_STATUS_BY_GRPC_CODE.get(code, 500)
     if code not in _TRUSTED_DETAIL_CODES:
-        log.warning("upstream_call_failed", grpc_code=code.name, http_status=status)
+        log.warning(
+            "upstream_call_failed",
+            grpc_code=code.name,
+            http_status=status,
+            upstream_detail=str(error.details()),
+        )
         return problem_response(status, _FIXED_DETAIL.get(status, "internal error"))
     detail = error.details() or HTTPStatus(status).phrase
     if status == 422:
