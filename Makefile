@@ -7,7 +7,7 @@ BUF = npx --yes @bufbuild/buf@$(BUF_VERSION)
 PROTO_RELEASES = proto-definitions/releases
 PROTO_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' proto-definitions/pyproject.toml)
 
-.PHONY: help install test test-quick lint format proto proto-check proto-lint proto-release dev seed bootstrap profile compose-validate check-images k8s-validate k8s-local-secrets clean
+.PHONY: help install test test-quick lint bench bench-smoke load format proto proto-check proto-lint proto-release dev seed bootstrap profile compose-validate check-images k8s-validate k8s-local-secrets clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ help: ## list the targets
 install: ## install every package and tool from the lock file
 	$(UV) sync --frozen
 
-# The suite runs on xdist workers (pyproject addopts: -n 4, grouped by what tests share; see the
+# The suite runs on xdist workers (pyproject addopts: -n auto, at most 4 as the PostgreSQL server has room for, grouped by what tests share; see the
 # root conftest.py); tests that stop a server every run shares (`serial`, gated by their own
 # variables) run after it, alone. Exit code 5 (nothing collected) is not a failure there.
 test: install ## run the whole test suite against the servers named in the environment
@@ -53,6 +53,28 @@ proto-release: ## when a release is cut: keep the image of its protos (version f
 	@image=$(PROTO_RELEASES)/v$(PROTO_VERSION).binpb; \
 	  if [ -e "$$image" ]; then echo "$$image exists: a released image never changes (bump the version first)"; exit 1; fi; \
 	  cd proto-definitions && $(BUF) build --exclude-source-info -o "../$$image" && echo "wrote $$image: commit it"
+
+bench: install ## run every benchmark at its full size and write the tables to bench/RESULTS.md (~15 min; run on a quiet machine)
+	$(UV) run python bench/run_benchmarks.py --output bench/RESULTS.md
+
+BENCH_SMOKE_OUTPUT ?= var/bench-smoke.md
+bench-smoke: install ## run every benchmark for a few seconds (CI: a broken script fails; figures mean nothing)
+	@mkdir -p $(dir $(BENCH_SMOKE_OUTPUT))
+	$(UV) run python bench/run_benchmarks.py --smoke --output $(BENCH_SMOKE_OUTPUT)
+
+# The load generator against a running platform (`make dev` in another terminal, or compose).
+LOAD_URL ?= http://127.0.0.1:8080
+LOAD_USERS ?= 50
+LOAD_SPAWN_RATE ?= 10
+LOAD_RUN_TIME ?= 2m
+LOAD_MIX ?= shop
+export LOAD_MIX
+load: ## locust headless against LOAD_URL (LOAD_USERS, LOAD_RUN_TIME, LOAD_MIX): summary here, HTML report in var/load/
+	@mkdir -p var/load
+	$(UV) run --frozen --project loadgenerator locust -f loadgenerator/locustfile.py --headless \
+	  --host $(LOAD_URL) --users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --run-time $(LOAD_RUN_TIME) \
+	  --only-summary --html var/load/report.html --csv var/load/locust
+	@echo "HTML report: var/load/report.html; CSV: var/load/locust_*.csv"
 
 # Each service's own credentials for `make dev` (made by the first `make bootstrap`, git-ignored);
 # honcho reads them after .env, and the Procfile hands each line its own URLs.

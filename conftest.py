@@ -8,11 +8,46 @@ they start at once instead of lengthening the tail of the run.
 
 Tests that stop or restart a server the whole machine shares are marked `serial`: `make test` runs
 them alone, after the parallel part (they are also gated by their own variables).
+
+How many workers (`-n auto`): up to 4, fewer when the PostgreSQL server cannot hold 4 workers'
+connections. A worker keeps the services its session fixtures started (a platform of five
+processes, the upstreams of a service's suite) until it ends, about 35 PostgreSQL connections at
+its peak; the server's default `max_connections` of 100 gives 2 workers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+
+import asyncpg
 import pytest
+
+from chassis.postgres import database_url
+
+MAX_WORKERS = 4
+CONNECTIONS_PER_WORKER = 35
+CONNECTIONS_KEPT_FREE = 15  # the serial tests, psql sessions, the server's reserved slots
+
+
+async def _max_connections(url: str) -> int:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        return int(await conn.fetchval("SHOW max_connections"))
+    finally:
+        await conn.close()
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: as many workers as the PostgreSQL server named by POSTGRES_URL has room for."""
+    url = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+    try:
+        limit = asyncio.run(_max_connections(database_url(url, "postgres")))
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return 2  # no server to ask yet (testcontainers starts one per worker): stay modest
+    room = (limit - CONNECTIONS_KEPT_FREE) // CONNECTIONS_PER_WORKER
+    return max(1, min(MAX_WORKERS, room))
+
 
 SHARED_SERVER_MARKERS = ("broker_restart", "postgres_restart", "redis_restart")
 # Group name -> rank in the collection order (lower starts first); unlisted groups come after.

@@ -6,6 +6,10 @@ large-token  HOST:PORT [--mb 16] [--seconds 5]
 login-burst  HOST:PORT PID [--logins 30]
     Concurrent Login calls with new emails (each from its own x-client-address) straight to
     service-user; codes, latency, and the process's resident memory before and at its peak.
+platform     [--mb 16] [--seconds 5] [--logins 50]
+    Both, against a service-user and a gateway this script starts (databases, Redis prefix of
+    its own, removed at the end), printed as a Markdown table: /healthz under attack against
+    /healthz idle (its ceiling), and the login burst.
 """
 
 from __future__ import annotations
@@ -13,17 +17,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import os
+import shutil
 import socket
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
+import asyncpg
 import grpc
 
+from chassis.postgres import database_url, ensure_database
+from chassis.testing.process import ServiceProcess, free_port
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 
 
@@ -55,7 +65,10 @@ def describe(latencies: list[float]) -> str:
     return f"median {statistics.median(ms):7.1f} ms  p99 {p99:7.1f} ms  max {ms[-1]:7.1f} ms"
 
 
-def large_token(address: str, megabytes: int, seconds: float) -> None:
+def large_token_latencies(
+    address: str, megabytes: int, seconds: float
+) -> tuple[list[float], list[float]]:
+    """/healthz latencies idle, then while 4 connections send large tokens."""
     host, port = address.rsplit(":", 1)
     token = b"eyJhbGciOiJFZERTQSIsImtpZCI6ImsifQ." + b"A" * (megabytes << 20) + b".AAAA"
     request = (
@@ -71,6 +84,11 @@ def large_token(address: str, megabytes: int, seconds: float) -> None:
     attacked = healthz(host, int(port), until)
     for thread in threads:
         thread.join()
+    return idle, attacked
+
+
+def large_token(address: str, megabytes: int, seconds: float) -> None:
+    idle, attacked = large_token_latencies(address, megabytes, seconds)
     print(f"/healthz idle                      {describe(idle)}")
     print(f"/healthz under 4 x {megabytes:>2} MB tokens     {describe(attacked)}")
 
@@ -82,8 +100,8 @@ def memory_kib(pid: int, field: str) -> int:
     raise LookupError(field)
 
 
-async def login_burst(address: str, pid: int, logins: int) -> None:
-    rss_before = memory_kib(pid, "VmRSS")
+async def burst(address: str, logins: int) -> list[tuple[str, float]]:
+    """Concurrent logins with new emails, each from its own client address: (code, seconds)."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = user_pb2_grpc.UserServiceStub(channel)
 
@@ -98,12 +116,112 @@ async def login_burst(address: str, pid: int, logins: int) -> None:
                 code = error.code().name
             return code, time.perf_counter() - started
 
-        results = await asyncio.gather(*(one(n) for n in range(logins)))
+        return list(await asyncio.gather(*(one(n) for n in range(logins))))
+
+
+async def login_burst(address: str, pid: int, logins: int) -> None:
+    rss_before = memory_kib(pid, "VmRSS")
+    results = await burst(address, logins)
     peak = memory_kib(pid, "VmHWM")
     for code, count in sorted(Counter(code for code, _ in results).items()):
         times = [t for c, t in results if c == code]
         print(f"{code:18} {count:4}  median {statistics.median(times) * 1000:7.1f} ms")
     print(f"RSS before {rss_before / 1024:6.0f} MiB, peak {peak / 1024:6.0f} MiB")
+
+
+async def on_own_platform(megabytes: int, seconds: float, logins: int) -> None:
+    """Start service-user (default argon2 cost) and a gateway, measure both scenarios, print."""
+    run = uuid.uuid4().hex[:8]
+    server = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+    database = f"bench_{run}_users"
+    await ensure_database(server, database)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-abuse-"))
+    user_port, gateway_port = free_port(), free_port()
+    bin_dir = Path(sys.executable).parent
+    users = ServiceProcess(
+        [str(bin_dir / "service-user")],
+        name="service-user",
+        env={
+            "POSTGRES_URL": server,
+            "USER_DB_NAME": database,
+            "USER_GRPC_PORT": str(user_port),
+            "USER_METRICS_PORT": "0",
+            "REDIS_KEY_PREFIX": f"bench:{run}:users:",
+            "JWT_PRIVATE_KEY_FILE": str(workdir / "jwt.pem"),
+        },
+    )
+    gateway = ServiceProcess(
+        [str(bin_dir / "api-gateway")],
+        name="api-gateway",
+        env={
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(gateway_port),
+            "GATEWAY_METRICS_PORT": "0",
+            "USER_SERVICE_ADDR": "",  # the large token never needs an upstream
+            "PRODUCT_SERVICE_ADDR": "",
+            "CART_SERVICE_ADDR": "",
+            "ORDER_SERVICE_ADDR": "",
+        },
+    )
+    try:
+        users.start()
+        gateway.start()
+        await users.wait_serving(f"127.0.0.1:{user_port}", 120)
+        for _ in range(600):
+            try:
+                if http_ok(f"127.0.0.1:{gateway_port}"):
+                    break
+            except OSError:
+                await asyncio.sleep(0.1)
+        idle, attacked = await asyncio.to_thread(
+            large_token_latencies, f"127.0.0.1:{gateway_port}", megabytes, seconds
+        )
+        gateway_rss = memory_kib(gateway.pid, "VmRSS") / 1024
+        rss_before = memory_kib(users.pid, "VmRSS") / 1024
+        results = await burst(f"127.0.0.1:{user_port}", logins)
+        peak = memory_kib(users.pid, "VmHWM") / 1024
+    finally:
+        users.stop()
+        gateway.stop()
+        await drop_database(server, database)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"### Abuse (`bench/abuse/bench_abuse.py platform`), {time.strftime('%Y-%m-%d %H:%M')}\n")
+    print("| scenario | median ms | p99 ms | ceiling | ratio |\n| --- | ---: | ---: | --- | ---: |")
+    idle_ms, attacked_ms = percentiles(idle), percentiles(attacked)
+    print(f"| /healthz idle | {idle_ms[0]:.1f} | {idle_ms[1]:.1f} | - | - |")
+    print(
+        f"| /healthz under 4 connections of {megabytes} MB tokens | {attacked_ms[0]:.1f} "
+        f"| {attacked_ms[1]:.1f} | idle: {idle_ms[0]:.1f} ms | {attacked_ms[0] / idle_ms[0]:.1f}x |"
+    )
+    codes = Counter(code for code, _ in results)
+    medians = {code: statistics.median(t for c, t in results if c == code) for code in codes}
+    answers = ", ".join(
+        f"{count} x {code} (median {medians[code] * 1000:.0f} ms)"
+        for code, count in sorted(codes.items())
+    )
+    print(f"\n- {logins} concurrent logins with new emails (argon2 at its default cost): {answers}")
+    print(f"- service-user resident memory {rss_before:.0f} MiB before, {peak:.0f} MiB at peak")
+    print(f"- gateway resident memory after the large tokens: {gateway_rss:.0f} MiB")
+
+
+def http_ok(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=2)
+    connection.request("GET", "/healthz")
+    return connection.getresponse().status == 200
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    ms = sorted(value * 1000 for value in latencies)
+    return statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+
+
+async def drop_database(server: str, name: str) -> None:
+    conn = await asyncpg.connect(database_url(server, "postgres"), timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 def main() -> None:
@@ -115,13 +233,19 @@ def main() -> None:
     token.add_argument("address")
     token.add_argument("--mb", type=int, default=16)
     token.add_argument("--seconds", type=float, default=5.0)
-    burst = commands.add_parser("login-burst")
-    burst.add_argument("address")
-    burst.add_argument("pid", type=int)
-    burst.add_argument("--logins", type=int, default=30)
+    bursting = commands.add_parser("login-burst")
+    bursting.add_argument("address")
+    bursting.add_argument("pid", type=int)
+    bursting.add_argument("--logins", type=int, default=30)
+    platform = commands.add_parser("platform")
+    platform.add_argument("--mb", type=int, default=16)
+    platform.add_argument("--seconds", type=float, default=5.0)
+    platform.add_argument("--logins", type=int, default=50)
     args = parser.parse_args()
     if args.command == "large-token":
         large_token(args.address, args.mb, args.seconds)
+    elif args.command == "platform":
+        asyncio.run(on_own_platform(args.mb, args.seconds, args.logins))
     else:
         asyncio.run(login_burst(args.address, args.pid, args.logins))
     sys.stdout.flush()

@@ -1,9 +1,16 @@
-"""Gateway benchmark: login and /users/me (argon2 cost included), GET /api/v1/products/{id}
-with a hot micro-cache, and a bare FastAPI endpoint served the same way, with the ratio.
+"""Gateway benchmark: each route next to its ceiling, served the same way, with the ratios.
 
-Starts service-user, service-product and the gateway as local processes against the Postgres
-and Redis named by POSTGRES_URL / REDIS_URL (localhost defaults), in databases `bench_<id>_*`
-dropped at the end. Needs `wrk` (Debian: apt-get install -y wrk). Prints figures, asserts nothing.
+- POST /api/v1/login (argon2 at service-user's default cost), each request from its own client
+  address (X-Forwarded-For from 127.0.0.1, which this gateway trusts), so the per-client login
+  limit sees a population of shoppers;
+- GET /api/v1/users/me against FastAPI calling a grpc.aio echo of GetUser (`bare_app.py`,
+  `echo_upstream.py`);
+- GET /api/v1/products/{id} with a hot micro-cache against a bare FastAPI endpoint of its shape.
+
+Starts service-user, service-product and the gateway as local processes against POSTGRES_URL /
+REDIS_URL / AMQP_URL (localhost defaults), in databases `bench_<id>_*`, a Redis prefix and an
+exchange of their own, removed at the end. Needs `wrk` (Debian: apt-get install -y wrk). Prints a
+Markdown table, asserts nothing.
 
     uv run python bench/gateway/bench_gateway.py --duration 10 --runs 3 --connections 64
 """
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -24,6 +32,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import aio_pika
 import asyncpg
 import httpx
 
@@ -100,17 +109,64 @@ async def wait_http(url: str, process: ServiceProcess) -> None:
     raise TimeoutError(url)
 
 
-def row(name: str, result: WrkResult) -> str:
-    return (
-        f"| {name} | {result.requests_per_second:,.0f} | {result.p50_ms:.2f} | "
-        f"{result.p99_ms:.2f} | {result.non_2xx} |"
-    )
+LOGIN_LUA = """
+-- Every login from its own client address (X-Forwarded-For from 127.0.0.1, a trusted proxy),
+-- as a population of shoppers would: the per-client login limit sees many clients, not one.
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+init = function(args)
+  count = 0
+end
+request = function()
+  count = count + 1
+  local address = "127." .. id .. "." .. (math.floor(count / 250) % 250) .. "." .. (count % 250 + 1)
+  local headers = {["Content-Type"] = "application/json", ["X-Forwarded-For"] = address}
+  return wrk.format("POST", nil, headers, BODY)
+end
+"""
+
+
+def row(name: str, result: WrkResult, ceiling: WrkResult | None = None, label: str = "") -> str:
+    """One table row; with a ceiling, its figures and the ratios to them."""
+    cells = [
+        name,
+        f"{result.requests_per_second:,.0f}",
+        f"{result.p50_ms:.1f}",
+        f"{result.p99_ms:.1f}",
+        str(result.non_2xx),
+    ]
+    if ceiling is None:
+        cells += ["-", "-", "-"]
+    else:
+        cells += [
+            f"{label}: {ceiling.requests_per_second:,.0f} req/s, p99 {ceiling.p99_ms:.1f} ms",
+            f"{result.requests_per_second / ceiling.requests_per_second:.0%}",
+            f"{result.p99_ms / ceiling.p99_ms:.1f}x",
+        ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def product_env(
+    run: str, common: dict[str, str], database: str, port: int, user_port: int
+) -> dict[str, str]:
+    return {
+        **common,
+        "PRODUCT_DB_NAME": database,
+        "PRODUCT_GRPC_PORT": str(port),
+        "PRODUCT_METRICS_PORT": "0",
+        "REDIS_KEY_PREFIX": f"bench:{run}:products:",
+        # service-product verifies admin tokens against service-user's keys.
+        "USER_SERVICE_ADDR": f"127.0.0.1:{user_port}",
+    }
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--runs", type=int, default=3, help="runs of the product comparison")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each comparison (median)")
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -118,13 +174,21 @@ async def main() -> None:
 
     server = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     run = uuid.uuid4().hex[:8]
+    load_before = os.getloadavg()
     databases = [f"bench_{run}_users", f"bench_{run}_products"]
     for name in databases:
         await ensure_database(server, name)
     workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    user_port, product_port, gw_port, bare_port = (free_port() for _ in range(4))
-    common = {"POSTGRES_URL": server, "REDIS_URL": redis_url}
+    user_port, product_port, gw_port, bare_port, echo_port = (free_port() for _ in range(5))
+    common = {
+        "POSTGRES_URL": server,
+        "REDIS_URL": redis_url,
+        "AMQP_URL": amqp_url,
+        "EVENTS_EXCHANGE": f"bench.{run}.events",
+        "QUEUE_PREFIX": f"bench.{run}.",
+    }
     processes = [
         ServiceProcess(
             [str(BIN / "service-user")],
@@ -144,13 +208,7 @@ async def main() -> None:
         ServiceProcess(
             [str(BIN / "service-product")],
             name="service-product",
-            env={
-                **common,
-                "PRODUCT_DB_NAME": databases[1],
-                "PRODUCT_GRPC_PORT": str(product_port),
-                "PRODUCT_METRICS_PORT": "0",
-                "REDIS_KEY_PREFIX": f"bench:{run}:products:",
-            },
+            env=product_env(run, common, databases[1], product_port, user_port),
         ),
         ServiceProcess(
             [str(BIN / "api-gateway")],
@@ -159,11 +217,16 @@ async def main() -> None:
                 **common,
                 "GATEWAY_HOST": "127.0.0.1",
                 "GATEWAY_PORT": str(gw_port),
+                "GATEWAY_METRICS_PORT": "0",
+                "GATEWAY_TRUSTED_PROXIES": "127.0.0.1",  # the login script's X-Forwarded-For
                 "USER_SERVICE_ADDR": f"127.0.0.1:{user_port}",
                 "PRODUCT_SERVICE_ADDR": f"127.0.0.1:{product_port}",
                 "CART_SERVICE_ADDR": "",
                 "ORDER_SERVICE_ADDR": "",
             },
+        ),
+        ServiceProcess(
+            [sys.executable, str(HERE / "echo_upstream.py"), str(echo_port)], name="echo"
         ),
         ServiceProcess(
             [
@@ -176,100 +239,126 @@ async def main() -> None:
                 *UVICORN_FLAGS,
             ],
             cwd=str(HERE),
+            env={"BARE_ECHO_ADDR": f"127.0.0.1:{echo_port}"},
             name="bare",
         ),
     ]
-    gateway = f"http://127.0.0.1:{gw_port}"
+    gateway, bare = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{bare_port}"
     try:
         for process in processes:
             process.start()
         await processes[0].wait_serving(f"127.0.0.1:{user_port}", 120)
         await processes[1].wait_serving(f"127.0.0.1:{product_port}", 120)
         await wait_http(gateway + "/readyz", processes[2])
-        await wait_http(f"http://127.0.0.1:{bare_port}/docs", processes[3])
+        await wait_http(f"{bare}/docs", processes[4])
 
         async with httpx.AsyncClient(base_url=gateway, timeout=30) as api:
             email, password = f"bench.{run}@example.com", "bench-password-1"
-            await api.post(
+            registered = await api.post(
                 "/api/v1/register",
                 json={"email": email, "password": password, "full_name": "Bench"},
             )
-            token = (
-                await api.post("/api/v1/login", json={"email": email, "password": password})
-            ).json()["access_token"]
-            admin = (
-                await api.post(
-                    "/api/v1/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
-                )
-            ).json()["access_token"]
-            product = (
-                await api.post(
-                    "/api/v1/products",
-                    headers={"Authorization": f"Bearer {admin}"},
-                    json={
-                        "sku": f"BENCH-{run}",
-                        "name": "Bench lamp",
-                        "price_cents": 1999,
-                        "stock": 42,
-                        "description": "A product body of realistic size.",
-                    },
-                )
-            ).json()
+            registered.raise_for_status()
+            token = await login(api, email, password)
+            admin = await login(api, ADMIN_EMAIL, ADMIN_PASSWORD)
+            created = await api.post(
+                "/api/v1/products",
+                headers={"Authorization": f"Bearer {admin}"},
+                json={
+                    "sku": f"BENCH-{run}",
+                    "name": "Bench lamp",
+                    "price_cents": 1999,
+                    "stock": 42,
+                    "description": "A product body of realistic size.",
+                },
+            )
+            created.raise_for_status()
+            product = created.json()
 
         login_lua = workdir / "login.lua"
-        login_lua.write_text(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.body = \'{{"email": "{email}", "password": "{password}"}}\'\n'
-        )
-        d, c = args.duration, args.connections
-        print(
-            f"wrk -t2 -c{c} -d{d}s; uvicorn {' '.join(UVICORN_FLAGS)}; "
-            f"argon2id t={ARGON2['ARGON2_TIME_COST']} m={ARGON2['ARGON2_MEMORY_COST_KIB']}KiB "
-            f"p={ARGON2['ARGON2_PARALLELISM']}; load average {os.getloadavg()[0]:.1f}"
-        )
-        print(
-            "| scenario | req/s | p50 ms | p99 ms | non-2xx |\n| --- | ---: | ---: | ---: | ---: |"
-        )
-        print(
-            row(
-                "POST /api/v1/login (4 conns)",
-                run_wrk(gateway + "/api/v1/login", duration=d, connections=4, script=login_lua),
-            ),
-            flush=True,
-        )
-        print(
-            row(
-                "GET /api/v1/users/me",
-                run_wrk(
-                    gateway + "/api/v1/users/me",
-                    duration=d,
-                    connections=c,
-                    headers={"Authorization": f"Bearer {token}"},
-                ),
-            ),
-            flush=True,
-        )
-        product_url = f"/api/v1/products/{product['id']}"
-        ours, bare = [], []
-        for _ in range(args.runs):
-            ours.append(run_wrk(gateway + product_url, duration=d, connections=c))
-            bare.append(
-                run_wrk(f"http://127.0.0.1:{bare_port}{product_url}", duration=d, connections=c)
-            )
-        gw, ceiling = median_of(ours), median_of(bare)
-        print(row(f"GET /api/v1/products/{{id}}, hot cache (median of {args.runs})", gw))
-        print(row(f"bare FastAPI, same uvicorn flags (median of {args.runs})", ceiling))
-        print(f"\ngateway / bare = {gw.requests_per_second / ceiling.requests_per_second:.0%}")
+        body = json.dumps({"email": email, "password": password})
+        login_lua.write_text(f"BODY = {json.dumps(body)}\n{LOGIN_LUA}")
+        d, c, n = args.duration, args.connections, args.runs
+        auth = {"Authorization": f"Bearer {token}"}
+        me_url, product_url = "/api/v1/users/me", f"/api/v1/products/{product['id']}"
+
+        def median_pair(
+            ours_url: str, ceiling_url: str, headers: dict[str, str]
+        ) -> tuple[WrkResult, WrkResult]:
+            ours, ceiling = [], []
+            for _ in range(n):  # interleaved, so drift on the shared machine hits both alike
+                ours.append(run_wrk(ours_url, duration=d, connections=c, headers=headers))
+                ceiling.append(run_wrk(ceiling_url, duration=d, connections=c, headers=headers))
+            return median_of(ours), median_of(ceiling)
+
+        logins = run_wrk(gateway + "/api/v1/login", duration=d, connections=4, script=login_lua)
+        me, echo = median_pair(gateway + me_url, bare + me_url, auth)
+        hot, bare_product = median_pair(gateway + product_url, bare + product_url, {})
+        load_after = os.getloadavg()
     finally:
         for process in processes:
             process.stop()
-        connection = await asyncpg.connect(database_url(server, "postgres"), timeout=10)
-        try:
-            for name in databases:
-                await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
+        await cleanup(server, databases, amqp_url, common)
         shutil.rmtree(workdir, ignore_errors=True)
+
+    print(f"### Gateway (`bench/gateway/bench_gateway.py`), {time.strftime('%Y-%m-%d %H:%M')}\n")
+    print(
+        f"wrk -t2 -c{c} -d{d}s --latency (login: 4 connections), median of {n} interleaved runs "
+        f"per comparison; uvicorn {' '.join(UVICORN_FLAGS)}; argon2id "
+        f"t={ARGON2['ARGON2_TIME_COST']} m={ARGON2['ARGON2_MEMORY_COST_KIB']}KiB "
+        f"p={ARGON2['ARGON2_PARALLELISM']}; load average (1/5/15 min) before "
+        f"{' / '.join(f'{v:.2f}' for v in load_before)}, after "
+        f"{' / '.join(f'{v:.2f}' for v in load_after)}.\n"
+    )
+    print(
+        "| scenario | req/s | p50 ms | p99 ms | non-2xx | ceiling | req/s ratio | p99 ratio |\n"
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
+    )
+    print(row("POST /api/v1/login, each request its own client address", logins))
+    print(
+        row(
+            "GET /api/v1/users/me (JWT, 1 gRPC hop, service-user, PostgreSQL)",
+            me,
+            echo,
+            "FastAPI to grpc.aio echo",
+        )
+    )
+    print(row("GET /api/v1/products/{id}, hot micro-cache", hot, bare_product, "bare FastAPI"))
+    print(row("ceiling: FastAPI to grpc.aio echo, same uvicorn flags", echo))
+    print(row("ceiling: bare FastAPI, same uvicorn flags", bare_product))
+    print(
+        "\nGoals: product GET at least 80% of bare FastAPI with p99 at most 2x; /users/me at "
+        "least 70% of the FastAPI to grpc.aio echo."
+    )
+
+
+async def login(api: httpx.AsyncClient, email: str, password: str) -> str:
+    reply = await api.post("/api/v1/login", json={"email": email, "password": password})
+    reply.raise_for_status()
+    token: str = reply.json()["access_token"]
+    return token
+
+
+async def cleanup(server: str, databases: list[str], amqp_url: str, common: dict[str, str]) -> None:
+    """Drop the databases, and the exchange and queues service-product declared."""
+    connection = await asyncpg.connect(database_url(server, "postgres"), timeout=10)
+    try:
+        for name in databases:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+    broker = await aio_pika.connect(amqp_url, timeout=10)
+    async with broker:
+        channel = await broker.channel()
+        exchange, prefix = common["EVENTS_EXCHANGE"], common["QUEUE_PREFIX"]
+        for queue in (
+            f"{prefix}service-product",
+            f"{prefix}service-product.dlq",
+            f"{exchange}.unrouted",
+        ):
+            await channel.queue_delete(queue)
+        for name in (exchange, f"{exchange}.dlx", f"{exchange}.unrouted"):
+            await channel.exchange_delete(name)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,48 @@ async def bench_consumer(
     return len(deliveries) / elapsed, int(await pool.fetchval("SELECT count(*) FROM effects"))
 
 
+async def publish_ceiling(broker: Broker, events: int) -> float:
+    """Events/s of publishing with confirms alone (pipelined, as the relay does), no database."""
+    messages = [order_created() for _ in range(events)]
+    started = time.perf_counter()
+    await asyncio.gather(*(broker.publish(e) for e in messages))
+    return events / (time.perf_counter() - started)
+
+
+async def consume_ceiling(
+    broker: Broker, settings: AmqpSettings, events: int, prefetch: int
+) -> float:
+    """Deliveries/s of consuming a quorum queue with a manual ack each, no database."""
+    channel = await broker.connection.channel()
+    name = f"{settings.queue_prefix}ceiling"
+    queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+    body = order_created().SerializeToString()
+    publisher = await broker.connection.channel(publisher_confirms=True)
+    await asyncio.gather(
+        *(publisher.default_exchange.publish(aio_pika.Message(body), name) for _ in range(events))
+    )
+    await publisher.close()
+    await channel.set_qos(prefetch_count=prefetch)
+    done = asyncio.Event()
+    seen = 0
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal seen
+        await message.ack()
+        seen += 1
+        if seen >= events:
+            done.set()
+
+    started = time.perf_counter()
+    tag = await queue.consume(on_message)
+    await done.wait()
+    elapsed = time.perf_counter() - started
+    await queue.cancel(tag)
+    await channel.queue_delete(name)
+    await channel.close()
+    return events / elapsed
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=5000)
@@ -167,9 +209,11 @@ async def main() -> None:
     )
     broker = Broker(settings, "bench-outbox")
     await broker.connect()
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, float, str]] = []
     created: list[str] = []
     try:
+        publishing = await publish_ceiling(broker, args.events)
+        consuming = await consume_ceiling(broker, settings, args.events, args.prefetch)
         for relays in args.relays:
             for mode, bench in (("drain", bench_relay_drain), ("live", bench_relay_live)):
                 name = f"bench_{run}_{mode}_{relays}"
@@ -180,7 +224,7 @@ async def main() -> None:
                     await pool.execute(OUTBOX_DDL)
                     rate = await bench(url, pool, broker, args.events, relays)
                 label = f"outbox {mode}, {relays} relay(s), {args.events} events"
-                rows.append((label, f"{rate:,.0f}"))
+                rows.append((label, rate, "publish with confirms"))
 
         name = f"bench_{run}_inbox"
         await ensure_database(POSTGRES_URL, name)
@@ -192,21 +236,32 @@ async def main() -> None:
             (
                 f"consumer + inbox, prefetch {args.prefetch}, {args.events} deliveries"
                 f" ({effects} unique effects)",
-                f"{rate:,.0f}",
+                rate,
+                "consume with ack",
             )
         )
     finally:
         await cleanup(broker, settings, created)
 
-    width = max(len(label) for label, _ in rows)
-    print(f"{'scenario':<{width}}  events/s")
-    for label, rate in rows:
-        print(f"{label:<{width}}  {rate:>8}")
+    ceilings = {"publish with confirms": publishing, "consume with ack": consuming}
+    print(
+        f"### Outbox and inbox (`bench/outbox/bench_outbox.py`), {time.strftime('%Y-%m-%d %H:%M')}"
+    )
+    print(
+        "\nCeilings measured in the same run on the same broker, no database: publishing the same"
+        " events with confirms (pipelined, as the relay does), and consuming a quorum queue with"
+        f" a manual ack each (prefetch {args.prefetch}).\n"
+    )
+    print("| scenario | events/s | ceiling | ratio |\n| --- | ---: | --- | ---: |")
+    for label, rate, ceiling in rows:
+        best = ceilings[ceiling]
+        print(f"| {label} | {rate:,.0f} | {ceiling}: {best:,.0f}/s | {rate / best:.0%} |")
 
 
 async def cleanup(broker: Broker, settings: AmqpSettings, databases: list[str]) -> None:
     channel = await broker.connection.channel()
-    for queue in (f"{settings.queue_prefix}bench", f"{settings.queue_prefix}bench.dlq"):
+    queues = ("bench", "bench.dlq", "ceiling")
+    for queue in (f"{settings.queue_prefix}{name}" for name in queues):
         with contextlib.suppress(aio_pika.exceptions.AMQPError):
             await channel.queue_delete(queue)
     exchanges = [settings.events_exchange, f"{settings.events_exchange}.dlx"]

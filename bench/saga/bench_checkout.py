@@ -1,16 +1,20 @@
-"""Checkout saga benchmark: sustained checkouts per second that reach CONFIRMED, and the latency
-from `POST /api/v1/checkout` to the `order.confirmed` event, at full rate and at half of it, with
-the PostgreSQL transactions and broker messages each checkout costs.
+"""Checkout saga benchmark: sustained checkouts per second that reach CONFIRMED, next to the
+floor (what a checkout costs the infrastructure alone), with latency, failures and the CPU of
+every process per checkout, all taken from one steady-state window per scenario.
 
-Starts the five processes of the root Procfile (honcho, one per line) against POSTGRES_URL /
-REDIS_URL / AMQP_URL (localhost defaults), in databases `bench_<id>_*`, a Redis prefix and an
-exchange of its own, all removed at the end. Prints figures, asserts nothing.
+Runs the floor (`floor.py`), then starts the five processes of the root Procfile (honcho, one per
+line) against POSTGRES_URL / REDIS_URL / AMQP_URL (localhost defaults), in databases
+`bench_<id>_*`, a Redis prefix and an exchange of its own, all removed at the end. Prints Markdown
+tables, asserts nothing.
 
     uv run python bench/saga/bench_checkout.py --shoppers 64 --duration 20
 
-Full rate: `--shoppers` clients each add one unit to their cart and check out, again and again
-(closed loop). Half rate: checkouts are started on a fixed schedule at half the full rate
-(open loop), so their latency is not inflated by queueing in the clients.
+Floor: `--shoppers` concurrent floor checkouts, closed loop. Full rate: `--shoppers` clients each
+add one unit to their cart and check out, again and again (closed loop). Half rate: checkouts
+started on a fixed schedule at half the full rate's sustained figure (open loop), so their latency
+is not inflated by queueing in the clients. Each scenario: `--warm-up` seconds unmeasured, then a
+`--duration` window (`steady_state.py` says what counts), then up to `--drain` seconds for the saga
+to finish the accepted orders.
 """
 
 from __future__ import annotations
@@ -18,15 +22,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
+import cpu_groups
 import httpx
+from cpu_groups import PostgresMonitor
+from floor import Floor
+from floor import closed_loop as floor_closed_loop
+from process_cpu import CpuWindow
+from report import cpu_table, floor_definition, load_average, scenario_table, shape_line
+from shopper_load import Shopper, closed_loop, login, new_shopper, open_loop
+from steady_state import (
+    CONFIRMED,
+    PENDING,
+    Checkout,
+    Figures,
+    SagaLedger,
+    Window,
+    WindowSample,
+    figures,
+    sample_window,
+)
 
 from chassis.postgres import database_url, ensure_database
 from chassis.settings import AmqpSettings
@@ -34,37 +57,13 @@ from chassis.testing.events import EventTap
 from chassis.testing.process import ServiceProcess, free_port
 from ecommerce.events.v1 import events_pb2
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ADMIN_EMAIL, ADMIN_PASSWORD = "bench.admin@example.com", "bench-admin-password"
 PROCESSES = ("service-user", "service-product", "service-cart", "service-order", "api-gateway")
-
-
-def cpu_seconds_by_command() -> dict[str, float]:
-    """CPU seconds (user + system) of every process on the machine, summed by command name
-    (Linux /proc): the services' console scripts, postgres, beam.smp (RabbitMQ), this script."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, _, tail = stat.read_text().rpartition(")")
-        except OSError:
-            continue
-        fields = tail.split()
-        name = head.partition("(")[2]
-        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
-    return totals
-
-
-@dataclass
-class Run:
-    """Start time of each checkout by order id, and when its confirmation was seen."""
-
-    started: dict[str, float] = field(default_factory=dict)
-    confirmed: dict[str, float] = field(default_factory=dict)
-    failed: int = 0
 
 
 def platform_env(run_id: str) -> dict[str, str]:
@@ -130,141 +129,141 @@ async def wait_ready(base_url: str, processes: list[ServiceProcess]) -> None:
     raise RuntimeError("the platform did not become ready")
 
 
-async def xact_commits(databases: list[str]) -> int:
-    conn = await asyncpg.connect(database_url(POSTGRES_URL, "postgres"))
-    try:
-        value = await conn.fetchval(
-            "SELECT sum(xact_commit) FROM pg_stat_database WHERE datname = ANY($1)", databases
-        )
-        return int(value or 0)
-    finally:
-        await conn.close()
+async def run_floor(
+    args: argparse.Namespace, run_id: str, monitor: PostgresMonitor
+) -> tuple[Figures, str]:
+    """The floor scenario: `--shoppers` concurrent floor checkouts in a closed loop."""
+    async with Floor(run_id, POSTGRES_URL, REDIS_URL, AMQP_URL) as floor:
+        databases = list(floor.databases.values())
 
+        async def counters() -> dict[str, float]:
+            return {"commits": await monitor.commits(databases), "events": floor.consumed}
 
-async def login(client: httpx.AsyncClient, email: str, password: str) -> dict[str, str]:
-    reply = await client.post("/api/v1/login", json={"email": email, "password": password})
-    reply.raise_for_status()
-    return {"Authorization": f"Bearer {reply.json()['access_token']}"}
+        async def groups_at_end(cpu: CpuWindow) -> dict[str, set[int]]:
+            backends = await monitor.backend_pids(databases)
+            return cpu_groups.groups(cpu, services={}, postgres_backends=backends)
+
+        checkouts: list[Checkout] = []
+        window = Window.from_now(args.warm_up, args.duration)
+        sampling = asyncio.create_task(sample_window(window, groups_at_end, counters))
+        await floor_closed_loop(floor, args.shoppers, window, checkouts)
+        sample = await sampling
+    result = figures(
+        f"floor ({args.shoppers} concurrent)",
+        window,
+        checkouts,
+        outcome=lambda c: c.failure or (CONFIRMED if c.done_at else PENDING),
+        done_at=lambda c: c.done_at,
+    )
+    result.unit = "checkouts/s"
+    result.cpu_ms = cpu_groups.milliseconds_per(
+        sample.cpu, sample.groups, result.completed_in_window
+    )
+    shape = shape_line(
+        "floor", sample.counters["commits"], sample.counters["events"], result.completed_in_window
+    )
+    return result, shape
 
 
 @dataclass
-class Shopper:
-    """A shopper with a client of its own: one httpx pool of many connections shared by every
-    shopper cost the benchmark more CPU than the gateway it measures (httpcore scans its whole
-    pool on each request), on the same two cores."""
+class Platform:
+    """What the platform scenarios share: the processes, their databases, the event tap."""
 
-    client: httpx.AsyncClient
-    headers: dict[str, str]
+    processes: list[ServiceProcess]
+    databases: list[str]
+    monitor: PostgresMonitor
+    tap: EventTap
+    ledger: SagaLedger
+    shoppers: list[Shopper]
+    products: list[str]
+
+    async def counters(self) -> dict[str, float]:
+        commits = await self.monitor.commits(self.databases)
+        return {"commits": commits, "events": len(self.tap.events)}
+
+    async def groups_at_end(self, cpu: CpuWindow) -> dict[str, set[int]]:
+        backends = await self.monitor.backend_pids(self.databases)
+        services = {process.name: process.pid for process in self.processes}
+        return cpu_groups.groups(cpu, services=services, postgres_backends=backends)
+
+    async def measure(
+        self,
+        name: str,
+        window: Window,
+        load: Callable[[list[Checkout]], Awaitable[T]],
+        drain_seconds: float,
+    ) -> tuple[Figures, WindowSample, T]:
+        """Run `load` (it appends each checkout it starts), sample its window, wait for the
+        saga to finish every accepted order, and take the figures."""
+        checkouts: list[Checkout] = []
+        sampling = asyncio.create_task(sample_window(window, self.groups_at_end, self.counters))
+        loaded = await load(checkouts)
+        sample = await sampling
+        await self.ledger.drain(checkouts, drain_seconds)
+        result = figures(name, window, checkouts, self.ledger.outcome, self.ledger.done_at)
+        result.cpu_ms = cpu_groups.milliseconds_per(
+            sample.cpu, sample.groups, result.completed_in_window
+        )
+        return result, sample, loaded
 
 
-async def new_shopper(base_url: str) -> Shopper:
-    client = httpx.AsyncClient(
-        base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=8)
+async def run_platform(
+    args: argparse.Namespace, platform: Platform
+) -> tuple[list[Figures], list[str]]:
+    """Full rate (closed loop), then half of the full rate's sustained figure (open loop)."""
+    shoppers, products = platform.shoppers, platform.products
+    window = Window.from_now(args.warm_up, args.duration)
+    full, sample, _ = await platform.measure(
+        f"platform full rate ({args.shoppers} shoppers)",
+        window,
+        lambda checkouts: closed_loop(shoppers, products, window, checkouts, platform.ledger),
+        args.drain,
     )
-    email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
-    reply = await client.post(
-        "/api/v1/register",
-        json={"email": email, "password": "bench password 1", "full_name": "Bench"},
-    )
-    reply.raise_for_status()
-    return Shopper(client, await login(client, email, "bench password 1"))
+    commits, events = sample.counters["commits"], sample.counters["events"]
+    shapes = [shape_line("platform at full rate", commits, events, full.completed_in_window)]
+    progress(f"full rate: {full.rate:,.1f} confirmed/s")
+    results = [full]
+    rate = max(full.rate / 2, 1.0)
+    for run in range(args.half_runs):
+        window = Window.from_now(args.warm_up, args.duration)
+        suffix = f", run {run + 1}" if args.half_runs > 1 else ""
+        half, _, late = await platform.measure(
+            f"platform half rate{suffix}",
+            window,
+            lambda checkouts, w=window: open_loop(
+                shoppers, products, w, rate, checkouts, platform.ledger
+            ),
+            args.drain,
+        )
+        half.offered_per_second = rate
+        half.late_starts = late
+        progress(f"half rate: {half.rate:,.1f} confirmed/s, p99 {half.percentile(99):,.0f} ms")
+        results.append(half)
+    return results, shapes
 
 
-async def one_checkout(shopper: Shopper, products: list[str], run: Run) -> None:
-    started = time.perf_counter()
-    try:
-        await _add_and_check_out(shopper, products, run, started)
-    except httpx.TransportError:
-        run.failed += 1
+def resident_mib(processes: list[ServiceProcess]) -> dict[str, float]:
+    """Resident memory of the largest process under each honcho (the service itself)."""
+    cpu = CpuWindow()
+    cpu.close()
+    found = {}
+    for process in processes:
+        sizes = []
+        for pid in cpu.descendants([process.pid]):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes.append(int(line.split()[1]) / 1024)
+        found[process.name] = max(sizes, default=float("nan"))
+    return found
 
 
-async def _add_and_check_out(
-    shopper: Shopper, products: list[str], run: Run, started: float
-) -> None:
-    add = await shopper.client.post(
-        "/api/v1/cart/items",
-        headers=shopper.headers,
-        json={"product_id": random.choice(products), "quantity": 1},
-    )
-    checkout = await shopper.client.post("/api/v1/checkout", headers=shopper.headers)
-    if add.status_code != 200 or checkout.status_code != 202:
-        run.failed += 1
-        return
-    run.started[checkout.json()["id"]] = started
-
-
-async def full_rate(shoppers: list[Shopper], products: list[str], seconds: float) -> Run:
-    run = Run()
-    stop = time.perf_counter() + seconds
-
-    async def loop(shopper: Shopper) -> None:
-        while time.perf_counter() < stop:
-            await one_checkout(shopper, products, run)
-
-    await asyncio.gather(*(loop(shopper) for shopper in shoppers))
-    return run
-
-
-async def fixed_rate(
-    shoppers: list[Shopper],
-    products: list[str],
-    seconds: float,
-    rate: float,
-) -> Run:
-    run = Run()
-    tasks: list[asyncio.Task[None]] = []
-    begin = time.perf_counter()
-    for index in range(int(seconds * rate)):
-        delay = begin + index / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        shopper = shoppers[index % len(shoppers)]
-        tasks.append(asyncio.create_task(one_checkout(shopper, products, run)))
-    await asyncio.gather(*tasks)
-    return run
-
-
-async def wait_confirmed(run: Run, tap: EventTap) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for event in tap.matching(events_pb2.OrderConfirmed):
-            if event.correlation_id in run.started and event.correlation_id not in run.confirmed:
-                run.confirmed[event.correlation_id] = event.seen_at
-        if len(run.confirmed) >= len(run.started):
-            return
-        await asyncio.sleep(0.2)
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def summary(name: str, run: Run, seconds: float) -> tuple[str, str, str, str, str, str]:
-    latencies = [(run.confirmed[o] - run.started[o]) * 1000 for o in run.confirmed]
-    rate = len(run.confirmed) / seconds
-    return (
-        name,
-        f"{rate:,.0f}",
-        f"{percentile(latencies, 50):,.0f}",
-        f"{percentile(latencies, 95):,.0f}",
-        f"{percentile(latencies, 99):,.0f}",
-        f"{run.failed}",
-    )
-
-
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shoppers", type=int, default=64)
-    parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--products", type=int, default=20)
-    args = parser.parse_args()
-
-    run_id = uuid.uuid4().hex[:8]
-    env = platform_env(run_id)
-    databases = [env["USER_DB_NAME"], env["PRODUCT_DB_NAME"], env["ORDER_DB_NAME"]]
+async def start_platform(
+    args: argparse.Namespace, run_id: str, env: dict[str, str], databases: list[str]
+) -> list[ServiceProcess]:
     for name in databases:
         await ensure_database(POSTGRES_URL, name)
     honcho = str(Path(sys.executable).with_name("honcho"))
@@ -273,66 +272,115 @@ async def main() -> None:
                        env=env, cwd=str(ROOT), name=name).start()
         for name in PROCESSES
     ]  # fmt: skip
+    return processes
+
+
+async def create_products(client: httpx.AsyncClient, run_id: str, count: int) -> list[str]:
+    admin = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    products = []
+    for index in range(count):
+        reply = await client.post(
+            "/api/v1/products",
+            headers=admin,
+            json={"sku": f"BENCH-{run_id}-{index}", "name": f"Bench {index}",
+                  "price_cents": 1000, "stock": 2_000_000_000},
+        )  # fmt: skip
+        reply.raise_for_status()
+        products.append(reply.json()["id"])
+    return products
+
+
+def progress(message: str) -> None:
+    """A line on stderr while the benchmark runs (the tables go to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shoppers", type=int, default=64, help="concurrency of every scenario")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured window, seconds")
+    parser.add_argument("--warm-up", type=float, default=5.0, help="unmeasured seconds first")
+    parser.add_argument("--products", type=int, default=20)
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=40.0,
+        help="seconds to wait after a scenario for its orders to be confirmed or cancelled "
+        "(past the saga timeout, 30 s, so a TIMEOUT cancellation is seen)",
+    )
+    parser.add_argument("--half-runs", type=int, default=1, help="runs of the half-rate scenario")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor scenario")
+    return parser.parse_args()
+
+
+async def main() -> None:
+    args = arguments()
+    run_id = uuid.uuid4().hex[:8]
+    load_before = load_average()
+    monitor = PostgresMonitor(POSTGRES_URL)
+    await monitor.commits([])  # holds its connection slot from the start (the server is shared)
+    floor, floor_shape = (None, "") if args.no_floor else await run_floor(args, run_id, monitor)
+    progress("floor done" if floor else "floor skipped")
+
+    env = platform_env(run_id)
+    databases = [env["USER_DB_NAME"], env["PRODUCT_DB_NAME"], env["ORDER_DB_NAME"]]
+    processes: list[ServiceProcess] = []
+    shoppers: list[Shopper] = []
     base_url = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
     amqp = AmqpSettings(amqp_url=AMQP_URL, events_exchange=env["EVENTS_EXCHANGE"])
-    rows = []
-    cpu_before: dict[str, float] = {}
-    cpu_after: dict[str, float] = {}
-    shoppers: list[Shopper] = []
     try:
+        processes = await start_platform(args, run_id, env, databases)
         await wait_ready(base_url, processes)
         async with (
             httpx.AsyncClient(base_url=base_url, timeout=30) as client,
-            EventTap(amqp, []) as tap,
+            EventTap(amqp, [events_pb2.OrderCancelled]) as tap,
         ):
-            admin = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
-            products = []
-            for index in range(args.products):
-                reply = await client.post(
-                    "/api/v1/products",
-                    headers=admin,
-                    json={"sku": f"BENCH-{run_id}-{index}", "name": f"Bench {index}",
-                          "price_cents": 1000, "stock": 2_000_000_000},
-                )  # fmt: skip
-                reply.raise_for_status()
-                products.append(reply.json()["id"])
+            products = await create_products(client, run_id, args.products)
             shoppers += [await new_shopper(base_url) for _ in range(args.shoppers)]
-            await full_rate(shoppers, products, 3)  # warm-up: caches, plans, pools
-
-            commits_before, events_before = await xact_commits(databases), len(tap.events)
-            cpu_before = cpu_seconds_by_command()
-            full = await full_rate(shoppers, products, args.duration)
-            cpu_after = cpu_seconds_by_command()
-            await wait_confirmed(full, tap)
-            commits = await xact_commits(databases) - commits_before
-            events = len(tap.events) - events_before
-            rows.append(summary(f"full rate ({args.shoppers} shoppers)", full, args.duration))
-            per_checkout = max(len(full.started), 1)
-
-            half_rate = max(len(full.confirmed) / args.duration / 2, 1.0)
-            half = await fixed_rate(shoppers, products, args.duration, half_rate)
-            await wait_confirmed(half, tap)
-            rows.append(summary(f"half rate ({half_rate:,.0f}/s offered)", half, args.duration))
+            progress("platform ready, shoppers registered")
+            ledger = SagaLedger(tap)
+            following = asyncio.create_task(ledger.follow())
+            platform = Platform(processes, databases, monitor, tap, ledger, shoppers, products)
+            try:
+                results, shapes = await run_platform(args, platform)
+            finally:
+                following.cancel()
+        memory = resident_mib(processes)
     finally:
         for shopper in shoppers:
             await shopper.client.aclose()
         for process in processes:
             process.stop()
         await cleanup(env, databases)
+        await monitor.close()
 
-    print(f"\ncheckout -> CONFIRMED, {args.duration:.0f} s per scenario, {args.products} products")
-    header = ("scenario", "confirmed/s", "p50 ms", "p95 ms", "p99 ms", "failed")
-    print("  ".join(f"{h:>14}" for h in header))
-    for row in rows:
-        print("  ".join(f"{cell:>14}" for cell in row))
-    print(f"PostgreSQL transactions per checkout (3 databases): {commits / per_checkout:.1f}")
-    print(f"broker messages per checkout (all saga events seen): {events / per_checkout:.1f}")
-    print("CPU per checkout at full rate, ms (2 cores give 2,000 ms per second):")
-    spent = {name: cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0) for name in cpu_after}
-    for name, seconds in sorted(spent.items(), key=lambda item: -item[1]):
-        if seconds * 1000 / per_checkout >= 0.5:
-            print(f"  {name:>16} {seconds * 1000 / per_checkout:6.1f}")
-    print(f"  {'all':>16} {sum(spent.values()) * 1000 / per_checkout:6.1f}")
+    print(f"### Checkout saga (`bench/saga/bench_checkout.py`), {time.strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"\n{args.shoppers} concurrent, {args.products} products; each scenario: "
+        f"{args.warm_up:.0f} s warm-up, then a {args.duration:.0f} s window in which completions "
+        "are counted and CPU is sampled; latency and failures of the checkouts started in the "
+        f"window (a failure: any non-2xx, a transport error, any cancellation, or no outcome "
+        f"{args.drain:.0f} s after the load). Load average (1/5/15 min) before: {load_before}, "
+        f"after: {load_average()}.\n"
+    )
+    print(scenario_table(floor, results))
+    print(f"\n{floor_definition()} Ratio: the platform's confirmed/s over the floor's checkouts/s.")
+    for figures_ in results:
+        if figures_.late_starts:
+            late = figures_.late_starts
+            print(f"- {figures_.name}: {late} checkouts started late (every shopper was busy)")
+    print("\nCPU milliseconds per completed checkout, sampled over each window (2 cores give")
+    print("2,000 ms per second; RabbitMQ and Redis serve the whole machine, PostgreSQL is counted")
+    print("for the benchmark's own databases only):\n")
+    print(cpu_table(([floor] if floor else []) + results))
+    print()
+    for line in ([floor_shape] if floor_shape else []) + shapes:
+        print(line)
+    print("- resident memory after the runs, MiB: " + ", ".join(
+        f"{name} {mib:.0f}" for name, mib in memory.items()
+    ))  # fmt: skip
 
 
 async def cleanup(env: dict[str, str], databases: list[str]) -> None:

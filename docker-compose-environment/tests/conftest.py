@@ -21,7 +21,13 @@ BUILT_SERVICES = {
     "api-gateway": "api-gateway",
     "web-storefront": "web-storefront",
 }
-ONE_SHOT_JOBS = {"couchbase-init", "platform-bootstrap", "product-seed", "kibana-init"}
+ONE_SHOT_JOBS = {
+    "couchbase-init",
+    "platform-bootstrap",
+    "product-seed",
+    "kibana-init",
+    "loadgenerator",
+}
 
 
 @pytest.fixture(scope="session")

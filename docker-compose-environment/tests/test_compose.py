@@ -25,6 +25,8 @@ UI_PORTS = {
     "rabbitmq": ("15672", "15672"),
     "web-storefront": ("8000", "8000"),
 }
+# Containers with a fixed address on the platform network, each trusted by the gateway as a proxy.
+FIXED_ADDRESSES = ("web-storefront", "loadgenerator")
 INFRASTRUCTURE = {"postgres", "redis", "rabbitmq", "couchbase", "jaeger"}
 ALLOWED_CONDITIONS = {"service_healthy", "service_completed_successfully"}
 # `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?message}`; `$$` is a literal dollar.
@@ -121,21 +123,35 @@ def test_every_container_is_on_the_one_platform_network(
     assert list(compose["networks"]) == ["platform"]
     for name, service in services.items():
         networks = service.get("networks")
-        if name == "web-storefront":  # on it with a fixed address (below)
+        if name in FIXED_ADDRESSES:  # on it with a fixed address (below)
             assert list(networks) == ["platform"], name
         else:
             assert networks == ["platform"], name
 
 
-def test_the_gateway_believes_x_forwarded_for_from_the_storefront_only(
+def test_the_gateway_believes_x_forwarded_for_from_the_storefront_and_load_generator_only(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
-    storefront = services["web-storefront"]["networks"]["platform"]["ipv4_address"]
     [subnet] = [entry["subnet"] for entry in compose["networks"]["platform"]["ipam"]["config"]]
-    assert ipaddress.ip_address(storefront) in ipaddress.ip_network(subnet)
+    addresses = [services[name]["networks"]["platform"]["ipv4_address"] for name in FIXED_ADDRESSES]
+    for address in addresses:
+        assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
     trusted = _environment(services["api-gateway"])["GATEWAY_TRUSTED_PROXIES"]
-    assert trusted == storefront
+    assert trusted.split(",") == addresses
     assert _environment(services["web-storefront"])["GATEWAY_URL"] == "http://api-gateway:8080"
+
+
+def test_the_load_generator_runs_only_under_the_load_profile_against_the_gateway(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    load = services["loadgenerator"]
+    assert load["profiles"] == ["load"]
+    assert re.fullmatch(r"locustio/locust:\d+\.\d+\.\d+", load["image"])
+    command = load["command"]
+    assert command[command.index("--host") + 1] == "http://api-gateway:8080"
+    assert "--headless" in command
+    assert "../loadgenerator/locustfile.py:/mnt/locust/locustfile.py:ro" in load["volumes"]
+    assert load["depends_on"]["api-gateway"] == {"condition": "service_healthy"}
 
 
 def test_built_services_use_the_root_as_build_context(
@@ -274,6 +290,8 @@ def test_every_named_volume_is_declared_and_every_bind_mount_exists(
     for name, service in services.items():
         for mount in service.get("volumes", []):
             source = mount.split(":", 1)[0]
+            if source.startswith("../var/"):
+                continue  # output of a run (reports), created by Docker on the first one
             if source.startswith(("./", "../")):
                 assert (environment_dir / source).exists(), f"{name}: {source}"
             elif not source.startswith("/"):

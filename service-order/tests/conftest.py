@@ -157,8 +157,11 @@ def order_settings(**values: Any) -> OrderSettings:
         "READINESS_INTERVAL_SECONDS": 0.2,
         "SHUTDOWN_GRACE_SECONDS": 1,
         "OTEL_EXPORTER_OTLP_ENDPOINT": None,
-        # Orders of the API and event specs stay PENDING until a test moves them.
+        # Orders of the API and event specs stay PENDING until a test moves them, so neither
+        # the sweeper nor checkout admission may act on their age (test_checkout_admission.py
+        # sets its own bounds).
         "SAGA_TIMEOUT_SECONDS": 3600,
+        "CHECKOUT_BACKLOG_MAX_STALE_ORDERS": 1_000_000,
     }
     return OrderSettings(**{**defaults, **values})
 

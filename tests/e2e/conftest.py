@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chassis.postgres import database_url
 from chassis.testing.accounts import RunAccounts
 from chassis.testing.plugin import AmqpIsolation
+from chassis.testing.process import free_port
 
 if TYPE_CHECKING:
     from .faults import QueueDepths, Servers
@@ -46,12 +46,6 @@ SAGA_TIMEOUT_SECONDS = 12
 MEMORY_GOAL_MIB = 150
 # (platform, moment, process -> resident MiB), printed at the end of the run.
 MEMORY_READINGS: list[tuple[str, str, dict[str, float | None]]] = []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -223,10 +217,11 @@ def platform_env(
             # Every log line reaches honcho at once, also from a process about to be SIGKILLed.
             "PYTHONUNBUFFERED": "1",
             "POSTGRES_URL": postgres_url,
-            # Two platforms run at once (the shared one and the fault tests'), on a server of 100
-            # connections that the other suites share: 2 x 3 PostgreSQL services x 8 stays far
-            # below it (4 each made 200 checkouts at once queue past the gateway's deadline).
-            "POSTGRES_POOL_MAX": "8",
+            # Up to four platforms run at once (one per xdist worker: the shared one and three
+            # fault platforms), on a server of 100 connections that every suite shares. The shared
+            # platform's storms need 8 (4 made 200 checkouts at once queue past the gateway's
+            # deadline); a fault platform's stream of 36 shoppers does with 4.
+            "POSTGRES_POOL_MAX": "8" if label == "e2e" else "4",
             "REDIS_URL": redis_url,
             "REDIS_KEY_PREFIX": f"{redis_key_prefix}{label}:",
             "AMQP_URL": amqp_url,

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+from api_gateway.admission import AdmissionControl
 from api_gateway.api_docs import install_api_docs
 from api_gateway.config import GatewaySettings
 from api_gateway.errors import install_error_handlers, problems_only_as_problem_json
@@ -95,6 +96,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     for module in (products, cart, orders, auth, users, health):
         app.include_router(module.router)
     install_api_docs(app)
+    # Inside GatewayMiddleware (added last, so outermost): a refusal still gets its request id,
+    # metrics and access line.
+    app.add_middleware(
+        AdmissionControl,
+        max_in_flight=settings.max_in_flight,
+        retry_after_seconds=settings.admission_retry_after_seconds,
+    )
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
     # Server spans only when they are exported: unexported, the instrumentation cost about a
     # third of a cached product read. receive/send sub-spans would double the span cost.

@@ -44,6 +44,14 @@ class GatewaySettings(ProcessSettings):
         10.0, gt=0, validation_alias="GATEWAY_HEADER_TIMEOUT_SECONDS"
     )
 
+    # Admission control (admission.py): API requests in progress at once in one worker; past it
+    # a request is answered 503 + Retry-After at once instead of queueing past its deadline.
+    # 0 admits everything.
+    max_in_flight: int = Field(128, ge=0, validation_alias="GATEWAY_MAX_IN_FLIGHT")
+    admission_retry_after_seconds: int = Field(
+        1, ge=1, le=3600, validation_alias="GATEWAY_ADMISSION_RETRY_AFTER_SECONDS"
+    )
+
     # Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is believed:
     # the storefront, a load balancer. Empty: the client is always the TCP peer.
     trusted_proxies: str = Field("", validation_alias="GATEWAY_TRUSTED_PROXIES")

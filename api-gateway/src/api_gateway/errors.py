@@ -7,7 +7,6 @@ internal (stack traces, upstream addresses, exception text) ever reaches a clien
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -21,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from api_gateway.upstreams import UpstreamNotConfigured
-from chassis.errors import field_of, retry_delay_of
+from chassis.errors import field_of, retry_after_of
 from chassis.logging import get_logger
 
 log = get_logger(__name__)
@@ -121,15 +120,6 @@ def unauthorized(detail: str) -> Response:
     return problem_response(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _retry_after_of(error: grpc.aio.AioRpcError) -> int | None:
-    """The upstream's RetryInfo as whole seconds, rounded up: a caller coming back at the
-    rounded-down second would be refused once more."""
-    delay = retry_delay_of(error)
-    if delay is None or not math.isfinite(delay):
-        return None
-    return max(0, math.ceil(delay))
-
-
 def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Response:
     code = error.code()
     status = HTTP_STATUS_BY_GRPC_CODE.get(code, 500)
@@ -147,7 +137,7 @@ def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Response:
         return problem_response(status, detail, errors=[{"field": field, "message": detail}])
     if status == 401:
         return unauthorized(detail)
-    retry_after = _retry_after_of(error) if status == _THROTTLED else None
+    retry_after = retry_after_of(error) if status == _THROTTLED else None
     return problem_response(status, detail, retry_after_seconds=retry_after)
 
 

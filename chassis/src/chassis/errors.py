@@ -4,6 +4,7 @@ try again as a google.rpc.RetryInfo."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import grpc
@@ -121,6 +122,15 @@ def retry_delay_of(error: grpc.RpcError) -> float | None:
             detail.Unpack(retry)
             return float(retry.retry_delay.ToTimedelta().total_seconds())
     return None
+
+
+def retry_after_of(error: grpc.RpcError) -> int | None:
+    """Client side: the server's RetryInfo as an HTTP `Retry-After` (whole seconds, rounded up so
+    that a caller coming back then is not refused once more; at least 1), or None."""
+    delay = retry_delay_of(error)
+    if delay is None or not math.isfinite(delay):
+        return None
+    return max(1, math.ceil(delay))
 
 
 def field_of(error: grpc.RpcError) -> str | None:

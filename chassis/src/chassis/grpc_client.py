@@ -38,6 +38,12 @@ KEEPALIVE_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    # A server that went away (restarted, redeployed) is dialled again at most a second apart:
+    # gRPC's default backoff grows to two minutes, and every call meanwhile fails at once with
+    # UNAVAILABLE although the server is long back.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
 
 

@@ -156,10 +156,15 @@ async def migrate(url: str, migrations_dir: Path, *, timeout_s: float = MIGRATE_
 
 
 async def create_pool(
-    url: str, *, max_size: int = 10, command_timeout: float = COMMAND_TIMEOUT_S
+    url: str,
+    *,
+    max_size: int = 10,
+    command_timeout: float = COMMAND_TIMEOUT_S,
+    idle_seconds: float = 300.0,
 ) -> asyncpg.Pool:
     """An asyncpg pool that opens connections on demand (min_size 0), so creating it never blocks
-    on an unreachable server; each query is bounded by `command_timeout`.
+    on an unreachable server; each query is bounded by `command_timeout`, and a connection left
+    idle for `idle_seconds` is closed (a burst's connections go back to the server after it).
 
     Pooled connections carry no session state (LISTEN, advisory locks and SET live on dedicated
     connections), so releasing one skips asyncpg's reset query (`RESET ALL; UNLISTEN *; ...`), a
@@ -172,6 +177,7 @@ async def create_pool(
         max_size=max_size,
         timeout=CONNECT_TIMEOUT_S,
         command_timeout=command_timeout,
+        max_inactive_connection_lifetime=idle_seconds,
         reset=_keep_session,
     )
     return pool

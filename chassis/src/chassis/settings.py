@@ -80,6 +80,8 @@ class PostgresSettings(BaseSettings):
 
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
     postgres_pool_max: int = Field(10, ge=1)
+    # A pooled connection idle this long is closed (the pool opens one again when needed).
+    postgres_pool_idle_seconds: float = Field(300.0, gt=0)
 
 
 class AmqpSettings(BaseSettings):

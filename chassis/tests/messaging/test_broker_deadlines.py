@@ -83,7 +83,7 @@ async def seconds_taken(call: Awaitable[Any]) -> float:
 
 def publish(broker: Broker) -> Awaitable[None]:
     event = order_created()
-    return broker.publish(event, routing_key="order.created", correlation_id=event.order_id)
+    return broker.publish(event)
 
 
 class Recorder:
@@ -152,15 +152,11 @@ async def test_a_publish_the_silent_broker_never_confirms_times_out_and_the_next
     await proxy.blackhole()
     lost = order_created()
     with pytest.raises(ConfirmTimeout):
-        await broker_through_proxy.publish_outgoing(
-            OutgoingEvent.of(lost, routing_key="order.created", correlation_id=lost.order_id)
-        )
+        await broker_through_proxy.publish_outgoing(OutgoingEvent.of(lost))
     await proxy.restore()
 
     after = order_created()
-    await broker_through_proxy.publish(
-        after, routing_key="order.created", correlation_id=after.order_id
-    )
+    await broker_through_proxy.publish(after)
 
     async def arrived() -> bool:
         return after.event_id in {message.message_id for message in tap.messages}
@@ -178,9 +174,7 @@ async def test_a_relay_on_a_silent_broker_lets_go_of_its_rows_and_publishes_them
     async with running(relay):
         event = order_created()
         async with pool.acquire() as conn, conn.transaction():
-            await add_to_outbox(
-                conn, event, routing_key="order.created", correlation_id=event.order_id
-            )
+            await add_to_outbox(conn, event)
 
         async def claimed_by_the_relay() -> bool:
             return not await lockable(pool)
@@ -223,7 +217,7 @@ async def test_a_consumer_starting_on_a_silent_broker_fails_in_time_and_consumes
     await proxy.restore()
     async with consuming(consumer):
         event = order_created()
-        await broker.publish(event, routing_key="order.created", correlation_id=event.order_id)
+        await broker.publish(event)
 
         async def handled() -> bool:
             return event.order_id in recorder.orders
@@ -274,7 +268,7 @@ async def test_a_connection_silent_for_three_heartbeats_is_replaced_and_consumin
             await proxy.restore()
 
             event = order_created()
-            await broker.publish(event, routing_key="order.created", correlation_id=event.order_id)
+            await broker.publish(event)
 
             async def handled() -> bool:
                 return event.order_id in recorder.orders

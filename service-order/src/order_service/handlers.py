@@ -19,6 +19,7 @@ from chassis.messaging import PoisonMessage, Subscription
 from chassis.unit_of_work import HandledOnce
 from ecommerce.events.v1 import events_pb2
 from order_service import proto_mapping, reporting
+from order_service.checkout_admission import CheckoutAdmission
 from order_service.clients import CartClient, ProductClient
 from order_service.domain import (
     CANCEL_BY_USER,
@@ -52,6 +53,7 @@ class Orders:
     idempotency_keys: IdempotencyKeys
     carts: CartClient
     products: ProductClient
+    admission: CheckoutAdmission
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +74,14 @@ async def _order_of_key(orders: Orders, user_id: uuid.UUID, key: str) -> Order |
 
 async def checkout(orders: Orders, *, caller: Principal, idempotency_key: str | None) -> Order:
     """Price the caller's cart from service-product and place the order PENDING with its
-    `order.created`, in one unit of work. A key this user used before returns that order."""
+    `order.created`, in one unit of work. A key this user used before returns that order, also
+    while new checkouts are refused because the saga is behind."""
     user_id = uuid.UUID(caller.user_id)
     if idempotency_key is not None:
         existing = await _order_of_key(orders, user_id, idempotency_key)
         if existing is not None:
             return existing
+    orders.admission.check()
     lines = merged(await orders.carts.lines(caller))
     products = await orders.products.prices([line.product_id for line in lines])
     placed = await _place(orders, user_id, price_cart(lines, products), idempotency_key)

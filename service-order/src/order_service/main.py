@@ -12,6 +12,7 @@ from chassis.messaging.service import Outbox, attach_messaging
 from chassis.settings import load_settings
 from ecommerce.order.v1 import order_pb2_grpc
 from ecommerce.user.v1 import user_pb2
+from order_service.checkout_admission import BacklogBounds, CheckoutAdmission
 from order_service.clients import CartClient, ProductClient
 from order_service.grpc_api import SERVICE_NAME, OrderServicer
 from order_service.handlers import CONSUMER, QUEUE, Orders, subscriptions
@@ -30,7 +31,11 @@ async def build_app(settings: OrderSettings) -> OrderApp:
     """Wire the service; nothing connects until `app.runtime.run()` (pool and channels are lazy)."""
     runtime = ServiceRuntime(settings)
     url = postgres.database_url(settings.postgres_url, settings.db_name)
-    pool = await postgres.create_pool(url, max_size=settings.postgres_pool_max)
+    pool = await postgres.create_pool(
+        url,
+        max_size=settings.postgres_pool_max,
+        idle_seconds=settings.postgres_pool_idle_seconds,
+    )
     carts = CartClient.connect(
         settings.cart_service_addr, timeout_seconds=settings.rpc_timeout_seconds
     )
@@ -43,12 +48,23 @@ async def build_app(settings: OrderSettings) -> OrderApp:
     def new_unit_of_work() -> OrderUnitOfWork:
         return OrderUnitOfWork(pool, consumer=CONSUMER)
 
+    admission = CheckoutAdmission(
+        pool,
+        BacklogBounds(
+            stale_after_seconds=settings.checkout_backlog_stale_seconds,
+            max_stale_orders=settings.checkout_backlog_max_stale_orders,
+            max_outbox=settings.checkout_backlog_max_outbox,
+            max_outbox_age_seconds=settings.checkout_backlog_max_outbox_age_seconds,
+        ),
+        sample_seconds=settings.checkout_backlog_sample_seconds,
+    )
     orders = Orders(
         new_unit_of_work=new_unit_of_work,
         store=OrderStore(pool),
         idempotency_keys=IdempotencyKeys(pool),
         carts=carts,
         products=products,
+        admission=admission,
     )
     runtime.add_servicer(
         order_pb2_grpc.add_OrderServiceServicer_to_server,
@@ -87,6 +103,7 @@ async def build_app(settings: OrderSettings) -> OrderApp:
         interval_seconds=settings.saga_sweep_interval_seconds,
     )
     runtime.background("saga_timeout_sweeper", sweeper.run)
+    runtime.background("checkout_admission", admission.run)
     return OrderApp(runtime=runtime, database_url=url)
 
 

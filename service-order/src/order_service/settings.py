@@ -34,3 +34,23 @@ class OrderSettings(ServiceSettings, PostgresSettings, AmqpSettings, TokenVerifi
     saga_sweep_interval_seconds: float = Field(
         1.0, gt=0, le=3600, validation_alias="SAGA_SWEEP_INTERVAL_SECONDS"
     )
+
+    # Checkout admission (checkout_admission.py): checkouts are refused (UNAVAILABLE with retry
+    # advice; 503 + Retry-After at the gateway) while more than MAX_STALE_ORDERS orders have been
+    # PENDING for over STALE_SECONDS, or the outbox holds more than MAX_OUTBOX unpublished events
+    # or its oldest is older than MAX_OUTBOX_AGE_SECONDS; sampled every SAMPLE_SECONDS.
+    checkout_backlog_stale_seconds: float = Field(
+        20.0, gt=0, validation_alias="CHECKOUT_BACKLOG_STALE_SECONDS"
+    )
+    checkout_backlog_max_stale_orders: int = Field(
+        200, ge=0, validation_alias="CHECKOUT_BACKLOG_MAX_STALE_ORDERS"
+    )
+    checkout_backlog_max_outbox: int = Field(
+        2000, ge=0, validation_alias="CHECKOUT_BACKLOG_MAX_OUTBOX"
+    )
+    checkout_backlog_max_outbox_age_seconds: float = Field(
+        30.0, gt=0, validation_alias="CHECKOUT_BACKLOG_MAX_OUTBOX_AGE_SECONDS"
+    )
+    checkout_backlog_sample_seconds: float = Field(
+        1.0, gt=0, le=60, validation_alias="CHECKOUT_BACKLOG_SAMPLE_SECONDS"
+    )

@@ -42,7 +42,11 @@ async def build_app(settings: ProductSettings) -> ProductApp:
     runtime = ServiceRuntime(settings)
 
     database_url = postgres.database_url(settings.postgres_url, settings.db_name)
-    pool = await postgres.create_pool(database_url, max_size=settings.postgres_pool_max)
+    pool = await postgres.create_pool(
+        database_url,
+        max_size=settings.postgres_pool_max,
+        idle_seconds=settings.postgres_pool_idle_seconds,
+    )
     redis = create_redis(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
     store = ProductStore(pool)
     cache = ProductCache(

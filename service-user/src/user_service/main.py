@@ -71,7 +71,11 @@ async def build_runtime(settings: UserSettings) -> ServiceRuntime:
     )
     database_url = postgres.database_url(settings.postgres_url, settings.db_name)
     # min_size 0: no connection is made before the startup hook has created the database.
-    pool = await postgres.create_pool(database_url, max_size=settings.postgres_pool_max)
+    pool = await postgres.create_pool(
+        database_url,
+        max_size=settings.postgres_pool_max,
+        idle_seconds=settings.postgres_pool_idle_seconds,
+    )
     store = UserStore(pool, timeout=settings.postgres_timeout_seconds)
     redis = create_redis(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
     throttle = LoginThrottle(

@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
+import grpc
 from fastapi import APIRouter, Header, Query
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
+from api_gateway.admission import checkout_refusal
 from api_gateway.deps import CurrentUser, UpstreamsDep
 from api_gateway.errors import problems
 from api_gateway.representations import order_json
@@ -26,19 +28,27 @@ router = APIRouter(prefix="/api/v1", tags=["orders"])
     summary="Order the cart: the order is PENDING until the saga confirms or cancels it",
     description="Prices every line from the catalogue, stores the order PENDING and answers at "
     "once; poll GET /api/v1/orders/{id} for CONFIRMED or CANCELLED. With an `Idempotency-Key`, "
-    "repeating the request (also concurrently) returns the same order, never a second one.",
+    "repeating the request (also concurrently) returns the same order, never a second one. "
+    "While earlier orders are still being processed, new checkouts are refused with 503 and "
+    "`Retry-After`.",
     responses=problems(401, 409, 422, 503, 504),
 )
 async def checkout(
     user: CurrentUser,
     upstreams: UpstreamsDep,
     idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
-) -> JSONResponse:
-    reply = await upstreams.orders.Checkout(
-        order_pb2.CheckoutRequest(user_id=user.user_id, idempotency_key=idempotency_key or ""),
-        metadata=bearer_metadata(user.token),
-        timeout=upstreams.timeout,
-    )
+) -> Response:
+    try:
+        reply = await upstreams.orders.Checkout(
+            order_pb2.CheckoutRequest(user_id=user.user_id, idempotency_key=idempotency_key or ""),
+            metadata=bearer_metadata(user.token),
+            timeout=upstreams.timeout,
+        )
+    except grpc.aio.AioRpcError as error:
+        refusal = checkout_refusal(error)
+        if refusal is None:
+            raise
+        return refusal
     return JSONResponse(order_json(reply.order), status_code=202)
 
 

@@ -94,6 +94,18 @@ def _rabbitmq_container() -> Iterator[str]:
         yield f"amqp://guest:guest@{host}:{port}/"
 
 
+# The suite runs on several xdist workers, each with services and pools of its own, against one
+# PostgreSQL server (100 connections by default) that the whole machine shares: a service a test
+# starts keeps a pool of 2 unless the test says otherwise (a pool only queues requests beyond it),
+# and closes a connection idle for 5 s (a worker's session fixtures outlive the tests using them).
+TEST_POSTGRES_POOL = {"POSTGRES_POOL_MAX": "2", "POSTGRES_POOL_IDLE_SECONDS": "5"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for variable, value in TEST_POSTGRES_POOL.items():
+        os.environ.setdefault(variable, value)
+
+
 @pytest.fixture(scope="session")
 def run_id() -> str:
     """Unique per test session; every name a run creates on shared servers contains it."""

@@ -20,13 +20,34 @@ from typing import IO, Any, Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+# Ports handed to services come from below the kernel's ephemeral range (32768-60999 by default),
+# so no outgoing connection can take one between the test choosing it and the service binding it,
+# and each xdist worker draws from a block of its own, so no other worker chooses it either.
+_PORT_BLOCK = 1500
+_PORT_BASE = 15000
+_next_port: dict[int, int] = {}
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return int(worker) % 10 if worker.isdigit() else 0
+
 
 def free_port() -> int:
-    """A TCP port that was free a moment ago (for services that must be told their port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port free right now, from this worker's own block (for services that must be told
+    their port): walked in turn, so a port a stopped service just left is not handed out again
+    at once."""
+    first = _PORT_BASE + _worker_index() * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = _next_port.get(first, first)
+        _next_port[first] = first + (port + 1 - first) % _PORT_BLOCK
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + _PORT_BLOCK - 1}")
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
