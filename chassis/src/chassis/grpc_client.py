@@ -40,9 +40,10 @@ KEEPALIVE_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     # A server that went away (restarted, redeployed) is dialled again at most a second apart:
     # gRPC's default backoff grows to two minutes, and every call meanwhile fails at once with
-    # UNAVAILABLE although the server is long back.
+    # UNAVAILABLE although the server is long back. (The minimum, which is also how long one
+    # connection attempt may take, keeps its default: a server that accepts and stays silent is
+    # waited for until the call's deadline, not given up on after the backoff.)
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
 
