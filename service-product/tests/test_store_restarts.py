@@ -53,7 +53,7 @@ async def behind_proxies(
         POSTGRES_URL=postgres_proxy.url(postgres_url),
         REDIS_URL=redis_proxy.url(redis_url),
         REDIS_KEY_PREFIX=f"{redis_key_prefix}restarts:{uuid.uuid4().hex[:8]}:",
-        REDIS_TIMEOUT_SECONDS=2,
+        PRODUCT_REDIS_TIMEOUT_SECONDS=2,
     )
     async with start_service(settings) as running:
         yield running
