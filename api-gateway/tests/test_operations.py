@@ -4,6 +4,8 @@ request ids, body size limits, unknown routes, and the OpenAPI document."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 import uuid
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 
 from chassis.testing.process import ServiceProcess
 
-from .conftest import Platform
+from .conftest import Platform, start_gateway, wait_http_ok
 
 
 async def test_healthz_answers_while_the_process_lives(api: httpx.AsyncClient) -> None:
@@ -185,3 +187,40 @@ async def test_small_body_limit_setting_is_enforced(extra_gateway: Any) -> None:
         large = await client.post("/api/v1/login", json={"email": "a@b.co", "password": "x" * 100})
     assert small.status_code != 413
     assert large.status_code == 413, large.text
+
+
+async def test_sigterm_drains_ready_503_while_every_request_is_still_served(
+    platform: Platform,
+) -> None:
+    """The first SIGTERM turns /readyz to 503 at once, and for the drain delay the gateway still
+    serves every request, over new connections too; then it stops on its own."""
+    gateway, url = start_gateway(
+        {
+            "USER_SERVICE_ADDR": platform.user_addr,
+            "PRODUCT_SERVICE_ADDR": platform.product_addr,
+            "CART_SERVICE_ADDR": "",
+            "ORDER_SERVICE_ADDR": "",
+            "GATEWAY_SHUTDOWN_DRAIN_DELAY_SECONDS": "4",
+        }
+    )
+    try:
+        await wait_http_ok(gateway, url + "/readyz")
+        signalled = time.monotonic()
+        gateway.popen.send_signal(signal.SIGTERM)
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            await asyncio.sleep(0.3)
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert "draining" in ready.json()["detail"]
+            assert (await client.get("/healthz")).status_code == 200
+            for _ in range(5):
+                listed = await client.get("/api/v1/products", params={"limit": 1})
+                assert listed.status_code == 200, listed.text
+                await asyncio.sleep(0.2)
+        assert time.monotonic() - signalled < 4, "the checks above outlasted the drain"
+        code = await asyncio.to_thread(gateway.popen.wait, 20)
+        assert time.monotonic() - signalled >= 4, "stopped before its drain delay"
+        assert code in (0, -signal.SIGTERM), gateway.output_tail()
+        assert any(event.get("event") == "draining" for event in gateway.logs())
+    finally:
+        await asyncio.to_thread(gateway.stop)

@@ -31,6 +31,12 @@ class GatewaySettings(ProcessSettings):
     order_service_addr: str = Field("127.0.0.1:50054", validation_alias="ORDER_SERVICE_ADDR")
 
     rpc_timeout_seconds: float = Field(3.0, gt=0, validation_alias="GATEWAY_RPC_TIMEOUT_SECONDS")
+    # On SIGTERM: /readyz answers 503 at once while every request is still served for this long,
+    # so the balancer in front stops sending new ones before the listening socket closes; then
+    # uvicorn's graceful shutdown (in-flight requests finish). A second signal skips the rest.
+    shutdown_drain_delay_seconds: float = Field(
+        2.0, ge=0, le=300, validation_alias="GATEWAY_SHUTDOWN_DRAIN_DELAY_SECONDS"
+    )
     readiness_timeout_seconds: float = Field(
         1.0, gt=0, validation_alias="GATEWAY_READINESS_TIMEOUT_SECONDS"
     )
