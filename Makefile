@@ -22,7 +22,7 @@ test: install ## run the whole test suite against the servers named in the envir
 	$(UV) run pytest -m "not serial"
 	$(UV) run pytest -n 0 -m serial || [ $$? -eq 5 ]
 
-test-quick: install ## the quick round: everything but the slow tests (faults, restarts, storms)
+test-quick: install ## the quick round: everything but the slow tests (faults, store restarts, a fresh install)
 	$(UV) run pytest -m "not slow and not serial"
 
 lint: install proto-check ## ruff, formatting, mypy and the proto checks
@@ -85,9 +85,15 @@ HONCHO = $(UV) run honcho -e .env,$(DEV_ACCOUNTS)
 # LOG_FORMAT=json make dev keeps JSON.
 dev: export LOG_FORMAT ?= console
 
-dev: install bootstrap ## run every service locally (root Procfile, honcho) against the servers in .env / the environment
+# REPLICAS=N runs N replicas of every gRPC service (ports N x 10 apart) behind the one gateway,
+# from a Procfile platform-procfile writes; every client's target lists all the replicas.
+REPLICAS ?= 1
+
+dev: install bootstrap ## run every service locally (root Procfile, honcho); REPLICAS=2 for two of each
 	$(HONCHO) run sh -c 'POSTGRES_URL=$$PRODUCT_POSTGRES_URL exec service-product seed'
-	$(HONCHO) start
+	@if [ "$(REPLICAS)" = 1 ]; then $(HONCHO) start; else \
+	  $(HONCHO) run platform-procfile --replicas $(REPLICAS) > var/Procfile.replicas && \
+	  $(HONCHO) -f var/Procfile.replicas start; fi
 
 seed: install bootstrap ## load the sample catalogue (idempotent)
 	$(HONCHO) run sh -c 'POSTGRES_URL=$$PRODUCT_POSTGRES_URL exec service-product seed'

@@ -3,8 +3,9 @@
 Tests that share an expensive session fixture run in one group, so each worker starts what it
 needs once: the shared e2e platform, and the fault platforms (the fault tests are split over two
 platforms of their own, process kills and store cuts, since each cut stops every process of its
-platform). Any other test is grouped with its file. The heaviest groups are collected first, so
-they start at once instead of lengthening the tail of the run.
+platform). Any other test is grouped with its file; the replicas' platform (two of every process,
+about 33 connections) is module-scoped, so it stops as soon as its file is done. The heaviest
+groups are collected first, so they start at once instead of lengthening the tail of the run.
 
 Tests that stop or restart a server the whole machine shares are marked `serial`: `make test` runs
 them alone, after the parallel part (they are also gated by their own variables).
@@ -51,7 +52,13 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 SHARED_SERVER_MARKERS = ("broker_restart", "postgres_restart", "redis_restart")
 # Group name -> rank in the collection order (lower starts first); unlisted groups come after.
-HEAVY_GROUPS = {"faults-kill": 0, "faults-cut": 1, "e2e-platform": 2, "faults-dead-letters": 3}
+HEAVY_GROUPS = {
+    "tests/e2e/test_replicas.py": 0,
+    "faults-kill": 1,
+    "faults-cut": 2,
+    "e2e-platform": 3,
+    "faults-dead-letters": 4,
+}
 
 
 def scheduling_group(item: pytest.Item) -> str:

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,7 @@ from steady_state import (
 )
 
 from chassis.postgres import database_url, ensure_database
+from chassis.procfile import replica_procfile, variable
 from chassis.settings import AmqpSettings
 from chassis.testing.events import EventTap
 from chassis.testing.process import ServiceProcess, free_port
@@ -76,6 +78,10 @@ def platform_env(run_id: str) -> dict[str, str]:
             "POSTGRES_URL": POSTGRES_URL,
             "REDIS_URL": REDIS_URL,
             "REDIS_KEY_PREFIX": f"bench:{run_id}:",
+            # One signing key for every service-user replica (each would make its own without).
+            "JWT_PRIVATE_KEY_FILE": str(
+                Path(tempfile.mkdtemp(prefix="bench-keys-")) / "jwt-signing-key.pem"
+            ),
             "AMQP_URL": AMQP_URL,
             "EVENTS_EXCHANGE": f"bench.{run_id}.events",
             "QUEUE_PREFIX": f"bench.{run_id}.",
@@ -267,12 +273,29 @@ async def start_platform(
     for name in databases:
         await ensure_database(POSTGRES_URL, name)
     honcho = str(Path(sys.executable).with_name("honcho"))
+    procfile, names = ROOT / "Procfile", list(PROCESSES)
+    replicas = getattr(args, "replicas", 1)  # bench_load.py runs one of each
+    if replicas > 1:
+        # As `make dev REPLICAS=N` runs them: N replicas of every gRPC service, one gateway.
+        services = [name for name in PROCESSES if name.startswith("service-")]
+        ports = {variable(service, "GRPC_PORT"): [free_port() for _ in range(replicas)]
+                 for service in services}  # fmt: skip
+        ports.update({variable(service, "METRICS_PORT"): [0] * replicas
+                      for service in services})  # fmt: skip
+        procfile = Path(tempfile.mkdtemp(prefix="bench-replicas-")) / "Procfile"
+        procfile.write_text(replica_procfile(procfile_text(), ports))
+        names = [f"{s}-{k}" for s in services for k in range(1, replicas + 1)]
+        names.append("api-gateway")
     processes = [
-        ServiceProcess([honcho, "--no-colour", "-f", str(ROOT / "Procfile"), "start", name],
-                       env=env, cwd=str(ROOT), name=name).start()
-        for name in PROCESSES
+        ServiceProcess([honcho, "--no-colour", "-d", str(ROOT), "-f", str(procfile), "start",
+                        name], env=env, cwd=str(ROOT), name=name).start()
+        for name in names
     ]  # fmt: skip
     return processes
+
+
+def procfile_text() -> str:
+    return (ROOT / "Procfile").read_text(encoding="utf-8")
 
 
 async def create_products(client: httpx.AsyncClient, run_id: str, count: int) -> list[str]:
@@ -312,6 +335,9 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--half-runs", type=int, default=1, help="runs of the half-rate scenario")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor scenario")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="replicas of every gRPC service (one gateway)"
+    )
     return parser.parse_args()
 
 

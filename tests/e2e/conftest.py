@@ -56,11 +56,13 @@ class Honcho:
     processes: tuple[str, ...] = ()
     lines: list[str] = field(default_factory=list)
     proc: subprocess.Popen[str] | None = None
+    procfile: Path = ROOT / "Procfile"
 
     def start(self) -> Honcho:
         honcho = str(Path(sys.executable).with_name("honcho"))
+        command = [honcho, "--no-colour", "-d", str(ROOT), "-f", str(self.procfile), "start"]
         self.proc = subprocess.Popen(
-            [honcho, "--no-colour", "-f", str(ROOT / "Procfile"), "start", *self.processes],
+            [*command, *self.processes],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -137,12 +139,19 @@ class Platform:
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     # What processes stopped or killed before wrote.
     earlier_lines: dict[str, list[str]] = field(default_factory=dict)
+    # The Procfile its processes are lines of (the replicas' tests use a generated one), and
+    # the gRPC address of processes whose port is not in `env` (a replica's is in its line).
+    procfile: Path = ROOT / "Procfile"
+    addresses: dict[str, str] = field(default_factory=dict)
+    # Process name -> the Procfile line it runs, when they differ (a second gateway).
+    procfile_lines: dict[str, str] = field(default_factory=dict)
 
     def start(self, name: str) -> None:
         if name in self.processes:
             self.earlier_lines.setdefault(name, []).extend(self.processes[name].lines)
         env = {**self.env, **self.overrides.get(name, {})}
-        self.processes[name] = Honcho(env, (name,)).start()
+        line = self.procfile_lines.get(name, name)
+        self.processes[name] = Honcho(env, (line,), procfile=self.procfile).start()
 
     def stop(self, name: str) -> None:
         self.processes[name].stop()
@@ -156,20 +165,25 @@ class Platform:
         self.wait_serving(name)
 
     def grpc_address(self, service: str) -> str:
+        if service in self.addresses:
+            return self.addresses[service]
         prefix = service.removeprefix("service-").upper()
         return f"127.0.0.1:{self.env[f'{prefix}_GRPC_PORT']}"
 
     def wait_serving(self, name: str, timeout: float = 90.0) -> None:
-        if name == "api-gateway":
-            wait_ready(self.base_url, self.processes[name], timeout)
+        if name.startswith("api-gateway"):
+            port = self.overrides.get(name, self.env)["GATEWAY_PORT"]
+            wait_ready(f"http://127.0.0.1:{port}", self.processes[name], timeout)
         else:
             wait_grpc_serving(self.grpc_address(name), self.processes[name], timeout)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
+        gateways = [name for name in self.processes if name.startswith("api-gateway")]
         for name in self.processes:
-            if name != "api-gateway":
+            if name not in gateways:
                 self.wait_serving(name, timeout)
-        wait_ready(self.base_url, self.processes["api-gateway"], timeout)
+        for name in gateways:
+            self.wait_serving(name, timeout)
 
     def stop_all(self) -> None:
         for honcho in self.processes.values():
@@ -339,8 +353,13 @@ def start_platform(
     env: dict[str, str],
     processes: tuple[str, ...] = PROCESSES,
     overrides: dict[str, dict[str, str]] | None = None,
+    **layout: Any,
 ) -> Platform:
-    platform = Platform(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env, overrides=overrides or {})
+    """The processes started and serving; `layout` sets Platform's procfile, addresses and
+    procfile_lines."""
+    platform = Platform(
+        f"http://127.0.0.1:{env['GATEWAY_PORT']}", env, overrides=overrides or {}, **layout
+    )
     try:
         for name in processes:
             platform.start(name)

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram
 
+from chassis.grpc_server import ACCEPTING_SERVICE
 from chassis.metrics import expose
 from chassis.telemetry import grpc_client_interceptors
 
@@ -48,15 +49,29 @@ KEEPALIVE_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-def _retry_service_config(idempotent_methods: Sequence[str]) -> str:
-    """gRPC's own retry policy (transparent, within the call's deadline) for UNAVAILABLE only:
-    the one code that says the request never reached a server that acted on it."""
-    names = []
-    for full_name in idempotent_methods:
-        service, _, method = full_name.strip("/").partition("/")
-        names.append({"service": service, "method": method})
-    config = {
-        "methodConfig": [
+def service_config(idempotent_methods: Sequence[str] = ()) -> str:
+    """The channel's service config.
+
+    - `round_robin` over every address the target resolves to (each replica of the service),
+      instead of gRPC's default `pick_first`, which pins every call to one replica;
+    - client-side health checking: each replica's `grpc.health.v1.Health/Watch` of
+      `accepting` (chassis.grpc_server.ACCEPTING_SERVICE) is followed, and a replica that is
+      not SERVING (still starting, or draining on SIGTERM) is skipped at once, without waiting
+      for a call to fail;
+    - gRPC's own retry policy (within the call's deadline) for UNAVAILABLE only, on the methods
+      named idempotent: the one code that says the request never reached a server that acted
+      on it, retried on another replica.
+    """
+    config: dict[str, Any] = {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ACCEPTING_SERVICE},
+    }
+    if idempotent_methods:
+        names = []
+        for full_name in idempotent_methods:
+            service, _, method = full_name.strip("/").partition("/")
+            names.append({"service": service, "method": method})
+        config["methodConfig"] = [
             {
                 "name": names,
                 "retryPolicy": {
@@ -68,8 +83,24 @@ def _retry_service_config(idempotent_methods: Sequence[str]) -> str:
                 },
             }
         ]
-    }
     return json.dumps(config)
+
+
+def channel_target(address: str) -> str:
+    """The gRPC target for a service address setting.
+
+    Any gRPC target passes as it is: `host:port`, `dns:///service-product:50052` (every address
+    the name resolves to, re-resolved when a connection ends),
+    `ipv4:127.0.0.1:50052,127.0.0.1:50062`.
+    A plain comma-separated list of `ip:port` (`127.0.0.1:50052,127.0.0.1:50062`) is read as the
+    `ipv4:` (or `ipv6:`) list it means, so local replicas need no scheme in their settings.
+    """
+    address = address.strip()
+    if "," not in address or ":/" in address or address.startswith(("ipv4:", "ipv6:", "unix:")):
+        return address
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    scheme = "ipv6" if all(part.startswith("[") for part in parts) else "ipv4"
+    return f"{scheme}:{','.join(parts)}"
 
 
 def _method_name(details: grpc.aio.ClientCallDetails) -> str:
@@ -109,26 +140,29 @@ def create_channel(
     default_timeout: float,
     idempotent_methods: Sequence[str] = (),
 ) -> grpc.aio.Channel:
-    """A lazily connecting channel to `address`: nothing is dialled until the first call.
+    """A lazily connecting channel to `address` (one replica or several, see `channel_target`):
+    nothing is dialled until the first call, and calls are balanced `round_robin` over the
+    replicas that report SERVING.
 
     `default_timeout` bounds every call that does not pass its own `timeout=`; methods in
     `idempotent_methods` (full names, `/pkg.Service/Method`) are retried on UNAVAILABLE within
-    that deadline. Writes are never retried here: only their caller knows whether that is safe.
+    that deadline. Writes are never retried by policy: only their caller knows whether that is
+    safe. (gRPC's transparent retry stays on: it only resends a call that never left this client,
+    such as one that met a replica's GOAWAY while it drained.)
     """
     expose(RPC_CLIENT_HANDLED, RPC_CLIENT_LATENCY)
-    options = list(KEEPALIVE_OPTIONS)
-    if idempotent_methods:
-        options += [
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", _retry_service_config(idempotent_methods)),
-        ]
-    else:
-        options.append(("grpc.enable_retries", 0))
+    options = [
+        *KEEPALIVE_OPTIONS,
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", service_config(idempotent_methods)),
+    ]
     interceptors: list[grpc.aio.ClientInterceptor] = [
         *grpc_client_interceptors(),
         _DeadlineAndMetrics(default_timeout),
     ]
-    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(
+        channel_target(address), options=options, interceptors=interceptors
+    )
 
 
 def full_method_names(service_descriptor: Any, *methods: str) -> list[str]:

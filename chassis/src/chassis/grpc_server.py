@@ -30,6 +30,52 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # follow readiness instead; a liveness probe on those would restart every healthy replica during
 # a database outage, which brings no database back.
 LIVENESS_SERVICE = "liveness"
+# The health service name the clients' balancers watch (chassis.grpc_client): SERVING once the
+# startup hooks are done (migrations, pools, consumers) until the drain begins. Not readiness:
+# a replica whose broker is down still answers reads and takes checkouts into its outbox, and
+# every replica shares the same stores, so skipping them all would only turn that into errors.
+ACCEPTING_SERVICE = "accepting"
+
+
+class DrainingHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
+    """The gRPC health service, whose `Watch` streams end when the drain tells them to.
+
+    Every client's balancer keeps a `Watch` open on every replica; left open they would hold
+    `server.stop(grace)` for the whole grace on every stop. The drain first sends them
+    NOT_SERVING (the balancers move on), then ends them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watches_ended = asyncio.Event()
+
+    async def Watch(self, request: Any, context: Any) -> None:
+        watching = asyncio.ensure_future(super().Watch(request, context))
+        ended = asyncio.ensure_future(self._watches_ended.wait())
+        try:
+            await asyncio.wait({watching, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watching, ended):
+                task.cancel()
+            await asyncio.gather(watching, ended, return_exceptions=True)
+
+    def end_watches(self) -> None:
+        self._watches_ended.set()
+
+
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    """Connection ageing (clients re-resolve and reach replicas added later) and a keepalive
+    policy that accepts the clients' pings (chassis.grpc_client pings every 30 s, also with no
+    call in flight; gRPC's default policy would answer that with GOAWAY too_many_pings)."""
+    return [
+        ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_seconds * 1000)),
+        (
+            "grpc.max_connection_age_grace_ms",
+            int(settings.grpc_max_connection_age_grace_seconds * 1000),
+        ),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
 
 
 def _log_retry(name: str) -> Callable[[RetryCallState], None]:
@@ -64,8 +110,9 @@ class ServiceRuntime:
         self.server: grpc.aio.Server = grpc.aio.server(
             interceptors=[grpc_server_interceptor(), observer],
             maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            options=server_options(settings),
         )
-        self.health = health.aio.HealthServicer()
+        self.health = DrainingHealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.bound_port = 0
         self._services: list[str] = []
@@ -118,6 +165,7 @@ class ServiceRuntime:
                 with attempt:
                     await fn()
             _log.info("startup_hook_done", hook=name)
+        await self.health.set(ACCEPTING_SERVICE, _SERVING)
         for name, fn in self._background:
             self._tasks.append(asyncio.create_task(self._supervise(name, fn), name=name))
         self.started.set()
@@ -190,6 +238,7 @@ class ServiceRuntime:
         )
         await self._set_health(_NOT_SERVING)
         await self.health.set(LIVENESS_SERVICE, _SERVING)
+        await self.health.set(ACCEPTING_SERVICE, _NOT_SERVING)
         await self.server.start()
         _log.info("started", host=settings.grpc_host, port=self.bound_port)
         self._install_signal_handlers()
@@ -202,9 +251,15 @@ class ServiceRuntime:
 
     async def _drain(self, lifecycle: asyncio.Task[None], stop: asyncio.Task[bool]) -> None:
         _log.info("stopping", grace_s=self.settings.shutdown_grace_seconds)
+        # NOT_SERVING first, to every balancer watching this replica; then, once they have had
+        # the drain delay to move their calls elsewhere, no new RPC is accepted and the ones in
+        # flight get the grace to finish.
         await self.health.enter_graceful_shutdown()
         for task in (lifecycle, stop):
             task.cancel()
+        if self.started.is_set():
+            await asyncio.sleep(self.settings.shutdown_drain_delay_seconds)
+        self.health.end_watches()
         await self.server.stop(self.settings.shutdown_grace_seconds)
         for task in self._tasks:
             task.cancel()

@@ -52,6 +52,13 @@ class ServiceSettings(ProcessSettings):
     # queueing work it cannot finish before the callers' deadlines.
     grpc_max_concurrent_rpcs: int = Field(256, ge=1)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
+    # On SIGTERM the replica first reports NOT_SERVING and waits this long, so the clients that
+    # watch its health move their calls to the other replicas before it stops accepting any.
+    shutdown_drain_delay_seconds: float = Field(0.5, ge=0)
+    # A client connection older than this is asked to go (GOAWAY, in-flight calls finish within
+    # the grace): clients then reconnect and re-resolve, and spread over replicas added since.
+    grpc_max_connection_age_seconds: float = Field(30.0, gt=0)
+    grpc_max_connection_age_grace_seconds: float = Field(10.0, ge=0)
     readiness_interval_seconds: float = Field(3.0, gt=0)
     startup_retry_max_seconds: float = Field(5.0, gt=0)
     # An RPC that takes longer is logged as `slow_rpc` (warning) besides its access line.
