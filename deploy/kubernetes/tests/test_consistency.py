@@ -291,10 +291,13 @@ def drain_seconds(service: str, config: dict[str, str]) -> float:
     """How long the process may take to drain after SIGTERM, as its code or settings say."""
     if service in UVICORN_MAINS:
         main = (ROOT / UVICORN_MAINS[service]).read_text()
-        match = re.search(r"timeout_graceful_shutdown=(\d+)", main)
+        match = re.search(r"timeout_graceful_shutdown\W{1,4}(\d+)", main)
         assert match is not None, f"uvicorn's graceful shutdown is set in {UVICORN_MAINS[service]}"
-        return float(match[1])
-    return float(config["SHUTDOWN_GRACE_SECONDS"])
+        # The gateway's own drain (readyz 503 while still serving) comes before uvicorn's.
+        return float(config.get("GATEWAY_SHUTDOWN_DRAIN_DELAY_SECONDS", 0)) + float(match[1])
+    return float(config.get("SHUTDOWN_DRAIN_DELAY_SECONDS", 0)) + float(
+        config["SHUTDOWN_GRACE_SECONDS"]
+    )
 
 
 @pytest.mark.parametrize("service", SERVICES)
