@@ -74,11 +74,34 @@ def scheduling_group(item: pytest.Item) -> str:
     return path
 
 
+def _tag_with_group(item: pytest.Item, group: str) -> None:
+    """What pytest-xdist's `loadgroup` itself means to do: the group as a suffix of the node id
+    (`tests/e2e/test_journey.py::test_x@e2e-platform`), which its scheduler reads.
+
+    xdist 3.8 writes the suffix into `Item._nodeid`, which pytest 9.2 no longer reads (node ids
+    now live in `Node._id`): every test became a group of its own and each worker started every
+    platform its tests needed (two replica platforms of eleven processes at once on two cores).
+    Done here until xdist follows; harmless where xdist's own suffix works (the scheduler reads
+    the last `@`).
+    """
+    if not hasattr(item, "_id"):
+        return  # pytest before 9.2: xdist's own suffix works
+    from _pytest.nodeid import coerce_node_id  # pytest >= 9.2 only
+
+    if not item.nodeid.endswith(f"@{group}"):
+        item._id = coerce_node_id(f"{item.nodeid}@{group}")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Set on xdist's workers (where collection happens) under `--dist loadgroup`.
+    loadgroup = bool(getattr(config.option, "loadgroup", False))
     for item in items:
         if any(item.get_closest_marker(name) for name in SHARED_SERVER_MARKERS):
             item.add_marker(pytest.mark.serial)
-        item.add_marker(pytest.mark.xdist_group(scheduling_group(item)))
+        group = scheduling_group(item)
+        item.add_marker(pytest.mark.xdist_group(group))
+        if loadgroup:
+            _tag_with_group(item, group)
     # Stable: within a rank, the collection order (and so every worker's) is kept.
     items.sort(key=lambda item: HEAVY_GROUPS.get(scheduling_group(item), len(HEAVY_GROUPS)))

@@ -103,6 +103,8 @@ async def test_seeding_twice_loads_one_deterministic_catalogue(
 async def test_service_product_process_serves_until_sigterm(
     process_env: Callable[..., dict[str, str]],
 ) -> None:
+    # Seeded here too (idempotent): this test must not depend on another having run before it.
+    await run_seed(process_env())
     grpc_port, metrics_port = free_port(), free_port()
     env = process_env(PRODUCT_GRPC_PORT=str(grpc_port), PRODUCT_METRICS_PORT=str(metrics_port))
     async with ServiceProcess([EXECUTABLE], env=env, name="service-product") as process:
