@@ -84,11 +84,19 @@ class Honcho:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
+        self.signal_stop()
+        self.wait_stopped()
+
+    def signal_stop(self) -> None:
+        """SIGTERM: the service drains and exits (`wait_stopped` waits for it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout=20)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
 
@@ -186,8 +194,12 @@ class Platform:
             self.wait_serving(name, timeout)
 
     def stop_all(self) -> None:
+        """Every process told to stop at once, then waited for: they drain side by side, as a
+        whole deployment's pods do, instead of one drain after another."""
         for honcho in self.processes.values():
-            honcho.stop()
+            honcho.signal_stop()
+        for honcho in self.processes.values():
+            honcho.wait_stopped()
 
     def logs(self, name: str) -> list[str]:
         return list(self.processes[name].lines)
