@@ -224,3 +224,32 @@ async def test_sigterm_drains_ready_503_while_every_request_is_still_served(
         assert any(event.get("event") == "draining" for event in gateway.logs())
     finally:
         await asyncio.to_thread(gateway.stop)
+
+
+async def _healthz_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    writer.write(b"GET /healthz HTTP/1.1\r\nhost: gateway\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await asyncio.wait_for(reader.readexactly(length), timeout=5)
+    return head.split(b"\r\n", 1)[0]
+
+
+async def test_an_idle_keep_alive_connection_outlives_the_clients_own_expiry(
+    api: httpx.AsyncClient,
+) -> None:
+    """httpx drops a pooled connection after 5 s idle, as uvicorn's default did: at that moment
+    a request could go out on a connection the server was closing, and fail with nothing wrong.
+    The gateway keeps idle connections longer (GATEWAY_KEEP_ALIVE_SECONDS), so the client closes
+    first: after 6 s idle the same connection still answers."""
+    reader, writer = await asyncio.open_connection(api.base_url.host, api.base_url.port)
+    try:
+        assert await _healthz_on(reader, writer) == b"HTTP/1.1 200 OK"
+        await asyncio.sleep(6.0)
+        assert await _healthz_on(reader, writer) == b"HTTP/1.1 200 OK"
+    finally:
+        writer.close()

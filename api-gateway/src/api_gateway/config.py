@@ -49,6 +49,13 @@ class GatewaySettings(ProcessSettings):
     header_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias="GATEWAY_HEADER_TIMEOUT_SECONDS"
     )
+    # How long an idle keep-alive connection stays open. Longer than any client's or balancer's
+    # own idle expiry (httpx: 5 s, an AWS load balancer: 60 s), so the client always closes
+    # first: a server closing at the moment the client sends on that connection loses the
+    # request (the client sees a reset, not an answer).
+    keep_alive_seconds: int = Field(
+        75, ge=1, le=3600, validation_alias="GATEWAY_KEEP_ALIVE_SECONDS"
+    )
 
     # Admission control (admission.py): API requests in progress at once in one worker; past it
     # a request is answered 503 + Retry-After at once instead of queueing past its deadline.

@@ -68,6 +68,7 @@ def main() -> None:
         "access_log": False,
         "log_config": None,
         "timeout_graceful_shutdown": 10,
+        "timeout_keep_alive": settings.keep_alive_seconds,
     }
     if settings.workers > 1:
         # Several worker processes: uvicorn's supervisor runs servers of its own, without the

@@ -38,6 +38,11 @@ class StorefrontSettings(ProcessSettings, RedisSettings):
     # Proxies in front of the storefront (a TLS terminator) whose X-Forwarded-For/-Proto uvicorn
     # believes: comma-separated addresses or CIDR networks. Empty: the shopper is the TCP peer.
     trusted_proxies: str = Field("", validation_alias="STOREFRONT_TRUSTED_PROXIES")
+    # An idle keep-alive connection closes after this long: longer than a browser's or a
+    # balancer's own idle expiry, so they close first (as GATEWAY_KEEP_ALIVE_SECONDS does).
+    keep_alive_seconds: int = Field(
+        75, ge=1, le=3600, validation_alias="STOREFRONT_KEEP_ALIVE_SECONDS"
+    )
     # Largest form body accepted (413 above it).
     max_body_bytes: int = Field(
         65_536, ge=1024, le=10_485_760, validation_alias="STOREFRONT_MAX_BODY_BYTES"
