@@ -22,8 +22,8 @@ test: install ## run the whole test suite against the servers named in the envir
 	$(UV) run pytest -m "not serial"
 	$(UV) run pytest -n 0 -m serial || [ $$? -eq 5 ]
 
-test-quick: install ## the quick round: everything but the slow tests (faults, store restarts, a fresh install)
-	$(UV) run pytest -m "not slow and not serial"
+test-quick: install ## the quick round (about a minute): unit and service suites, gateway over HTTP, manifests, compose; no end-to-end platform, process or outage test
+	$(UV) run pytest -m "not slow"
 
 lint: install proto-check ## ruff, formatting, mypy and the proto checks
 	$(UV) run ruff check .

@@ -10,6 +10,11 @@ groups are collected first, so they start at once instead of lengthening the tai
 Tests that stop or restart a server the whole machine shares are marked `serial`: `make test` runs
 them alone, after the parallel part (they are also gated by their own variables).
 
+The quick round (`pytest -m "not slow"`, `make test-quick`) leaves out what is marked `slow`:
+the whole end-to-end tier under `tests/e2e/` (each of its files starts a platform of processes),
+every `serial` test, and elsewhere every test that starts service processes of its own, waits
+through an outage or a timeout, or fills a queue to its bound (each marked where it is written).
+
 How many workers (`-n auto`): up to 4, fewer when the PostgreSQL server cannot hold 4 workers'
 connections. A worker keeps the services its session fixtures started (a platform of five
 processes, the upstreams of a service's suite) until it ends, about 35 PostgreSQL connections at
@@ -51,6 +56,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 SHARED_SERVER_MARKERS = ("broker_restart", "postgres_restart", "redis_restart")
+END_TO_END_TIER = "tests/e2e/"
 # Group name -> rank in the collection order (lower starts first); unlisted groups come after.
 HEAVY_GROUPS = {
     "tests/e2e/test_replicas.py": 0,
@@ -99,6 +105,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if any(item.get_closest_marker(name) for name in SHARED_SERVER_MARKERS):
             item.add_marker(pytest.mark.serial)
+        if item.nodeid.startswith(END_TO_END_TIER) or item.get_closest_marker("serial"):
+            item.add_marker(pytest.mark.slow)
         group = scheduling_group(item)
         item.add_marker(pytest.mark.xdist_group(group))
         if loadgroup:

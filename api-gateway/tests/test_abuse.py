@@ -78,6 +78,7 @@ def healthz_latencies(host: str, port: int, until: float) -> list[float]:
     return latencies
 
 
+@pytest.mark.slow
 async def test_large_tokens_are_refused_before_parsing_and_healthz_stays_fast(
     extra_gateway: Callable[..., Awaitable[str]],
 ) -> None:
@@ -101,6 +102,7 @@ async def test_large_tokens_are_refused_before_parsing_and_healthz_stays_fast(
     assert max(latencies) < HEALTHZ_BOUND_S, (statistics.median(latencies), max(latencies))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("token_chars", "status", "detail"),
     [(12 * 1024, 401, "longer than 8192"), (20 * 1024, 431, "Request Header Fields Too Large")],
@@ -122,6 +124,7 @@ async def test_an_oversized_token_is_refused_fast_with_a_problem(
     assert detail in body.decode()
 
 
+@pytest.mark.slow
 async def test_a_connection_that_never_finishes_its_headers_is_answered_408_and_closed(
     extra_gateway: Callable[..., Awaitable[str]],
 ) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import httpx
+import pytest
 
 from chassis.errors import Unavailable
 from chassis.testing.process import free_port
@@ -53,6 +54,7 @@ async def until_in_flight(metrics_url: str, count: int) -> None:
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_past_the_bound_a_request_is_refused_at_once_with_retry_after(
     extra_gateway: StartGateway,
 ) -> None:
@@ -87,6 +89,7 @@ async def test_past_the_bound_a_request_is_refused_at_once_with_retry_after(
     assert healthz.status_code == 200
 
 
+@pytest.mark.slow
 async def test_places_are_given_back_when_requests_end(extra_gateway: StartGateway) -> None:
     async with silent_upstream() as silent:
         url = await extra_gateway(
@@ -105,6 +108,7 @@ async def test_places_are_given_back_when_requests_end(extra_gateway: StartGatew
     assert login.status_code == 401
 
 
+@pytest.mark.slow
 async def test_under_the_bound_concurrent_requests_are_all_served(
     extra_gateway: StartGateway, api: httpx.AsyncClient, admin: Account
 ) -> None:
@@ -151,6 +155,7 @@ async def order_service(servicer: RefusingOrders) -> AsyncIterator[str]:
         await server.stop(0)
 
 
+@pytest.mark.slow
 async def test_a_checkout_refused_for_the_saga_backlog_is_503_with_its_retry_after(
     extra_gateway: StartGateway, customer: Account
 ) -> None:
@@ -169,6 +174,7 @@ async def test_a_checkout_refused_for_the_saga_backlog_is_503_with_its_retry_aft
     )
 
 
+@pytest.mark.slow
 async def test_an_order_service_that_is_down_is_a_plain_503(
     extra_gateway: StartGateway, customer: Account
 ) -> None:

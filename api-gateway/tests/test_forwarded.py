@@ -98,6 +98,7 @@ def client_from(url: str, source: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, transport=transport, timeout=10)
 
 
+@pytest.mark.slow
 async def test_a_client_that_is_no_trusted_proxy_cannot_escape_its_throttle_by_forwarding(
     extra_gateway: Callable[..., Awaitable[str]], make_customer: MakeCustomer
 ) -> None:
@@ -110,6 +111,7 @@ async def test_a_client_that_is_no_trusted_proxy_cannot_escape_its_throttle_by_f
         assert await login_status(attacker, victim.email, victim.password, "198.51.100.99") == 429
 
 
+@pytest.mark.slow
 async def test_through_a_trusted_proxy_the_login_throttle_holds_per_shopper_not_per_proxy(
     extra_gateway: Callable[..., Awaitable[str]], make_customer: MakeCustomer
 ) -> None:

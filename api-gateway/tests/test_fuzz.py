@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -23,6 +24,7 @@ CHECKS = [
 ]
 
 
+@pytest.mark.slow
 def test_fuzzed_requests_get_documented_answers_and_never_a_5xx(
     platform: Any, customer: Any
 ) -> None:

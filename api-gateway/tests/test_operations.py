@@ -28,6 +28,7 @@ async def test_readyz_is_200_when_every_upstream_serves(api: httpx.AsyncClient) 
     assert reply.status_code == 200, reply.text
 
 
+@pytest.mark.slow
 async def test_readyz_is_503_naming_service_user_while_it_is_down(
     lone_user_gateway: Any,
 ) -> None:
@@ -170,6 +171,7 @@ async def test_openapi_documents_problems_only_as_problem_json_and_500_and_504_e
                     )
 
 
+@pytest.mark.slow
 async def test_upstream_deadline_is_a_504_problem(extra_gateway: Any) -> None:
     url = await extra_gateway(GATEWAY_RPC_TIMEOUT_SECONDS="0.000001")
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
@@ -180,6 +182,7 @@ async def test_upstream_deadline_is_a_504_problem(extra_gateway: Any) -> None:
     assert reply.headers["content-type"].startswith("application/problem+json")
 
 
+@pytest.mark.slow
 async def test_small_body_limit_setting_is_enforced(extra_gateway: Any) -> None:
     url = await extra_gateway(GATEWAY_MAX_BODY_BYTES="64")
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
@@ -189,6 +192,7 @@ async def test_small_body_limit_setting_is_enforced(extra_gateway: Any) -> None:
     assert large.status_code == 413, large.text
 
 
+@pytest.mark.slow
 async def test_sigterm_drains_ready_503_while_every_request_is_still_served(
     platform: Platform,
 ) -> None:
@@ -239,6 +243,7 @@ async def _healthz_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     return head.split(b"\r\n", 1)[0]
 
 
+@pytest.mark.slow
 async def test_an_idle_keep_alive_connection_outlives_the_clients_own_expiry(
     api: httpx.AsyncClient,
 ) -> None:

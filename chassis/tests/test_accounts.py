@@ -312,6 +312,7 @@ def test_the_platform_accounts_file_names_every_store_service(tmp_path: Path) ->
 # ---------------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 async def test_the_command_makes_development_credentials_once_and_can_run_again(
     tmp_path: Path,
     service_accounts: RunAccounts,

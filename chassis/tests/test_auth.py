@@ -69,6 +69,7 @@ async def test_a_token_over_the_length_bound_is_refused_before_any_decoding(
     assert fetched == 0  # not even the key set was looked at
 
 
+@pytest.mark.slow
 async def test_a_verified_token_is_rejected_once_its_expiry_passes(
     authority: TokenAuthority,
 ) -> None:

@@ -60,6 +60,7 @@ def test_an_http_target_that_refuses_the_connection_is_unhealthy() -> None:
     assert main([f"http://127.0.0.1:{_closed_port()}/readyz"], {}) == 1
 
 
+@pytest.mark.slow
 def test_a_grpc_target_with_nothing_listening_is_unhealthy() -> None:
     environ = {"USER_GRPC_PORT": str(_closed_port())}
     assert main(["127.0.0.1:${USER_GRPC_PORT:-50051}"], environ) == 1

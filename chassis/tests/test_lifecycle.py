@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chassis.grpc_server import LIVENESS_SERVICE, ServiceRuntime
@@ -44,6 +45,7 @@ async def probe_exit_code(address: str, service: str = "") -> int:
     return await asyncio.wait_for(process.wait(), 30)
 
 
+@pytest.mark.slow
 async def test_health_follows_the_readiness_check(start_sample, tmp_path: Path) -> None:
     ready_file = tmp_path / "ready"
     process, address = start_sample(SAMPLE_READY_FILE=str(ready_file))
@@ -61,6 +63,7 @@ async def test_health_follows_the_readiness_check(start_sample, tmp_path: Path) 
     await eventually_status(address, NOT_SERVING)
 
 
+@pytest.mark.slow
 async def test_startup_hook_is_retried_until_postgres_is_reachable(
     start_sample, create_database, postgres_url: str, run_id: str
 ) -> None:
@@ -76,6 +79,7 @@ async def test_startup_hook_is_retried_until_postgres_is_reachable(
     assert process.wait_for_log("startup_hook_done")["hook"] == "postgres"
 
 
+@pytest.mark.slow
 async def test_sigterm_lets_the_in_flight_rpc_finish_then_exits_zero(start_sample) -> None:
     process, address = start_sample(SHUTDOWN_GRACE_SECONDS="10")
     await process.wait_serving(address, timeout_s=30)
@@ -177,6 +181,7 @@ async def test_a_stopped_runtime_gives_the_signals_back_to_its_process() -> None
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+@pytest.mark.slow
 async def test_a_taken_port_stops_the_service_with_a_clear_error(start_sample) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -44,6 +44,7 @@ async def test_every_rpc_gets_one_access_log_line(sample_server) -> None:
     assert HEX16.match(line["span_id"])
 
 
+@pytest.mark.slow
 async def test_an_rpc_slower_than_the_threshold_logs_a_slow_rpc_warning(start_sample) -> None:
     process, address = start_sample(SLOW_RPC_SECONDS="0.25")
     await process.wait_serving(address, timeout_s=30)

@@ -59,6 +59,7 @@ async def migrate_in_subprocess(url: str) -> int:
     return await asyncio.wait_for(process.wait(), 60)
 
 
+@pytest.mark.slow
 async def test_concurrent_migrations_all_succeed_and_apply_each_revision_once(
     create_database,
 ) -> None:
@@ -94,6 +95,7 @@ async def test_concurrent_migrations_all_succeed_and_apply_each_revision_once(
         await conn.close()
 
 
+@pytest.mark.slow
 async def test_ensure_database_is_safe_when_replicas_race(postgres_url: str, run_id: str) -> None:
     name = f"t_{run_id}_ensure_race"
     try:

@@ -47,6 +47,7 @@ def test_a_service_address_may_list_replicas(setting: str, target: str) -> None:
     assert channel_target(setting) == target
 
 
+@pytest.mark.slow
 async def test_calls_are_balanced_over_every_listed_replica(start_sample: SampleFactory) -> None:
     (first, a), (second, b) = start_sample(), start_sample()
     await first.wait_serving(a)
@@ -64,6 +65,7 @@ async def test_calls_are_balanced_over_every_listed_replica(start_sample: Sample
     assert served(first) + served(second) == 40
 
 
+@pytest.mark.slow
 async def test_a_replica_still_starting_is_skipped(start_sample: SampleFactory) -> None:
     ready, a = start_sample()
     # Its startup hook cannot finish (no PostgreSQL on that port): it listens, but is not
@@ -82,6 +84,7 @@ async def test_a_replica_still_starting_is_skipped(start_sample: SampleFactory) 
     assert served(ready) == 20
 
 
+@pytest.mark.slow
 async def test_a_draining_replica_fails_no_call_and_stops_before_its_grace(
     start_sample: SampleFactory,
 ) -> None:

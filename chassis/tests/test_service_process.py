@@ -89,6 +89,7 @@ async def test_a_block_over_a_started_process_runs_exactly_one_and_stops_it() ->
     assert _children_of_this_runner() - before == set()
 
 
+@pytest.mark.slow
 async def test_processes_start_while_the_test_process_has_grpc_calls_in_flight() -> None:
     # grpc/grpc#43055: with gRPC's fork support on, a child forked while channels are busy could
     # abort before exec (about one start in seven here); the plugin turns fork support off.

@@ -20,6 +20,7 @@ class ShopSettings(ServiceSettings, PostgresSettings, AmqpSettings, RedisSetting
     db_name: str = Field(validation_alias="SHOP_DB_NAME")
 
 
+@pytest.mark.slow
 def test_malformed_variable_stops_the_service_with_one_line_naming_it(start_sample) -> None:
     process, _ = start_sample(SAMPLE_GRPC_PORT="abc")
     assert process.wait(20) == 2
@@ -29,6 +30,7 @@ def test_malformed_variable_stops_the_service_with_one_line_naming_it(start_samp
     ]
 
 
+@pytest.mark.slow
 def test_missing_required_variable_is_reported_as_required(start_sample) -> None:
     process, _ = start_sample(SAMPLE_GRPC_PORT=None)
     assert process.wait(20) == 2

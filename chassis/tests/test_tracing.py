@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import grpc
+import pytest
 import pytest_asyncio
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -57,6 +58,7 @@ async def collector() -> AsyncIterator[tuple[Collector, str]]:
     await server.stop(None)
 
 
+@pytest.mark.slow
 async def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(
     start_sample, collector
 ) -> None:
@@ -75,6 +77,7 @@ async def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(
     assert not [span for span in spans if "grpc.health" in span[1]]  # probes are not traced
 
 
+@pytest.mark.slow
 async def test_outbound_call_with_client_interceptors_continues_the_callers_trace(
     sample_server,
 ) -> None:
@@ -151,6 +154,7 @@ def test_the_ratio_decides_for_roots_and_children_follow_their_parent() -> None:
     ]
 
 
+@pytest.mark.slow
 async def test_with_a_sampling_ratio_of_zero_nothing_is_exported_yet_trace_ids_flow(
     start_sample, collector
 ) -> None:

@@ -7,6 +7,7 @@ import sys
 import uuid
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chassis.testing.process import ServiceProcess, free_port
@@ -36,6 +37,7 @@ def cart_process(**env: str) -> tuple[ServiceProcess, str]:
     return process, f"127.0.0.1:{port}"
 
 
+@pytest.mark.slow
 async def test_the_process_serves_carts_on_redis_and_stops_cleanly_on_sigterm(
     platform: Platform, redis_url: str, redis_key_prefix: str, jwks_address: str
 ) -> None:
@@ -65,6 +67,7 @@ async def test_the_process_serves_carts_on_redis_and_stops_cleanly_on_sigterm(
     assert code == 0
 
 
+@pytest.mark.slow
 async def test_an_unreachable_couchbase_keeps_it_not_serving_and_the_log_says_where() -> None:
     process, address = cart_process(
         CART_STORE="couchbase",
@@ -84,6 +87,7 @@ async def test_an_unreachable_couchbase_keeps_it_not_serving_and_the_log_says_wh
     assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+@pytest.mark.slow
 def test_a_malformed_setting_stops_the_process_with_one_line_naming_it() -> None:
     process, _ = cart_process(CART_STORE="mongodb")
     with process.start():

@@ -71,6 +71,7 @@ async def redis_answers(url: str, within: float = 10.0) -> None:
         await probe.aclose()
 
 
+@pytest.mark.slow
 async def test_once_redis_is_back_every_cart_call_succeeds_and_adds_count_once(
     platform: Platform,
     carts: cart_pb2_grpc.CartServiceStub,

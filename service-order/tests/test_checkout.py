@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import grpc
+import pytest
 
 from chassis.errors import field_of
 from chassis.testing.plugin import AmqpIsolation, CreateDatabase
@@ -183,6 +184,7 @@ async def test_a_malformed_key_is_an_invalid_argument_naming_it(shop: Shop, user
     assert await _orders_of(shop, user) == 0
 
 
+@pytest.mark.slow
 async def test_with_the_cart_or_catalogue_silent_checkout_is_unavailable_within_the_deadline(
     shop: Shop,
     user: str,

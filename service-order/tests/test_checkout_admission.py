@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
+import pytest
 
 from chassis.errors import retry_after_of
 from chassis.testing.plugin import AmqpIsolation, CreateDatabase
@@ -94,6 +95,7 @@ async def first_refusal(
     return refusals[0]
 
 
+@pytest.mark.slow
 async def test_checkouts_are_refused_with_retry_advice_while_orders_stay_pending_too_long(
     shop: Shop,
     create_database: CreateDatabase,
@@ -148,6 +150,7 @@ async def test_checkouts_are_refused_with_retry_advice_while_orders_stay_pending
         await eventually(accepted, within=20, every=0.2)
 
 
+@pytest.mark.slow
 async def test_events_waiting_in_the_outbox_past_its_bound_refuse_checkouts(
     shop: Shop,
     create_database: CreateDatabase,

@@ -39,6 +39,7 @@ def scrape(port: int) -> str:
         return str(reply.read().decode())
 
 
+@pytest.mark.slow
 async def test_the_command_serves_checks_out_exposes_metrics_and_stops_cleanly_on_sigterm(
     shop: Shop,
     user: str,
@@ -88,6 +89,7 @@ async def test_the_command_serves_checks_out_exposes_metrics_and_stops_cleanly_o
     process.wait_for_log("stopped")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("variable", "value"),
     [

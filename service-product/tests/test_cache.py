@@ -114,6 +114,7 @@ async def test_read_that_began_before_an_update_does_not_put_the_old_value_back(
     assert (await get(service.stub, product.id)).product.price_cents == 2000
 
 
+@pytest.mark.slow
 async def test_concurrent_misses_for_one_product_make_one_database_read(
     service: Any, make_product: MakeProduct, store_reads: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

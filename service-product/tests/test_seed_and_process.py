@@ -83,6 +83,7 @@ def test_sample_catalogue_is_the_same_every_time_with_stable_skus() -> None:
     assert len({p.name for p in first}) > 500  # varied enough to search and page through
 
 
+@pytest.mark.slow
 async def test_seeding_twice_loads_one_deterministic_catalogue(
     process_env: Callable[..., dict[str, str]], seed_db: tuple[str, str]
 ) -> None:
@@ -100,6 +101,7 @@ async def test_seeding_twice_loads_one_deterministic_catalogue(
     assert first_rows == expected
 
 
+@pytest.mark.slow
 async def test_service_product_process_serves_until_sigterm(
     process_env: Callable[..., dict[str, str]],
 ) -> None:

@@ -127,6 +127,7 @@ async def warm(service: RunningProduct, products: list[product_pb2.Product]) -> 
     )
 
 
+@pytest.mark.slow
 async def test_once_redis_is_back_every_call_succeeds_and_none_falls_back_for_a_failure(
     behind_proxies: RunningProduct,
     redis_proxy: TcpProxy,
@@ -152,6 +153,7 @@ async def test_once_redis_is_back_every_call_succeeds_and_none_falls_back_for_a_
     assert after == cache_errors
 
 
+@pytest.mark.slow
 async def test_once_postgresql_is_back_every_call_succeeds(
     behind_proxies: RunningProduct,
     postgres_proxy: TcpProxy,

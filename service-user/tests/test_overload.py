@@ -19,6 +19,8 @@ from chassis.errors import retry_delay_of
 from chassis.testing.process import ServiceProcess, free_port
 from ecommerce.user.v1 import user_pb2, user_pb2_grpc
 
+# Each test starts a service-user process of its own and fills its hashing queue: the slow tier.
+pytestmark = pytest.mark.slow
 EXECUTABLE = shutil.which("service-user")
 MIB = 1024 * 1024
 HASH_MEMORY_MIB = 64  # the production default, so the memory bound is the real one

@@ -53,6 +53,7 @@ def start(env: dict[str, str]) -> ServiceProcess:
     return ServiceProcess([EXECUTABLE], env=env, name="service-user")
 
 
+@pytest.mark.slow
 async def test_process_serves_registers_stops_on_sigterm_and_keeps_its_key_across_restarts(
     process_env: Callable[..., dict[str, str]], email: str, tmp_path: Path
 ) -> None:

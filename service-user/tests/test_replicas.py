@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import pytest
 
 from chassis.auth import client_metadata
 from chassis.grpc_client import create_channel
@@ -40,6 +41,7 @@ async def outcomes(
     return seen
 
 
+@pytest.mark.slow
 async def test_three_replicas_limit_logins_exactly_as_one_does(
     make_settings: SettingsFactory,
     start_service: Callable[..., Any],

@@ -157,6 +157,7 @@ class Accounts:
         return failures
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["redis", "postgres"])
 async def test_once_a_restarted_store_answers_again_no_user_call_fails(
     behind_proxies: RunningService,

@@ -66,6 +66,7 @@ async def test_publish_retries_once_when_the_first_confirm_is_lost(
         await broker.close()
 
 
+@pytest.mark.slow
 async def test_a_batch_of_publishes_timing_out_together_replaces_the_channel_once(
     amqp_settings: AmqpSettings, tap: Tap
 ) -> None:

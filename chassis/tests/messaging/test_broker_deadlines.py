@@ -113,6 +113,7 @@ CALLS: list[tuple[str, Callable[[Broker], Awaitable[Any]], float]] = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("what", "call", "bound"), CALLS, ids=[what for what, _, _ in CALLS])
 async def test_every_broker_call_answers_within_its_bound_when_the_broker_goes_silent(
     broker_through_proxy: Broker,
@@ -203,6 +204,7 @@ async def lockable(pool: asyncpg.Pool) -> bool:
         return len(rows) == total > 0
 
 
+@pytest.mark.slow
 async def test_a_consumer_starting_on_a_silent_broker_fails_in_time_and_consumes_once_it_answers(
     broker_through_proxy: Broker, proxy: TcpProxy, broker: Broker
 ) -> None:
@@ -241,6 +243,7 @@ async def test_a_consumer_stopping_while_the_broker_is_silent_stops_in_time(
         await proxy.restore()
 
 
+@pytest.mark.slow
 async def test_a_connection_silent_for_three_heartbeats_is_replaced_and_consuming_resumes(
     amqp_settings: AmqpSettings, proxy: TcpProxy, broker: Broker
 ) -> None:

@@ -231,6 +231,7 @@ async def test_events_of_one_order_are_handled_in_the_order_the_queue_delivered_
     assert {tuple(v) for v in seen.values()} == {("OrderCreated", "OrderCancelled")}
 
 
+@pytest.mark.slow
 async def test_a_dependency_outage_pauses_handling_without_burning_delivery_attempts(
     broker: Broker,
 ) -> None:
@@ -296,6 +297,7 @@ async def test_a_consumer_dying_again_and_again_does_not_dead_letter_healthy_eve
         assert await broker.queue_depth(survivor.dead_letter_queue_name) == 0
 
 
+@pytest.mark.slow
 async def test_a_message_already_in_the_dlq_shows_in_the_depth_gauge_and_a_warning(
     broker: Broker,
 ) -> None:
@@ -379,6 +381,7 @@ async def test_consumer_keeps_consuming_after_the_broker_closes_its_connection(
     assert recorder.events == [first, second]
 
 
+@pytest.mark.slow
 async def test_a_consumer_stopped_right_after_it_started_leaves_the_connection_whole(
     broker: Broker,
 ) -> None:

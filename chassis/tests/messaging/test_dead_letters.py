@@ -9,6 +9,7 @@ import sys
 import uuid
 
 import asyncpg
+import pytest
 
 from chassis.messaging import Broker, EventConsumer
 from chassis.settings import AmqpSettings
@@ -40,6 +41,7 @@ async def command(settings: AmqpSettings, *args: str) -> str:
     return out.decode()
 
 
+@pytest.mark.slow
 async def test_a_dead_lettered_event_is_shown_then_re_driven_and_takes_effect_once(
     amqp_settings: AmqpSettings, broker: Broker, pool: asyncpg.Pool
 ) -> None:

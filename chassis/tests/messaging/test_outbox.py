@@ -258,6 +258,7 @@ async def test_an_event_published_before_any_queue_is_bound_reaches_the_queue_bo
     assert sorted(received) == sorted(e.event_id for e in events)
 
 
+@pytest.mark.slow
 async def test_a_broker_outage_parks_no_row_and_every_event_goes_out_once_it_is_back(
     pool: asyncpg.Pool, database_url: str, amqp_settings: AmqpSettings, tap: Tap
 ) -> None:
@@ -289,6 +290,7 @@ async def test_a_broker_outage_parks_no_row_and_every_event_goes_out_once_it_is_
     assert received == {e.event_id for e in [*before, *during]}
 
 
+@pytest.mark.slow
 async def test_a_relay_backing_off_through_a_long_broker_outage_publishes_once_the_broker_is_back(
     pool: asyncpg.Pool, database_url: str, amqp_settings: AmqpSettings, tap: Tap
 ) -> None:

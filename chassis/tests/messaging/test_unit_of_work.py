@@ -169,6 +169,7 @@ async def test_a_connection_lost_inside_the_block_is_unavailable_not_an_internal
     assert await counts(ledger_pool) == (0, 0)
 
 
+@pytest.mark.slow
 async def test_a_short_database_outage_dead_letters_nothing_and_every_effect_happens_once(
     ledger_pool: asyncpg.Pool, database_url: str, broker: Broker
 ) -> None:
@@ -281,6 +282,7 @@ async def record_in_units_of_work(pool: asyncpg.Pool, count: int) -> list[BaseEx
     return [result for result in results if isinstance(result, BaseException)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graceful", [False, True], ids=["reset", "closed"])
 async def test_after_a_database_restart_no_unit_of_work_fails_once_it_answers(
     ledger_pool: asyncpg.Pool, database_url: str, graceful: bool

@@ -238,16 +238,13 @@ async def amqp_isolation(amqp_url: str, run_id: str) -> AsyncIterator[AmqpIsolat
     isolation = AmqpIsolation(exchange=f"test.{run_id}.events", queue_prefix=f"test.{run_id}.")
     yield isolation
     prefix = isolation.queue_prefix
-    queues = sorted(
-        {*isolation.extra_queues, *await asyncio.to_thread(_rabbitmqctl_names, "queues", prefix)}
+    # Both listings at once: each rabbitmqctl call starts an Erlang VM (seconds).
+    listed_queues, listed_exchanges = await asyncio.gather(
+        asyncio.to_thread(_rabbitmqctl_names, "queues", prefix),
+        asyncio.to_thread(_rabbitmqctl_names, "exchanges", prefix),
     )
-    exchanges = sorted(
-        {
-            isolation.exchange,
-            f"{isolation.exchange}.dlx",
-            *await asyncio.to_thread(_rabbitmqctl_names, "exchanges", prefix),
-        }
-    )
+    queues = sorted({*isolation.extra_queues, *listed_queues})
+    exchanges = sorted({isolation.exchange, f"{isolation.exchange}.dlx", *listed_exchanges})
     await asyncio.wait_for(_delete_amqp_names(amqp_url, queues, exchanges), CLEANUP_TIMEOUT_S)
 
 
