@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,7 @@ from cart_service.domain import (
     Cart,
     CartLimitExceeded,
     CartLine,
+    ClearedOrder,
     LineNotInCart,
     ProductSnapshot,
     priced,
@@ -21,6 +23,8 @@ from chassis.errors import InvalidArgument
 from chassis.validation import MAX_PRICE_CENTS
 
 USER = str(uuid.uuid4())
+ORDER = str(uuid.uuid4())
+NOW = 1_800_000_000_000  # ms since the epoch
 
 
 def pid() -> str:
@@ -109,7 +113,7 @@ def test_removing_ordered_lines_subtracts_them_and_drops_the_lines_emptied() -> 
     partly, fully, later = pid(), pid(), pid()
     cart = add(add(add(Cart(USER), partly, 5), fully, 2), later, 1)
 
-    left = domain.remove_ordered_lines(cart, {partly: 3, fully: 2})
+    left = domain.remove_ordered_lines(cart, {partly: 3, fully: 2}, order_id=ORDER, now_ms=NOW)
 
     assert [(line.product_id, line.quantity) for line in left.lines] == [(partly, 2), (later, 1)]
     assert left.currency == "USD"
@@ -118,7 +122,36 @@ def test_removing_ordered_lines_subtracts_them_and_drops_the_lines_emptied() -> 
 def test_removing_every_ordered_line_forgets_the_currency() -> None:
     product = pid()
 
-    assert domain.remove_ordered_lines(add(Cart(USER), product, 2), {product: 2}) == Cart(USER)
+    left = domain.remove_ordered_lines(
+        add(Cart(USER), product, 2), {product: 2}, order_id=ORDER, now_ms=NOW
+    )
+
+    assert replace(left, cleared_orders=()) == Cart(USER)
+
+
+def test_a_cleared_order_is_remembered_and_shown_to_a_checkout() -> None:
+    product = pid()
+    cart = add(Cart(USER), product, 3)
+
+    left = domain.remove_ordered_lines(cart, {product: 1}, order_id=ORDER, now_ms=NOW)
+
+    assert left.cleared_orders == (ClearedOrder(ORDER, NOW),)
+    assert domain.priced(left, {}).cleared_order_ids == (ORDER,)
+
+
+def test_cleared_orders_are_kept_a_day_and_at_most_a_hundred() -> None:
+    product, cart = pid(), Cart(USER)
+    day = domain.CLEARED_ORDERS_RETENTION_MS
+    cart = domain.remove_ordered_lines(cart, {product: 1}, order_id="old", now_ms=NOW - day)
+    for n in range(domain.CLEARED_ORDERS_KEPT + 5):
+        cart = domain.remove_ordered_lines(cart, {product: 1}, order_id=f"o{n}", now_ms=NOW + n)
+
+    kept = [order.order_id for order in cart.cleared_orders]
+    assert len(kept) == domain.CLEARED_ORDERS_KEPT
+    assert "old" not in kept  # past the retention
+    assert kept[-1] == f"o{domain.CLEARED_ORDERS_KEPT + 4}"  # the newest always stays
+    assert "o4" not in kept  # the oldest beyond the bound went first
+    assert "o5" in kept
 
 
 def test_a_priced_cart_drops_lines_whose_product_vanished() -> None:

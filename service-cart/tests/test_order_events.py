@@ -67,6 +67,9 @@ async def test_a_confirmed_order_leaves_the_cart_once_and_later_lines_stay(
     await eventually(taken_out)
     await asyncio.sleep(0.5)
     assert await quantities(platform, user) == {mug.id: 1, tea.id: 5}
+    # What a checkout reads: this order's lines are no longer in the cart, once.
+    reply = await platform.carts.GetCart(cart_pb2.GetCartRequest(user_id=user), timeout=5)
+    assert list(reply.cleared_order_ids) == [order_id]
 
 
 async def test_a_malformed_confirmation_goes_to_the_dead_letter_queue(broker: Broker) -> None:

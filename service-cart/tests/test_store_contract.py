@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 
 from cart_service import domain
 from cart_service.domain import MAX_LINES, Cart, CartLimitExceeded, LineNotInCart
-from cart_service.store import CartStore
+from cart_service.store import CartStore, now_ms
 from ecommerce.events.v1 import events_pb2
 
 from .conftest import inbox
@@ -206,8 +206,11 @@ def confirmed() -> events_pb2.OrderConfirmed:
 async def remove_ordered(
     store: CartStore, user_id: str, event: Message, ordered: dict[str, int]
 ) -> bool:
+    order_id = getattr(event, "order_id", "") or new_id()
     return await store.apply_event(
-        user_id, event, lambda cart: domain.remove_ordered_lines(cart, ordered)
+        user_id,
+        event,
+        lambda cart: domain.remove_ordered_lines(cart, ordered, order_id=order_id, now_ms=now_ms()),
     )
 
 
@@ -223,6 +226,23 @@ async def test_removing_ordered_lines_subtracts_and_keeps_lines_added_after_chec
 
     assert applied is True
     assert quantities(await store.get(user_id)) == {partly: 2, later: 1}
+
+
+async def test_a_cleared_order_is_remembered_once_and_kept_through_every_other_change(
+    store: CartStore, user_id: str
+) -> None:
+    product, later, event = new_id(), new_id(), confirmed()
+    await store.add_item(user_id, product, 2, stock=10, currency="USD")
+
+    await remove_ordered(store, user_id, event, {product: 2})
+    await remove_ordered(store, user_id, event, {product: 2})  # a redelivery
+    await store.add_item(user_id, later, 1, stock=10, currency="USD")
+    await store.set_quantity(user_id, later, 3, stock=10, currency="USD")
+    await store.remove_item(user_id, later)
+    await store.clear(user_id)
+
+    cart = await store.get(user_id)
+    assert [order.order_id for order in cart.cleared_orders] == [event.order_id]
 
 
 async def test_an_event_applied_twice_changes_the_cart_once(store: CartStore, user_id: str) -> None:

@@ -18,6 +18,8 @@ from order_service.domain import (
     TRANSITIONS,
     CancelReason,
     CartLine,
+    CartSnapshot,
+    LiveOrder,
     Order,
     OrderStatus,
     ProductPrice,
@@ -25,6 +27,8 @@ from order_service.domain import (
     check_owner,
     idempotency_key,
     merged,
+    not_yet_ordered,
+    order_covering_the_cart,
     price_cart,
     saga_outcome,
 )
@@ -231,3 +235,50 @@ def test_page_size_is_1_to_100_and_0_means_the_default() -> None:
         with pytest.raises(InvalidArgument) as raised:
             page_request(user_id=owner, page_size=size, page_token="")
         assert raised.value.field == "page_size"
+
+
+def _snapshot(*lines: tuple[uuid.UUID, int], cleared: tuple[uuid.UUID, ...] = ()) -> CartSnapshot:
+    return CartSnapshot(tuple(CartLine(p, q) for p, q in lines), frozenset(cleared))
+
+
+def _live(status: OrderStatus, *lines: tuple[uuid.UUID, int]) -> LiveOrder:
+    return LiveOrder(uuid.uuid4(), status, tuple(CartLine(p, q) for p, q in lines))
+
+
+def test_what_live_orders_hold_is_not_ordered_again() -> None:
+    kettle, mug, tea = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    cart = _snapshot((kettle, 3), (mug, 1), (tea, 2))
+    live = [
+        _live(OrderStatus.PENDING, (kettle, 1)),
+        _live(OrderStatus.CONFIRMED, (kettle, 1), (mug, 2)),  # the buyer lowered the mugs since
+    ]
+
+    assert not_yet_ordered(cart, live) == [CartLine(kettle, 1), CartLine(tea, 2)]
+    assert order_covering_the_cart(cart, live) is None
+
+
+def test_an_order_the_cart_has_cleared_is_not_subtracted() -> None:
+    kettle = uuid.uuid4()
+    cleared = _live(OrderStatus.CONFIRMED, (kettle, 2))
+    cart = _snapshot((kettle, 2), cleared=(cleared.id,))  # two more, added after it
+
+    assert not_yet_ordered(cart, [cleared]) == [CartLine(kettle, 2)]
+    assert order_covering_the_cart(cart, [cleared]) is None
+
+
+def test_a_cart_wholly_in_live_orders_is_answered_with_the_newest_pending_one() -> None:
+    kettle = uuid.uuid4()
+    confirmed = _live(OrderStatus.CONFIRMED, (kettle, 1))
+    pending = _live(OrderStatus.PENDING, (kettle, 1))
+    cart = _snapshot((kettle, 2))
+
+    assert not_yet_ordered(cart, [confirmed, pending]) == []
+    assert order_covering_the_cart(cart, [confirmed, pending]) == pending.id
+    assert order_covering_the_cart(_snapshot((kettle, 1)), [confirmed]) == confirmed.id
+
+
+def test_an_empty_cart_is_covered_by_no_order() -> None:
+    assert (
+        order_covering_the_cart(_snapshot(), [_live(OrderStatus.PENDING, (uuid.uuid4(), 1))])
+        is None
+    )

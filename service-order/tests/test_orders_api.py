@@ -74,8 +74,10 @@ async def test_a_confirmed_order_can_be_cancelled_once_and_the_saga_is_not_timed
 
 
 async def test_listing_pages_through_the_user_s_orders_newest_first(shop: Shop, user: str) -> None:
-    await shop.filled_cart(user, 1)
-    placed = [await shop.checkout(user) for _ in range(5)]
+    placed = []
+    for _ in range(5):  # each checkout orders what was added since the one before
+        await shop.filled_cart(user, 1)
+        placed.append(await shop.checkout(user))
     other_user = str(uuid.uuid4())
     await placed_order(shop, other_user)
 
@@ -98,8 +100,8 @@ async def test_listing_pages_through_the_user_s_orders_newest_first(shop: Shop, 
 async def test_a_bad_page_token_or_size_is_an_invalid_argument_naming_it(
     shop: Shop, user: str
 ) -> None:
-    await shop.filled_cart(user, 1)
     for _ in range(2):
+        await shop.filled_cart(user, 1)
         await shop.checkout(user)
     first = await shop.orders.ListOrders(
         order_pb2.ListOrdersRequest(user_id=user, page_size=1), timeout=5

@@ -260,3 +260,27 @@ async def _eventually_stock(client: httpx.AsyncClient, product_id: str, expected
         return await stock_of(client, product_id) == expected
 
     await eventually(matches, within=30)
+
+
+async def test_a_cart_checked_out_twice_at_once_is_ordered_once(
+    client: httpx.AsyncClient, admin: Admin, delivery: str
+) -> None:
+    """Two checkouts of one cart sent together (a double click, two tabs) make one order; the
+    answer that came second is that same order, or, if the first order was already confirmed and
+    the cart cleared, an empty cart. Either way every unit is bought once."""
+    product = await admin.create_product(stock=50)
+    shoppers = [await new_shopper(client) for _ in range(6)]
+    for shopper in shoppers:
+        await shopper.add(product["id"], 2)
+
+    answers = await asyncio.gather(*(shopper.checkout() for shopper in shoppers for _ in range(2)))
+
+    for shopper, pair in zip(shoppers, zip(answers[::2], answers[1::2], strict=True), strict=True):
+        placed = [answer.json() for answer in pair if answer.status_code == 202]
+        others = [answer for answer in pair if answer.status_code != 202]
+        assert len({order["id"] for order in placed}) == 1, [a.text for a in pair]
+        assert all(a.status_code == 409 and "empty" in a.text for a in others), others
+        (order_id,) = {order["id"] for order in placed}
+        assert (await shopper.final_order(order_id))["status"] == "CONFIRMED"
+        assert len(await shopper.orders()) == 1
+    assert await stock_of(client, product["id"]) == 50 - 2 * len(shoppers)

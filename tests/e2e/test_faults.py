@@ -22,7 +22,7 @@ import pytest
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, SAGA_TIMEOUT_SECONDS, FaultPlatform, Platform
 from .faults import Stream, pg_ctlcluster, rabbitmqctl
-from .shop import Admin, login, new_shopper
+from .shop import Admin, Shopper, login, new_shopper, stock_of
 
 # A stream through a fault takes one to two minutes, more on a loaded 2-core machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -87,6 +87,45 @@ async def test_with_rabbitmq_gone_for_seconds_every_service_reconnects_by_itself
 
     await stream.run_through(broker_outage)
     await stream.check_invariants(faulty.queues)
+
+
+async def test_with_the_broker_gone_a_shopper_checking_out_again_and_again_orders_each_unit_once(
+    faulty: FaultPlatform, client: httpx.AsyncClient, admin: Admin
+) -> None:
+    """A cart is ordered once. With the broker gone, every order stays PENDING (its
+    `order.created` waits in the outbox) and the cart keeps its lines; shoppers who add one unit
+    and check out, again and again, must get one order of one unit each time, not the whole cart
+    again (orders of 1, 2, 3... units), and each unit is bought once when the broker is back."""
+    rounds, initial = 3, 1000
+    product = await admin.create_product(stock=initial)
+    shoppers = [await new_shopper(client) for _ in range(4)]
+
+    async def again_and_again(shopper: Shopper) -> list[str]:
+        placed = []
+        for _ in range(rounds):
+            await shopper.add(product["id"], 1)
+            answer = await shopper.checkout_until_answered()
+            assert answer.status_code == 202, answer.text
+            order = answer.json()
+            assert [(i["product_id"], i["quantity"]) for i in order["items"]] == [
+                (product["id"], 1)
+            ], order
+            placed.append(order["id"])
+        return placed
+
+    with faulty.servers.down("amqp"):
+        placed = await asyncio.gather(*(again_and_again(shopper) for shopper in shoppers))
+
+    for shopper, order_ids in zip(shoppers, placed, strict=True):
+        assert len(set(order_ids)) == rounds, order_ids
+        finals = [await shopper.final_order(order_id) for order_id in order_ids]
+        assert [order["status"] for order in finals] == ["CONFIRMED"] * rounds
+        deadline = time.monotonic() + 30
+        while (cart := await shopper.cart()) != {}:
+            assert time.monotonic() < deadline, f"cart still holds {cart}"
+            await asyncio.sleep(0.2)
+    assert await stock_of(client, product["id"]) == initial - rounds * len(shoppers)
+    await faulty.queues.wait_drained()
 
 
 @pytest.mark.broker_restart

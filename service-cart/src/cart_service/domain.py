@@ -22,6 +22,11 @@ from chassis.validation import MAX_PRICE_CENTS
 MAX_LINE_QUANTITY = 100
 MAX_LINES = 50
 DEFAULT_CURRENCY = "USD"
+# The orders whose lines a cart has given up are remembered this long, at most this many (the
+# newest): service-order asks for them at checkout, looking back at most an hour and at most 50
+# orders (order_service.domain.UNCLEARED_LOOKBACK), well inside both bounds.
+CLEARED_ORDERS_RETENTION_MS = 24 * 3600 * 1000
+CLEARED_ORDERS_KEPT = 100
 
 
 class ProductNotFound(NotFound):
@@ -56,12 +61,22 @@ class CartLine:
 
 
 @dataclass(frozen=True)
+class ClearedOrder:
+    """An order whose confirmed lines left this cart, and when (ms since the epoch)."""
+
+    order_id: str
+    cleared_at_ms: int
+
+
+@dataclass(frozen=True)
 class Cart:
-    """A user's cart: lines in the order they were first added, one currency."""
+    """A user's cart: lines in the order they were first added, one currency, and the orders
+    whose lines it has already given up (`remove_ordered_lines`)."""
 
     user_id: str
     lines: tuple[CartLine, ...] = ()
     currency: str | None = None
+    cleared_orders: tuple[ClearedOrder, ...] = ()
 
     def line(self, product_id: str) -> CartLine | None:
         return next((line for line in self.lines if line.product_id == product_id), None)
@@ -96,11 +111,13 @@ class PricedLine:
 
 @dataclass(frozen=True)
 class PricedCart:
-    """A cart as the user sees it: current names and prices, vanished products left out."""
+    """A cart as the user sees it: current names and prices, vanished products left out; and
+    the orders whose lines it gave up (for a checkout, never shown to the shopper)."""
 
     user_id: str
     items: tuple[PricedLine, ...]
     currency: str
+    cleared_order_ids: tuple[str, ...] = ()
 
     @property
     def total_cents(self) -> int:
@@ -136,7 +153,8 @@ def priced(cart: Cart, products: Mapping[str, ProductSnapshot]) -> PricedCart:
     currency = cart.currency or next(
         (products[item.product_id].currency for item in items), DEFAULT_CURRENCY
     )
-    return PricedCart(cart.user_id, items, currency)
+    cleared = tuple(order.order_id for order in cart.cleared_orders)
+    return PricedCart(cart.user_id, items, currency, cleared)
 
 
 def parse_id(value: str, field: str) -> str:
@@ -249,15 +267,29 @@ def clear(cart: Cart) -> Cart:
     return replace(cart, lines=(), currency=None)
 
 
-def remove_ordered_lines(cart: Cart, ordered: Mapping[str, int]) -> Cart:
-    """Takes an order's quantities out of the cart. Lines added after checkout stay; a line
-    reaching 0 disappears. Applied once per `order.confirmed` by the store's `apply_event`."""
+def remove_ordered_lines(
+    cart: Cart, ordered: Mapping[str, int], *, order_id: str, now_ms: int
+) -> Cart:
+    """Takes an order's quantities out of the cart and remembers the order as cleared (so a
+    checkout no longer subtracts its lines: they are gone). Lines added after checkout stay; a
+    line reaching 0 disappears. Applied once per `order.confirmed` by the store's
+    `apply_event`."""
     lines = tuple(
         replace(line, quantity=line.quantity - ordered.get(line.product_id, 0))
         for line in cart.lines
     )
+    kept = [
+        order
+        for order in cart.cleared_orders
+        if now_ms - order.cleared_at_ms < CLEARED_ORDERS_RETENTION_MS and order.order_id != order_id
+    ]
+    newest = sorted(kept, key=lambda order: order.cleared_at_ms)[-(CLEARED_ORDERS_KEPT - 1) :]
     return _without_empty_currency(
-        replace(cart, lines=tuple(line for line in lines if line.quantity > 0))
+        replace(
+            cart,
+            lines=tuple(line for line in lines if line.quantity > 0),
+            cleared_orders=(*newest, ClearedOrder(order_id, now_ms)),
+        )
     )
 
 

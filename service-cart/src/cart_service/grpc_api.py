@@ -34,7 +34,9 @@ class CartServicer(cart_pb2_grpc.CartServiceServicer):
     ) -> cart_pb2.GetCartResponse:
         await self._authorise(context, request.user_id)
         cart = await handlers.get_cart(self._carts, user_id=request.user_id)
-        return cart_pb2.GetCartResponse(cart=cart_to_proto(cart))
+        return cart_pb2.GetCartResponse(
+            cart=cart_to_proto(cart), cleared_order_ids=cart.cleared_order_ids
+        )
 
     async def AddItem(
         self, request: cart_pb2.AddItemRequest, context: grpc.aio.ServicerContext

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from cart_service import domain
 from cart_service.domain import Cart, PricedCart
 from cart_service.products import ProductCatalog
-from cart_service.store import CartStore
+from cart_service.store import CartStore, now_ms
 from chassis.errors import InvalidArgument, Unavailable
 from chassis.messaging import Outcome, PoisonMessage, Subscription
 from ecommerce.events.v1 import events_pb2
@@ -91,19 +91,24 @@ async def clear_cart(carts: Carts, *, user_id: str) -> None:
 
 async def on_order_confirmed(carts: Carts, event: events_pb2.OrderConfirmed) -> Outcome:
     """The saga's last step: the confirmed order's lines leave the buyer's cart, once (the store
-    claims the event in the cart document's inbox in the same atomic step); lines added since
-    stay. A malformed event is poison."""
+    claims the event in the cart document's inbox in the same atomic step), and the cart
+    remembers the order as cleared (GetCart tells a checkout); lines added since stay. A
+    malformed event is poison."""
     ordered: dict[str, int] = {}
     for line in event.lines:
         ordered[line.product_id] = ordered.get(line.product_id, 0) + line.quantity
     try:
         user_id = domain.parse_id(event.user_id, "user_id")
-        domain.parse_id(event.order_id, "order_id")
+        order_id = domain.parse_id(event.order_id, "order_id")
         quantities = domain.parse_ordered_quantities(ordered)
     except InvalidArgument as error:
         raise PoisonMessage(f"order.confirmed {event.order_id!r}: {error.message}") from error
     removed = await carts.store.apply_event(
-        user_id, event, lambda cart: domain.remove_ordered_lines(cart, quantities)
+        user_id,
+        event,
+        lambda cart: domain.remove_ordered_lines(
+            cart, quantities, order_id=order_id, now_ms=now_ms()
+        ),
     )
     return Outcome.PROCESSED if removed else Outcome.DUPLICATE
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf.message import Message
 
-from cart_service.domain import Cart, CartLine
+from cart_service.domain import Cart, CartLine, ClearedOrder
 from chassis.messaging import DocumentInbox
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def to_document(cart: Cart) -> dict[str, Any]:
             {"product_id": ln.product_id, "quantity": ln.quantity, "added_at_ms": ln.added_at_ms}
             for ln in cart.lines
         ],
+        "cleared_orders": {order.order_id: order.cleared_at_ms for order in cart.cleared_orders},
     }
 
 
@@ -92,6 +93,11 @@ def from_document(user_id: str, document: Mapping[str, Any]) -> Cart:
             for ln in (document.get("lines") or [])
         ),
         currency=document.get("currency") or None,
+        # Absent from a document written before orders were remembered; {} either way.
+        cleared_orders=tuple(
+            ClearedOrder(str(order_id), int(at_ms))
+            for order_id, at_ms in (document.get("cleared_orders") or {}).items()
+        ),
     )
 
 

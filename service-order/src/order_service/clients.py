@@ -13,7 +13,7 @@ from chassis.errors import DomainError, Unauthenticated, Unavailable
 from chassis.grpc_client import create_channel, full_method_names
 from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
 from ecommerce.product.v1 import product_pb2, product_pb2_grpc
-from order_service.domain import CartLine, ProductPrice
+from order_service.domain import CartLine, CartSnapshot, ProductPrice
 
 # Codes that mean "that service cannot answer now": the caller may retry the checkout.
 _UNAVAILABLE_CODES = frozenset(
@@ -56,8 +56,9 @@ class CartClient:
         )
         return cls(channel, timeout_seconds=timeout_seconds)
 
-    async def lines(self, caller: Principal) -> list[CartLine]:
-        """The caller's cart lines: product and quantity only (names and prices are not used)."""
+    async def snapshot(self, caller: Principal) -> CartSnapshot:
+        """The caller's cart lines, product and quantity only (names and prices are not used),
+        and the orders whose lines the cart has given up."""
         try:
             reply = await self._stub.GetCart(
                 cart_pb2.GetCartRequest(user_id=caller.user_id),
@@ -69,7 +70,12 @@ class CartClient:
             if translated is None:
                 raise
             raise translated from error
-        return [CartLine(uuid.UUID(item.product_id), item.quantity) for item in reply.cart.items]
+        return CartSnapshot(
+            lines=tuple(
+                CartLine(uuid.UUID(item.product_id), item.quantity) for item in reply.cart.items
+            ),
+            cleared_order_ids=frozenset(uuid.UUID(order) for order in reply.cleared_order_ids),
+        )
 
     async def close(self) -> None:
         await self._channel.close()

@@ -141,6 +141,62 @@ def order_not_found(order_id: uuid.UUID) -> OrderNotFound:
     return OrderNotFound(f"order {order_id} does not exist", field="order_id")
 
 
+# A cart gives up a confirmed order's lines when it handles `order.confirmed`, usually moments
+# after the confirmation; until then the lines are still in the cart. A checkout subtracts the
+# lines of the buyer's live orders (PENDING, and those confirmed at most this long ago that the
+# cart does not list as cleared), at most this many of them: within the cart's own bounds on what
+# it remembers (a day, a hundred orders: cart_service.domain.CLEARED_ORDERS_RETENTION_MS).
+UNCLEARED_LOOKBACK_SECONDS = 3600
+UNCLEARED_LOOKBACK_ORDERS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class CartSnapshot:
+    """The cart as one read saw it: its lines, and the orders whose lines it has given up."""
+
+    lines: tuple[CartLine, ...]
+    cleared_order_ids: frozenset[uuid.UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveOrder:
+    """An order of the buyer whose lines may still be in the cart: PENDING, or CONFIRMED (or
+    cancelled after it) recently enough that the cart may not have given its lines up yet."""
+
+    id: uuid.UUID
+    status: OrderStatus
+    lines: tuple[CartLine, ...]
+
+
+def not_yet_ordered(snapshot: CartSnapshot, live: Sequence[LiveOrder]) -> list[CartLine]:
+    """The cart's lines less what the buyer's live orders already hold (those the cart lists as
+    cleared excepted: their lines have left it), in the cart's order, empty lines dropped. A
+    second checkout while an order is on its way orders only what was added since, so a cart
+    is ordered once."""
+    held: dict[uuid.UUID, int] = {}
+    for order in live:
+        if order.id in snapshot.cleared_order_ids:
+            continue
+        for line in order.lines:
+            held[line.product_id] = held.get(line.product_id, 0) + line.quantity
+    remaining = [
+        CartLine(line.product_id, line.quantity - held.get(line.product_id, 0))
+        for line in merged(snapshot.lines)
+    ]
+    return [line for line in remaining if line.quantity > 0]
+
+
+def order_covering_the_cart(snapshot: CartSnapshot, live: Sequence[LiveOrder]) -> uuid.UUID | None:
+    """When the cart holds lines but every one is already in live orders: the order a checkout
+    answers with (the newest PENDING one, else the newest of the others; `live` is newest
+    first). None when there is something new to order, or nothing in the cart at all."""
+    if not snapshot.lines or not_yet_ordered(snapshot, live):
+        return None
+    holding = [order for order in live if order.id not in snapshot.cleared_order_ids]
+    pending = [order for order in holding if order.status is OrderStatus.PENDING]
+    return (pending or holding)[0].id if holding else None
+
+
 def merged(lines: Iterable[CartLine]) -> list[CartLine]:
     """One line per product (quantities added), in the order products first appear."""
     quantities: dict[uuid.UUID, int] = {}

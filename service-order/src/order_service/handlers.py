@@ -9,7 +9,7 @@ commit. A saga event that finds its order already moved changes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -26,12 +26,17 @@ from order_service.domain import (
     CONFIRM,
     EXPIRE,
     REJECT_OUT_OF_STOCK,
+    UNCLEARED_LOOKBACK_ORDERS,
+    UNCLEARED_LOOKBACK_SECONDS,
+    CartSnapshot,
     Order,
     OrderStatus,
-    PricedCart,
+    ProductPrice,
     Transition,
     check_cancellable_by_user,
     merged,
+    not_yet_ordered,
+    order_covering_the_cart,
     order_not_found,
     price_cart,
 )
@@ -75,16 +80,20 @@ async def _order_of_key(orders: Orders, user_id: uuid.UUID, key: str) -> Order |
 async def checkout(orders: Orders, *, caller: Principal, idempotency_key: str | None) -> Order:
     """Price the caller's cart from service-product and place the order PENDING with its
     `order.created`, in one unit of work. A key this user used before returns that order, also
-    while new checkouts are refused because the saga is behind."""
+    while new checkouts are refused because the saga is behind.
+
+    A cart is ordered once: the lines of the buyer's live orders (PENDING, or confirmed but not
+    yet cleared from the cart) are subtracted, so a second checkout orders only what was added
+    since; when nothing was, it answers with the order that already holds the cart."""
     user_id = uuid.UUID(caller.user_id)
     if idempotency_key is not None:
         existing = await _order_of_key(orders, user_id, idempotency_key)
         if existing is not None:
             return existing
     orders.admission.check()
-    lines = merged(await orders.carts.lines(caller))
-    products = await orders.products.prices([line.product_id for line in lines])
-    placed = await _place(orders, user_id, price_cart(lines, products), idempotency_key)
+    snapshot = await orders.carts.snapshot(caller)
+    products = await orders.products.prices([line.product_id for line in merged(snapshot.lines)])
+    placed = await _place(orders, user_id, snapshot, products, idempotency_key)
     if placed is not None:
         return placed
     # A concurrent checkout with the same key committed first: its order is the answer.
@@ -97,13 +106,34 @@ async def checkout(orders: Orders, *, caller: Principal, idempotency_key: str | 
 
 
 async def _place(
-    orders: Orders, user_id: uuid.UUID, priced: PricedCart, idempotency_key: str | None
+    orders: Orders,
+    user_id: uuid.UUID,
+    snapshot: CartSnapshot,
+    products: Mapping[uuid.UUID, ProductPrice],
+    idempotency_key: str | None,
 ) -> Order | None:
-    """Insert the order PENDING with its lines, key and `order.created` in one unit of work;
-    None when a concurrent checkout took the key first (the key is claimed first, so a
-    concurrent checkout with the same key waits on it until this transaction ends)."""
-    order_id = uuid.uuid4()
+    """Under the user's checkout lock: the order that already covers the cart, or a new one
+    PENDING with what is not yet ordered, its key and `order.created`, in one unit of work.
+    None when a concurrent checkout took the key first (the key is claimed before the order is
+    written, so a concurrent checkout with the same key waits on it until this one ends)."""
     async with orders.new_unit_of_work() as uow:
+        await uow.orders.lock_checkouts_of(user_id)
+        live = await uow.orders.live_orders(
+            user_id, lookback_seconds=UNCLEARED_LOOKBACK_SECONDS, limit=UNCLEARED_LOOKBACK_ORDERS
+        )
+        covering = order_covering_the_cart(snapshot, live)
+        if covering is not None:
+            if idempotency_key is not None and not await uow.idempotency_keys.claim(
+                user_id, idempotency_key, covering
+            ):
+                return None
+            answer = await uow.orders.get(covering, user_id)
+            if answer is None:
+                raise RuntimeError(f"live order {covering} vanished under the checkout lock")
+            _log.info("checkout_answered_with_live_order", order_id=str(covering))
+            return answer
+        priced = price_cart(not_yet_ordered(snapshot, live), products)
+        order_id = uuid.uuid4()
         if idempotency_key is not None and not await uow.idempotency_keys.claim(
             user_id, idempotency_key, order_id
         ):

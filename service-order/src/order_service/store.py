@@ -20,6 +20,8 @@ from chassis.unit_of_work import UnitOfWork
 from order_service.domain import (
     EXPIRE,
     CancelReason,
+    CartLine,
+    LiveOrder,
     Order,
     OrderLine,
     OrderStatus,
@@ -31,6 +33,9 @@ from order_service.page_tokens import PageCursor, PageRequest
 # The schema this store reads and writes, shipped inside the package.
 MIGRATIONS_DIR = package_migrations("order_service")
 EXPIRE_BATCH_SIZE = 100
+# The first key of the advisory lock that serialises one user's checkouts (the second is the
+# user's); no other lock of this database uses it.
+CHECKOUT_LOCK_CLASS = 0x0C4E
 
 _ORDER_COLUMNS = "id, user_id, status, cancel_reason, total_cents, currency, created_at, updated_at"
 _outage = unavailable_on_outage("the order database")
@@ -175,11 +180,51 @@ class OrderStore:
         return {order_id: tuple(lines) for order_id, lines in result.items()}
 
     @_outage
+    async def lock_checkouts_of(self, user_id: uuid.UUID) -> None:
+        """Hold, until the transaction ends, the lock that serialises one user's checkouts (a
+        transaction-scoped advisory lock: two checkouts of one cart must each see the other's
+        order). Users whose ids hash alike merely wait for each other."""
+        await self._db.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))", CHECKOUT_LOCK_CLASS, str(user_id)
+        )
+
+    @_outage
+    async def live_orders(
+        self, user_id: uuid.UUID, *, lookback_seconds: float, limit: int
+    ) -> list[LiveOrder]:
+        """The user's orders whose lines may still be in the cart, newest first: PENDING ones,
+        and at most `limit` confirmed within `lookback_seconds` (cancelled since or not: the cart
+        gives a confirmed order's lines up all the same). Served by `orders_user_newest`: an
+        order is confirmed within the saga's timeout of its creation, so none older than the
+        look-back plus a day can qualify (the sweeper cancels PENDING ones long before)."""
+        rows = await self._db.fetch(
+            "SELECT id, status FROM orders WHERE user_id = $1"
+            " AND created_at > now() - make_interval(secs => $2 + 86400)"
+            " AND (status = 'PENDING' OR confirmed_at > now() - make_interval(secs => $2))"
+            " ORDER BY created_at DESC, id DESC LIMIT $3",
+            user_id,
+            lookback_seconds,
+            limit,
+        )
+        lines = await self.lines([row["id"] for row in rows])
+        return [
+            LiveOrder(
+                id=row["id"],
+                status=OrderStatus(row["status"]),
+                lines=tuple(
+                    CartLine(line.product_id, line.quantity) for line in lines.get(row["id"], ())
+                ),
+            )
+            for row in rows
+        ]
+
+    @_outage
     async def move(self, order_id: uuid.UUID, transition: Transition) -> MovedOrder | None:
         """Apply `transition` if the order is in one of its source statuses; None otherwise
-        (unknown, or already moved: nothing changes)."""
+        (unknown, or already moved: nothing changes). Confirming also stamps `confirmed_at`."""
         row = await self._db.fetchrow(
-            "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now()"
+            "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now(),"
+            " confirmed_at = CASE WHEN $2 = 'CONFIRMED' THEN now() ELSE confirmed_at END"
             " WHERE id = $1 AND status = ANY($4::text[])"
             " RETURNING id, user_id, created_at, updated_at",
             order_id,

@@ -29,6 +29,8 @@ router = APIRouter(prefix="/api/v1", tags=["orders"])
     description="Prices every line from the catalogue, stores the order PENDING and answers at "
     "once; poll GET /api/v1/orders/{id} for CONFIRMED or CANCELLED. With an `Idempotency-Key`, "
     "repeating the request (also concurrently) returns the same order, never a second one. "
+    "A cart is ordered once: lines the caller's orders still on their way already hold are not "
+    "ordered again, and with nothing new in the cart the answer is the order that holds it. "
     "While earlier orders are still being processed, new checkouts are refused with 503 and "
     "`Retry-After`.",
     responses=problems(401, 409, 422, 503, 504),

@@ -121,18 +121,28 @@ class GetCartResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CART_FIELD_NUMBER: _builtins.int
+    CLEARED_ORDER_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def cart(self) -> Global___Cart:
         """The cart."""
+
+    @_builtins.property
+    def cleared_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Orders whose lines this cart has already given up (their order.confirmed handled), the
+        newest at most 100 of the last day, in no particular order. service-order's checkout
+        subtracts the lines of the buyer's live orders from the cart, except these: their lines are
+        no longer in it. Empty for a cart that never saw an order confirmed.
+        """
 
     def __init__(
         self,
         *,
         cart: Global___Cart | None = ...,
+        cleared_order_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cart", b"cart"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart", b"cart"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart", b"cart", "cleared_order_ids", b"cleared_order_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
