@@ -1,6 +1,7 @@
 """A cart is ordered once: a checkout subtracts the lines of the buyer's live orders (PENDING,
 or confirmed and not yet given up by the cart), so checking out again while an order is on its
-way orders only what was added since, and answers with that order when nothing was.
+way orders only what was added since, and answers with that order when nothing was (or, when
+the orders holding the cart are already confirmed, FAILED_PRECONDITION saying so).
 
 The cart here is a real service-cart on an exchange of its own: it gives an order's lines up
 only when a test publishes that order's `order.confirmed` to it (`cart_clears`)."""
@@ -11,6 +12,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 
 from chassis.messaging import Broker
@@ -138,16 +140,23 @@ async def test_a_confirmed_order_counts_until_the_cart_has_given_its_lines_up(
     await handled(order_broker, shop, reserved(first.id))
     assert (await shop.get_order(user, first.id)).status == order_pb2.ORDER_STATUS_CONFIRMED
 
-    # Confirmed, but its lines are still in the cart: they are not ordered again.
-    again = await shop.checkout(user)
-    assert again.id == first.id
+    # Confirmed, but its lines are still in the cart: they are not ordered again, and the
+    # answer says why (a 202 carries a PENDING order only).
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await shop.checkout(user)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"in order {first.id}, already confirmed" in (refused.value.details() or "")
+    # What is added meanwhile is new: only that is ordered.
+    (mug,) = await shop.filled_cart(user, 1)
+    second = await shop.checkout(user)
+    assert units(second) == {mug.id: 1}
 
-    # Once the cart has given them up, what is in it is new and makes a new order.
+    # Once the cart has given the first order's lines up, the same product is new again.
     await cart_clears(cart_broker, shop, user, first)
     await shop.add_to_cart(user, kettle.id, 2)
-    second = await shop.checkout(user)
-    assert second.id != first.id
-    assert units(second) == {kettle.id: 2}
+    third = await shop.checkout(user)
+    assert third.id not in (first.id, second.id)
+    assert units(third) == {kettle.id: 2}
 
 
 async def test_a_cancelled_order_that_was_never_confirmed_leaves_its_lines_to_order_again(

@@ -16,6 +16,7 @@ from order_service.domain import (
     EXPIRE,
     REJECT_OUT_OF_STOCK,
     TRANSITIONS,
+    AlreadyOrdered,
     CancelReason,
     CartLine,
     CartSnapshot,
@@ -274,7 +275,14 @@ def test_a_cart_wholly_in_live_orders_is_answered_with_the_newest_pending_one() 
 
     assert not_yet_ordered(cart, [confirmed, pending]) == []
     assert order_covering_the_cart(cart, [confirmed, pending]) == pending.id
-    assert order_covering_the_cart(_snapshot((kettle, 1)), [confirmed]) == confirmed.id
+
+
+def test_a_cart_wholly_in_confirmed_orders_is_already_ordered() -> None:
+    kettle = uuid.uuid4()
+    confirmed = _live(OrderStatus.CONFIRMED, (kettle, 1))
+
+    with pytest.raises(AlreadyOrdered, match=str(confirmed.id)):
+        order_covering_the_cart(_snapshot((kettle, 1)), [confirmed])
 
 
 def test_an_empty_cart_is_covered_by_no_order() -> None:

@@ -108,3 +108,18 @@ def test_settings_refuse_a_trusted_proxy_that_is_no_address(
         StorefrontSettings()
     monkeypatch.setenv("STOREFRONT_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")
     assert StorefrontSettings().trusted_proxy_list == ["10.0.0.0/8", "127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("detail", "said"),
+    [
+        ("the cart is empty", "Your cart is empty: there is nothing to order."),
+        (
+            "everything in the cart is in order 0b8e, already confirmed: its lines leave the cart"
+            " in a moment",
+            "Everything in your cart is already ordered and confirmed: see your orders.",
+        ),
+    ],
+)
+def test_a_refused_checkout_says_why_in_words(detail: str, said: str) -> None:
+    assert wording.checkout_problem(Problem(409, detail)) == said

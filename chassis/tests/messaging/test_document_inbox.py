@@ -106,6 +106,20 @@ def test_the_event_being_claimed_is_kept_even_among_claims_of_the_same_instant(
         assert inbox.claim(document, event) is False
 
 
+def test_claims_of_the_same_instant_keep_the_newest_in_the_order_they_were_taken(
+    inbox: DocumentInbox,
+) -> None:
+    """A burst within one millisecond (the clock here never moves): the capacity keeps the last
+    claims taken, not an arbitrary few of equal time, also across the document's JSON."""
+    document: dict[str, Any] = {}
+    events = [order_created() for _ in range(12)]
+    for event in events:
+        inbox.claim(document, event)
+        document = json.loads(json.dumps(document, sort_keys=True))
+
+    assert set(document[INBOX_FIELD]["service-cart"]) == {e.event_id for e in events[-5:]}
+
+
 @pytest.mark.parametrize(
     "damaged",
     [["not", "a", "mapping"], {"service-cart": "text"}, {"service-cart": {"id": "yesterday"}}],

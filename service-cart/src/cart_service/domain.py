@@ -284,11 +284,13 @@ def remove_ordered_lines(
         if now_ms - order.cleared_at_ms < CLEARED_ORDERS_RETENTION_MS and order.order_id != order_id
     ]
     newest = sorted(kept, key=lambda order: order.cleared_at_ms)[-(CLEARED_ORDERS_KEPT - 1) :]
+    # Strictly after every order kept, so the newest are well defined within one millisecond.
+    at_ms = max([now_ms, *(order.cleared_at_ms + 1 for order in newest)])
     return _without_empty_currency(
         replace(
             cart,
             lines=tuple(line for line in lines if line.quantity > 0),
-            cleared_orders=(*newest, ClearedOrder(order_id, now_ms)),
+            cleared_orders=(*newest, ClearedOrder(order_id, at_ms)),
         )
     )
 

@@ -150,6 +150,10 @@ UNCLEARED_LOOKBACK_SECONDS = 3600
 UNCLEARED_LOOKBACK_ORDERS = 50
 
 
+class AlreadyOrdered(FailedPrecondition):
+    """Every line of the cart is in an order the saga has confirmed (409 at the gateway)."""
+
+
 @dataclass(frozen=True, slots=True)
 class CartSnapshot:
     """The cart as one read saw it: its lines, and the orders whose lines it has given up."""
@@ -187,14 +191,21 @@ def not_yet_ordered(snapshot: CartSnapshot, live: Sequence[LiveOrder]) -> list[C
 
 
 def order_covering_the_cart(snapshot: CartSnapshot, live: Sequence[LiveOrder]) -> uuid.UUID | None:
-    """When the cart holds lines but every one is already in live orders: the order a checkout
-    answers with (the newest PENDING one, else the newest of the others; `live` is newest
-    first). None when there is something new to order, or nothing in the cart at all."""
+    """When the cart holds lines but every one is already in live orders, and one of those is
+    still PENDING: the newest PENDING one, which a checkout answers with (`live` is newest
+    first). None when there is something new to order, or nothing in the cart at all.
+    `AlreadyOrdered` when the lines are all in orders the saga has already confirmed (the cart
+    gives them up in a moment): a checkout answers 202 with a PENDING order only."""
     if not snapshot.lines or not_yet_ordered(snapshot, live):
         return None
     holding = [order for order in live if order.id not in snapshot.cleared_order_ids]
     pending = [order for order in holding if order.status is OrderStatus.PENDING]
-    return (pending or holding)[0].id if holding else None
+    if pending:
+        return pending[0].id
+    raise AlreadyOrdered(
+        f"everything in the cart is in order {holding[0].id}, already confirmed:"
+        " its lines leave the cart in a moment"
+    )
 
 
 def merged(lines: Iterable[CartLine]) -> list[CartLine]:

@@ -112,12 +112,17 @@ async def _place(
     products: Mapping[uuid.UUID, ProductPrice],
     idempotency_key: str | None,
 ) -> Order | None:
-    """Under the user's checkout lock: the order that already covers the cart, or a new one
-    PENDING with what is not yet ordered, its key and `order.created`, in one unit of work.
+    """Under the user's checkout lock: the PENDING order that already holds the cart, or a new
+    one PENDING with what is not yet ordered, its key and `order.created`, in one unit of work
+    (`AlreadyOrdered` when the whole cart is in confirmed orders the cart has not cleared yet).
     None when a concurrent checkout took the key first (the key is claimed before the order is
     written, so a concurrent checkout with the same key waits on it until this one ends)."""
     async with orders.new_unit_of_work() as uow:
         await uow.orders.lock_checkouts_of(user_id)
+        if idempotency_key is not None and (
+            await uow.idempotency_keys.order_of(user_id, idempotency_key) is not None
+        ):
+            return None  # a checkout with this key committed while this one waited on the lock
         live = await uow.orders.live_orders(
             user_id, lookback_seconds=UNCLEARED_LOOKBACK_SECONDS, limit=UNCLEARED_LOOKBACK_ORDERS
         )

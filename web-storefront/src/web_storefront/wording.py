@@ -130,6 +130,8 @@ def checkout_problem(problem: Problem) -> str:
     if problem.status == 409:
         if "empty" in problem.detail:
             return "Your cart is empty: there is nothing to order."
+        if "already confirmed" in problem.detail:
+            return "Everything in your cart is already ordered and confirmed: see your orders."
         if "no longer exist" in problem.detail:
             return "A product in your cart is no longer sold. Remove it, then check out again."
         if "currenc" in problem.detail:

@@ -30,7 +30,8 @@ router = APIRouter(prefix="/api/v1", tags=["orders"])
     "once; poll GET /api/v1/orders/{id} for CONFIRMED or CANCELLED. With an `Idempotency-Key`, "
     "repeating the request (also concurrently) returns the same order, never a second one. "
     "A cart is ordered once: lines the caller's orders still on their way already hold are not "
-    "ordered again, and with nothing new in the cart the answer is the order that holds it. "
+    "ordered again: with nothing new in the cart the answer is the PENDING order holding it, "
+    "or 409 once that order is confirmed. "
     "While earlier orders are still being processed, new checkouts are refused with 503 and "
     "`Retry-After`.",
     responses=problems(401, 409, 422, 503, 504),

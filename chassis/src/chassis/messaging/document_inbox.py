@@ -68,8 +68,12 @@ class DocumentInbox:
         claims = _mapping(inboxes.get(self.consumer), f"{INBOX_FIELD}.{self.consumer}")
         if event_id in claims:
             return False
-        now_ms = int(self._clock() * 1000)
-        inboxes[self.consumer] = {**self._kept(claims, now_ms), event_id: now_ms}
+        kept = self._kept(claims, int(self._clock() * 1000))
+        # Strictly after every claim kept, so "the newest" is always well defined: claims taken
+        # within one millisecond (a burst of redeliveries) would otherwise tie, and which of them
+        # the capacity keeps would be arbitrary.
+        now_ms = max([int(self._clock() * 1000), *(at + 1 for at in kept.values())])
+        inboxes[self.consumer] = {**kept, event_id: now_ms}
         document[INBOX_FIELD] = inboxes
         return True
 
