@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from chassis.testing.accounts import RunAccounts
+
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, SAGA_TIMEOUT_SECONDS, FaultPlatform
 from .faults import (
     answering,
@@ -294,11 +296,13 @@ async def test_once_the_real_postgresql_is_back_no_request_fails(
     "E2E_RESTART_SHARED_REDIS=1",
 )
 async def test_once_the_real_redis_is_back_no_request_fails(
-    faulty: FaultPlatform, client: httpx.AsyncClient, admin: Admin
+    faulty: FaultPlatform, client: httpx.AsyncClient, admin: Admin, service_accounts: RunAccounts
 ) -> None:
     """Redis here keeps nothing across a restart: carts come back empty (the round fills them
-    again first, with requests that must not fail either), and the cart script is unknown to the
-    new server (NOSCRIPT: loaded again by the first call that needs it)."""
+    again first, with requests that must not fail either), the cart script is unknown to the
+    new server (NOSCRIPT: loaded again by the first call that needs it), and so are the
+    services' own ACL users: the restart is over once the bootstrap has made them again, as an
+    operator's would for a Redis without an ACL file."""
 
     async def restart() -> None:
         await asyncio.to_thread(stop_redis)
@@ -306,7 +310,8 @@ async def test_once_the_real_redis_is_back_no_request_fails(
             await asyncio.sleep(DOWN_FOR_SECONDS)
         finally:
             await asyncio.to_thread(start_redis)
-        await answering("redis", faulty.platform.env["REDIS_URL"])
+            await answering("redis", faulty.platform.env["REDIS_URL"])
+            await service_accounts.restore_redis_users()
 
     await across_a_restart(client, admin, restart)
 

@@ -83,6 +83,12 @@ class RunAccounts:
         )
         return variables
 
+    async def restore_redis_users(self) -> None:
+        """Every Redis user made so far, again, with the same passwords: what an operator's
+        bootstrap does once a Redis that keeps nothing on disk (no ACL file, as on the test
+        machines) has restarted empty."""
+        await redis_users.apply(self.redis_url, tuple(a for m in self.made for a in m.redis))
+
     async def remove(self) -> None:
         """Every account made, with the databases its roles own. Each store is cleaned even when
         another one fails (the first failure is raised at the end)."""
