@@ -27,6 +27,7 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
+from chassis.messaging import Broker
 from chassis.settings import AmqpSettings
 from chassis.testing.plugin import AmqpIsolation, CreateDatabase
 from chassis.testing.process import ServiceProcess, free_port
@@ -206,6 +207,15 @@ def messaging_values(settings: AmqpSettings) -> dict[str, Any]:
         "QUEUE_PREFIX": settings.queue_prefix,
         "DELIVERY_LIMIT": settings.delivery_limit,
     }
+
+
+@pytest.fixture(scope="session")
+async def broker(amqp_settings: AmqpSettings) -> AsyncIterator[Broker]:
+    """Plays service-product: publishes the stock events to service-order's exchange."""
+    broker = Broker(amqp_settings, "order-tests", connection_name=f"order-tests-{uuid.uuid4()}")
+    await broker.connect()
+    yield broker
+    await broker.close()
 
 
 @pytest.fixture(scope="session")

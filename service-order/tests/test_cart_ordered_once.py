@@ -28,15 +28,6 @@ from .test_saga_events import handled, reserved
 
 
 @pytest.fixture(scope="session")
-async def order_broker(amqp_settings: AmqpSettings) -> AsyncIterator[Broker]:
-    """Plays service-product: stock events to service-order's exchange."""
-    broker = Broker(amqp_settings, "order-tests", connection_name=f"once-{uuid.uuid4()}")
-    await broker.connect()
-    yield broker
-    await broker.close()
-
-
-@pytest.fixture(scope="session")
 async def cart_broker(amqp_url: str, amqp_isolation: AmqpIsolation) -> AsyncIterator[Broker]:
     """Plays service-order towards the cart: `order.confirmed` to the upstreams' exchange."""
     settings = AmqpSettings(
@@ -133,11 +124,11 @@ async def test_checkouts_of_one_cart_sent_at_once_make_one_order(shop: Shop, use
 
 
 async def test_a_confirmed_order_counts_until_the_cart_has_given_its_lines_up(
-    shop: Shop, user: str, order_broker: Broker, cart_broker: Broker
+    shop: Shop, user: str, broker: Broker, cart_broker: Broker
 ) -> None:
     (kettle,) = await shop.filled_cart(user, 2)
     first = await shop.checkout(user)
-    await handled(order_broker, shop, reserved(first.id))
+    await handled(broker, shop, reserved(first.id))
     assert (await shop.get_order(user, first.id)).status == order_pb2.ORDER_STATUS_CONFIRMED
 
     # Confirmed, but its lines are still in the cart: they are not ordered again, and the

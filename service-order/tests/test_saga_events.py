@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import Any
 
 import aio_pika
-import pytest
 from google.protobuf.message import Message
 
 from chassis.messaging import Broker
@@ -21,15 +19,6 @@ from .conftest import Shop
 from .support import Tap, eventually, sample
 
 RESERVED = "ecommerce.events.v1.StockReserved"
-
-
-@pytest.fixture(scope="session")
-async def broker(amqp_settings: AmqpSettings) -> AsyncIterator[Broker]:
-    """Plays service-product: publishes the stock events to service-order's exchange."""
-    broker = Broker(amqp_settings, "order-tests", connection_name=f"order-tests-{uuid.uuid4()}")
-    await broker.connect()
-    yield broker
-    await broker.close()
 
 
 # As service-product builds them: business fields only (publishing stamps the id and time).
