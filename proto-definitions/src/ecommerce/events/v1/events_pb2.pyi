@@ -43,6 +43,8 @@ class _OrderCancelReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ord
     """The user cancelled the order."""
     ORDER_CANCEL_REASON_TIMEOUT: _OrderCancelReason.ValueType  # 3
     """The saga did not finish within its timeout."""
+    ORDER_CANCEL_REASON_PAYMENT_DECLINED: _OrderCancelReason.ValueType  # 4
+    """The payment provider declined the payment."""
 
 class OrderCancelReason(_OrderCancelReason, metaclass=_OrderCancelReasonEnumTypeWrapper):
     """Why an order was cancelled, as the events carry it: the same names and numbers
@@ -57,6 +59,8 @@ ORDER_CANCEL_REASON_USER_CANCELLED: OrderCancelReason.ValueType  # 2
 """The user cancelled the order."""
 ORDER_CANCEL_REASON_TIMEOUT: OrderCancelReason.ValueType  # 3
 """The saga did not finish within its timeout."""
+ORDER_CANCEL_REASON_PAYMENT_DECLINED: OrderCancelReason.ValueType  # 4
+"""The payment provider declined the payment."""
 Global___OrderCancelReason: _TypeAlias = OrderCancelReason  # noqa: Y015
 
 @_typing.final
@@ -102,6 +106,7 @@ class OrderCreated(_message.Message):
     TOTAL_CENTS_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Event id (UUID), also the AMQP message_id; consumers dedupe on it. Left
     empty by the producer, the chassis fills it when the event is published.
@@ -114,6 +119,11 @@ class OrderCreated(_message.Message):
     """Order total in minor units."""
     currency: _builtins.str
     """ISO 4217 currency."""
+    payment_token: _builtins.str
+    """The payment method to charge once stock is reserved (a provider token such as
+    `pm_card_ok`). Empty on orders placed before the payment step (saga version 1):
+    those are confirmed on `stock.reserved` and nothing is charged.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]:
         """Lines to reserve."""
@@ -132,10 +142,11 @@ class OrderCreated(_message.Message):
         total_cents: _builtins.int = ...,
         currency: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        payment_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "event_id", b"event_id", "lines", b"lines", "occurred_at", b"occurred_at", "order_id", b"order_id", "total_cents", b"total_cents", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "event_id", b"event_id", "lines", b"lines", "occurred_at", b"occurred_at", "order_id", b"order_id", "payment_token", b"payment_token", "total_cents", b"total_cents", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -194,6 +205,7 @@ class OrderCancelled(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    WAS_CONFIRMED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Event id (UUID)."""
     order_id: _builtins.str
@@ -202,6 +214,10 @@ class OrderCancelled(_message.Message):
     """Buyer's user id (UUID)."""
     reason: Global___OrderCancelReason.ValueType
     """Why it was cancelled."""
+    was_confirmed: _builtins.bool
+    """True when the order had been CONFIRMED before this cancellation: its payment is
+    refunded (`payment.refunded`) rather than voided (`payment.voided`).
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When the order was cancelled."""
@@ -214,10 +230,11 @@ class OrderCancelled(_message.Message):
         user_id: _builtins.str = ...,
         reason: Global___OrderCancelReason.ValueType = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        was_confirmed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "occurred_at", b"occurred_at", "order_id", b"order_id", "reason", b"reason", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "occurred_at", b"occurred_at", "order_id", b"order_id", "reason", b"reason", "user_id", b"user_id", "was_confirmed", b"was_confirmed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,3 +359,153 @@ class StockReleased(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StockReleased: _TypeAlias = StockReleased  # noqa: Y015
+
+@_typing.final
+class PaymentAuthorized(_message.Message):
+    """The provider authorised the order's total: the order can be confirmed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Event id (UUID)."""
+    order_id: _builtins.str
+    """Order id (UUID)."""
+    amount_cents: _builtins.int
+    """Amount authorised, in minor units (the order's total)."""
+    currency: _builtins.str
+    """ISO 4217 currency."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the provider's answer was recorded."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "event_id", b"event_id", "occurred_at", b"occurred_at", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentAuthorized: _TypeAlias = PaymentAuthorized  # noqa: Y015
+
+@_typing.final
+class PaymentDeclined(_message.Message):
+    """The provider declined the payment: the order is cancelled (PAYMENT_DECLINED)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Event id (UUID)."""
+    order_id: _builtins.str
+    """Order id (UUID)."""
+    reason: _builtins.str
+    """The provider's reason, for people (for example "card_declined")."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the provider's answer was recorded."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "occurred_at", b"occurred_at", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentDeclined: _TypeAlias = PaymentDeclined  # noqa: Y015
+
+@_typing.final
+class PaymentRefunded(_message.Message):
+    """A confirmed order was cancelled and its payment given back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Event id (UUID)."""
+    order_id: _builtins.str
+    """Order id (UUID)."""
+    amount_cents: _builtins.int
+    """Amount given back, in minor units."""
+    currency: _builtins.str
+    """ISO 4217 currency."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the refund was recorded."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "event_id", b"event_id", "occurred_at", b"occurred_at", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentRefunded: _TypeAlias = PaymentRefunded  # noqa: Y015
+
+@_typing.final
+class PaymentVoided(_message.Message):
+    """An order cancelled before its confirmation: its authorisation (if one was made) is released
+    and nothing is charged.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Event id (UUID)."""
+    order_id: _builtins.str
+    """Order id (UUID)."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the void was recorded."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "occurred_at", b"occurred_at", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentVoided: _TypeAlias = PaymentVoided  # noqa: Y015

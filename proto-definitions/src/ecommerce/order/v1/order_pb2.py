@@ -25,37 +25,39 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65\x63ommerce/order/v1/order.proto\x12\x12\x65\x63ommerce.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x04 \x01(\x03\x12\x18\n\x10line_total_cents\x18\x05 \x01(\x03\"\xc3\x02\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x06status\x18\x03 \x01(\x0e\x32\x1f.ecommerce.order.v1.OrderStatus\x12\x37\n\rcancel_reason\x18\x04 \x01(\x0e\x32 .ecommerce.order.v1.CancelReason\x12,\n\x05items\x18\x05 \x03(\x0b\x32\x1d.ecommerce.order.v1.OrderItem\x12\x13\n\x0btotal_cents\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x0f\x43heckoutRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"<\n\x10\x43heckoutResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ecommerce.order.v1.Order\"4\n\x0fGetOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\"<\n\x10GetOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ecommerce.order.v1.Order\"K\n\x11ListOrdersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x12ListOrdersResponse\x12)\n\x06orders\x18\x01 \x03(\x0b\x32\x19.ecommerce.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x12\x43\x61ncelOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\"?\n\x13\x43\x61ncelOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ecommerce.order.v1.Order*}\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x03*\x8a\x01\n\x0c\x43\x61ncelReason\x12\x1d\n\x19\x43\x41NCEL_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43\x41NCEL_REASON_OUT_OF_STOCK\x10\x01\x12 \n\x1c\x43\x41NCEL_REASON_USER_CANCELLED\x10\x02\x12\x19\n\x15\x43\x41NCEL_REASON_TIMEOUT\x10\x03\x32\xf9\x02\n\x0cOrderService\x12U\n\x08\x43heckout\x12#.ecommerce.order.v1.CheckoutRequest\x1a$.ecommerce.order.v1.CheckoutResponse\x12U\n\x08GetOrder\x12#.ecommerce.order.v1.GetOrderRequest\x1a$.ecommerce.order.v1.GetOrderResponse\x12[\n\nListOrders\x12%.ecommerce.order.v1.ListOrdersRequest\x1a&.ecommerce.order.v1.ListOrdersResponse\x12^\n\x0b\x43\x61ncelOrder\x12&.ecommerce.order.v1.CancelOrderRequest\x1a\'.ecommerce.order.v1.CancelOrderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65\x63ommerce/order/v1/order.proto\x12\x12\x65\x63ommerce.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x04 \x01(\x03\x12\x18\n\x10line_total_cents\x18\x05 \x01(\x03\"\xfe\x02\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x06status\x18\x03 \x01(\x0e\x32\x1f.ecommerce.order.v1.OrderStatus\x12\x37\n\rcancel_reason\x18\x04 \x01(\x0e\x32 .ecommerce.order.v1.CancelReason\x12,\n\x05items\x18\x05 \x03(\x0b\x32\x1d.ecommerce.order.v1.OrderItem\x12\x13\n\x0btotal_cents\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x0epayment_status\x18\n \x01(\x0e\x32!.ecommerce.order.v1.PaymentStatus\"R\n\x0f\x43heckoutRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x15\n\rpayment_token\x18\x03 \x01(\t\"<\n\x10\x43heckoutResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ecommerce.order.v1.Order\"4\n\x0fGetOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\"<\n\x10GetOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ecommerce.order.v1.Order\"K\n\x11ListOrdersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x12ListOrdersResponse\x12)\n\x06orders\x18\x01 \x03(\x0b\x32\x19.ecommerce.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x12\x43\x61ncelOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\"?\n\x13\x43\x61ncelOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ecommerce.order.v1.Order*}\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x03*\xae\x01\n\x0c\x43\x61ncelReason\x12\x1d\n\x19\x43\x41NCEL_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43\x41NCEL_REASON_OUT_OF_STOCK\x10\x01\x12 \n\x1c\x43\x41NCEL_REASON_USER_CANCELLED\x10\x02\x12\x19\n\x15\x43\x41NCEL_REASON_TIMEOUT\x10\x03\x12\"\n\x1e\x43\x41NCEL_REASON_PAYMENT_DECLINED\x10\x04*\xbf\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1d\n\x19PAYMENT_STATUS_AUTHORIZED\x10\x02\x12\x1b\n\x17PAYMENT_STATUS_DECLINED\x10\x03\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x04\x12\x19\n\x15PAYMENT_STATUS_VOIDED\x10\x05\x32\xf9\x02\n\x0cOrderService\x12U\n\x08\x43heckout\x12#.ecommerce.order.v1.CheckoutRequest\x1a$.ecommerce.order.v1.CheckoutResponse\x12U\n\x08GetOrder\x12#.ecommerce.order.v1.GetOrderRequest\x1a$.ecommerce.order.v1.GetOrderResponse\x12[\n\nListOrders\x12%.ecommerce.order.v1.ListOrdersRequest\x1a&.ecommerce.order.v1.ListOrdersResponse\x12^\n\x0b\x43\x61ncelOrder\x12&.ecommerce.order.v1.CancelOrderRequest\x1a\'.ecommerce.order.v1.CancelOrderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ecommerce.order.v1.order_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=1058
-  _globals['_ORDERSTATUS']._serialized_end=1183
-  _globals['_CANCELREASON']._serialized_start=1186
-  _globals['_CANCELREASON']._serialized_end=1324
+  _globals['_ORDERSTATUS']._serialized_start=1140
+  _globals['_ORDERSTATUS']._serialized_end=1265
+  _globals['_CANCELREASON']._serialized_start=1268
+  _globals['_CANCELREASON']._serialized_end=1442
+  _globals['_PAYMENTSTATUS']._serialized_start=1445
+  _globals['_PAYMENTSTATUS']._serialized_end=1636
   _globals['_ORDERITEM']._serialized_start=87
   _globals['_ORDERITEM']._serialized_end=202
   _globals['_ORDER']._serialized_start=205
-  _globals['_ORDER']._serialized_end=528
-  _globals['_CHECKOUTREQUEST']._serialized_start=530
-  _globals['_CHECKOUTREQUEST']._serialized_end=589
-  _globals['_CHECKOUTRESPONSE']._serialized_start=591
-  _globals['_CHECKOUTRESPONSE']._serialized_end=651
-  _globals['_GETORDERREQUEST']._serialized_start=653
-  _globals['_GETORDERREQUEST']._serialized_end=705
-  _globals['_GETORDERRESPONSE']._serialized_start=707
-  _globals['_GETORDERRESPONSE']._serialized_end=767
-  _globals['_LISTORDERSREQUEST']._serialized_start=769
-  _globals['_LISTORDERSREQUEST']._serialized_end=844
-  _globals['_LISTORDERSRESPONSE']._serialized_start=846
-  _globals['_LISTORDERSRESPONSE']._serialized_end=934
-  _globals['_CANCELORDERREQUEST']._serialized_start=936
-  _globals['_CANCELORDERREQUEST']._serialized_end=991
-  _globals['_CANCELORDERRESPONSE']._serialized_start=993
-  _globals['_CANCELORDERRESPONSE']._serialized_end=1056
-  _globals['_ORDERSERVICE']._serialized_start=1327
-  _globals['_ORDERSERVICE']._serialized_end=1704
+  _globals['_ORDER']._serialized_end=587
+  _globals['_CHECKOUTREQUEST']._serialized_start=589
+  _globals['_CHECKOUTREQUEST']._serialized_end=671
+  _globals['_CHECKOUTRESPONSE']._serialized_start=673
+  _globals['_CHECKOUTRESPONSE']._serialized_end=733
+  _globals['_GETORDERREQUEST']._serialized_start=735
+  _globals['_GETORDERREQUEST']._serialized_end=787
+  _globals['_GETORDERRESPONSE']._serialized_start=789
+  _globals['_GETORDERRESPONSE']._serialized_end=849
+  _globals['_LISTORDERSREQUEST']._serialized_start=851
+  _globals['_LISTORDERSREQUEST']._serialized_end=926
+  _globals['_LISTORDERSRESPONSE']._serialized_start=928
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1016
+  _globals['_CANCELORDERREQUEST']._serialized_start=1018
+  _globals['_CANCELORDERREQUEST']._serialized_end=1073
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1075
+  _globals['_CANCELORDERRESPONSE']._serialized_end=1138
+  _globals['_ORDERSERVICE']._serialized_start=1639
+  _globals['_ORDERSERVICE']._serialized_end=2016
 # @@protoc_insertion_point(module_scope)

@@ -62,6 +62,8 @@ class _CancelReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CancelRe
     """The user cancelled it."""
     CANCEL_REASON_TIMEOUT: _CancelReason.ValueType  # 3
     """The saga did not finish within its timeout."""
+    CANCEL_REASON_PAYMENT_DECLINED: _CancelReason.ValueType  # 4
+    """The payment provider declined the payment."""
 
 class CancelReason(_CancelReason, metaclass=_CancelReasonEnumTypeWrapper):
     """Why an order was cancelled."""
@@ -74,7 +76,45 @@ CANCEL_REASON_USER_CANCELLED: CancelReason.ValueType  # 2
 """The user cancelled it."""
 CANCEL_REASON_TIMEOUT: CancelReason.ValueType  # 3
 """The saga did not finish within its timeout."""
+CANCEL_REASON_PAYMENT_DECLINED: CancelReason.ValueType  # 4
+"""The payment provider declined the payment."""
 Global___CancelReason: _TypeAlias = CancelReason  # noqa: Y015
+
+class _PaymentStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_STATUS_UNSPECIFIED: _PaymentStatus.ValueType  # 0
+    """The order was placed before the payment step existed: nothing is charged."""
+    PAYMENT_STATUS_PENDING: _PaymentStatus.ValueType  # 1
+    """Not authorised yet (waiting for the stock, or for the provider)."""
+    PAYMENT_STATUS_AUTHORIZED: _PaymentStatus.ValueType  # 2
+    """The provider authorised the order's total (captured once the order is confirmed)."""
+    PAYMENT_STATUS_DECLINED: _PaymentStatus.ValueType  # 3
+    """The provider declined the payment; nothing was charged."""
+    PAYMENT_STATUS_REFUNDED: _PaymentStatus.ValueType  # 4
+    """The order was cancelled after its confirmation and the payment was given back."""
+    PAYMENT_STATUS_VOIDED: _PaymentStatus.ValueType  # 5
+    """The order was cancelled before its confirmation: the authorisation (if any) was released."""
+
+class PaymentStatus(_PaymentStatus, metaclass=_PaymentStatusEnumTypeWrapper):
+    """Where the order's payment is, as service-payment last reported it."""
+
+PAYMENT_STATUS_UNSPECIFIED: PaymentStatus.ValueType  # 0
+"""The order was placed before the payment step existed: nothing is charged."""
+PAYMENT_STATUS_PENDING: PaymentStatus.ValueType  # 1
+"""Not authorised yet (waiting for the stock, or for the provider)."""
+PAYMENT_STATUS_AUTHORIZED: PaymentStatus.ValueType  # 2
+"""The provider authorised the order's total (captured once the order is confirmed)."""
+PAYMENT_STATUS_DECLINED: PaymentStatus.ValueType  # 3
+"""The provider declined the payment; nothing was charged."""
+PAYMENT_STATUS_REFUNDED: PaymentStatus.ValueType  # 4
+"""The order was cancelled after its confirmation and the payment was given back."""
+PAYMENT_STATUS_VOIDED: PaymentStatus.ValueType  # 5
+"""The order was cancelled before its confirmation: the authorisation (if any) was released."""
+Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
 
 @_typing.final
 class OrderItem(_message.Message):
@@ -129,6 +169,7 @@ class Order(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PAYMENT_STATUS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Order id (UUID)."""
     user_id: _builtins.str
@@ -141,6 +182,8 @@ class Order(_message.Message):
     """Sum of the line totals, in minor units."""
     currency: _builtins.str
     """ISO 4217 currency of every amount."""
+    payment_status: Global___PaymentStatus.ValueType
+    """Where its payment is; UNSPECIFIED for an order placed before payments existed."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderItem]:
         """The lines ordered."""
@@ -165,10 +208,11 @@ class Order(_message.Message):
         currency: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        payment_status: Global___PaymentStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_reason", b"cancel_reason", "created_at", b"created_at", "currency", b"currency", "id", b"id", "items", b"items", "status", b"status", "total_cents", b"total_cents", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_reason", b"cancel_reason", "created_at", b"created_at", "currency", b"currency", "id", b"id", "items", b"items", "payment_status", b"payment_status", "status", b"status", "total_cents", b"total_cents", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -182,19 +226,26 @@ class CheckoutRequest(_message.Message):
 
     USER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Buyer's user id (UUID)."""
     idempotency_key: _builtins.str
     """Optional client key that makes retries of one checkout return one order."""
+    payment_token: _builtins.str
+    """The payment method to charge: a provider's token, `pm_` then 1 to 64 letters, digits or
+    underscores (never a card number). INVALID_ARGUMENT naming `payment_token` when missing
+    or malformed.
+    """
     def __init__(
         self,
         *,
         user_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        payment_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
