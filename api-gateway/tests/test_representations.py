@@ -51,6 +51,33 @@ def test_every_proto_cancel_reason_has_the_rest_name_the_schema_lists() -> None:
     assert names == {*schema, None}
 
 
+def test_every_proto_payment_status_has_the_rest_name_the_schema_lists() -> None:
+    names = {
+        representations.order_json(order(status=order_pb2.ORDER_STATUS_PENDING, payment_status=n))[
+            "payment_status"
+        ]
+        for n in order_pb2.PaymentStatus.values()
+    }
+
+    schema = literal_names(OrderOut.model_fields["payment_status"].annotation)
+    assert names == {*schema, None}
+    assert "DECLINED" in names
+
+
+def test_an_order_placed_before_payments_existed_has_a_null_payment_status() -> None:
+    placed = order(
+        status=order_pb2.ORDER_STATUS_CONFIRMED,
+        payment_status=order_pb2.PAYMENT_STATUS_UNSPECIFIED,
+    )
+
+    assert representations.order_json(placed)["payment_status"] is None
+
+
+def test_an_unknown_payment_status_is_an_error_never_null() -> None:
+    with pytest.raises(UnknownEnumValue, match="PaymentStatus has no value 9"):
+        representations.order_json(order(status=order_pb2.ORDER_STATUS_PENDING, payment_status=9))
+
+
 def test_every_proto_role_has_the_rest_name_the_schema_lists() -> None:
     names = {
         representations.user_json(user_pb2.User(role=number))["role"]

@@ -305,6 +305,8 @@ def test_the_platform_accounts_file_names_every_store_service(tmp_path: Path) ->
         "service-product": ("postgres", "redis", "rabbitmq"),
         "service-cart": ("redis", "rabbitmq"),
         "service-order": ("postgres", "rabbitmq"),
+        "service-payment": ("postgres", "rabbitmq"),
+        "payment-provider": ("postgres",),
         "web-storefront": ("redis",),
     }
 

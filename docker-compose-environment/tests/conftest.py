@@ -12,12 +12,16 @@ import yaml
 ENVIRONMENT = Path(__file__).resolve().parents[1]
 ROOT = ENVIRONMENT.parent
 
-# Services built from this repository, with the folder holding their Dockerfile and pyproject.
+# Services built from this repository, with the folder holding their Dockerfile and pyproject
+# (payment-provider, the simulated payment provider, is the second entry point of service-payment's
+# image).
 BUILT_SERVICES = {
     "service-user": "service-user",
     "service-product": "service-product",
     "service-cart": "service-cart",
     "service-order": "service-order",
+    "service-payment": "service-payment",
+    "payment-provider": "service-payment",
     "api-gateway": "api-gateway",
     "web-storefront": "web-storefront",
 }

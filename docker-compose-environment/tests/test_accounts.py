@@ -94,11 +94,12 @@ def test_the_bootstrap_makes_exactly_the_accounts_the_services_log_in_with(
     )
     assert made == used
     databases = {a.credentials.user: a.database for a in accounts.postgres}
+    prefixes = {access.service: access.variables for access in load_plan(accounts_file)}
     for name in built_services:
         service_env = container_environment(services[name], values)
         for store, user, _ in logins(service_env):
             if store == "postgres":
-                prefix = name.removeprefix("service-").upper()
+                prefix = prefixes[name]
                 assert databases[user] == service_env[f"{prefix}_DB_NAME"], name
     assert urlsplit(settings.rabbitmq_admin_url).hostname == "rabbitmq"
 

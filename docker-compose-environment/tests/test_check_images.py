@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings
 from api_gateway.config import GatewaySettings
 from cart_service.settings import CartSettings
 from order_service.settings import OrderSettings
+from payment_service.settings import PaymentSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
 
@@ -24,6 +25,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "service-product": ProductSettings,
     "service-cart": CartSettings,
     "service-order": OrderSettings,
+    "service-payment": PaymentSettings,
     "api-gateway": GatewaySettings,
 }
 

@@ -84,7 +84,11 @@ def test_services_start_after_the_infrastructure_they_use(
     assert {"couchbase-init", "rabbitmq", "service-product", "platform-bootstrap"} <= waits_for(
         "service-cart"
     )
-    assert {"platform-bootstrap"} <= waits_for("service-order")
+    assert {"platform-bootstrap", "service-payment"} <= waits_for("service-order")
+    assert {"postgres", "rabbitmq", "platform-bootstrap", "payment-provider"} <= waits_for(
+        "service-payment"
+    )
+    assert {"postgres", "platform-bootstrap"} <= waits_for("payment-provider")
     assert {"service-product"} <= waits_for("product-seed")
     assert {
         "service-user",

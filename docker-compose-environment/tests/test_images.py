@@ -15,6 +15,8 @@ from api_gateway.config import GatewaySettings
 from cart_service.settings import CartSettings
 from chassis.health_probe import expand
 from order_service.settings import OrderSettings
+from payment_provider.settings import ProviderSettings
+from payment_service.settings import PaymentSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
 from web_storefront.settings import StorefrontSettings
@@ -25,6 +27,7 @@ GRPC_SERVICES = {
     "service-product": ProductSettings,
     "service-cart": CartSettings,
     "service-order": OrderSettings,
+    "service-payment": PaymentSettings,
 }
 
 
@@ -61,6 +64,25 @@ def test_the_seed_job_runs_an_entry_point_of_service_product(
 ) -> None:
     command = services["product-seed"]["command"]
     assert command[0] in pyprojects["service-product"]["project"]["scripts"]
+
+
+def test_the_payment_provider_runs_its_entry_point_of_service_payments_image(
+    services: dict[str, dict[str, Any]], pyprojects: dict[str, dict[str, Any]]
+) -> None:
+    provider, payment = services["payment-provider"], services["service-payment"]
+    assert provider["image"] == payment["image"]
+    assert provider["build"] == payment["build"]
+    assert provider["command"] == ["payment-provider"]
+    assert provider["command"][0] in pyprojects["service-payment"]["project"]["scripts"]
+    # The image's HEALTHCHECK probes service-payment's gRPC port: the provider's is its own.
+    port = ProviderSettings.model_fields["port"].default
+    target = f"http://127.0.0.1:${{{_alias(ProviderSettings, 'port')}:-{port}}}/readyz"
+    compose_probe = ["CMD", "python", "-m", "chassis.health_probe", expand(target, {})]
+    assert provider["healthcheck"]["test"] == compose_probe
+    environment = provider["environment"]
+    assert str(environment[_alias(ProviderSettings, "port")]) == str(port)
+    provider_url = payment["environment"][_alias(PaymentSettings, "provider_url")]
+    assert provider_url == f"http://payment-provider:{port}"
 
 
 def test_every_image_runs_as_a_numeric_non_root_user(dockerfiles: dict[str, str]) -> None:

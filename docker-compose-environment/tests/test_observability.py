@@ -13,6 +13,7 @@ import yaml
 from api_gateway.config import GatewaySettings
 from cart_service.settings import CartSettings
 from order_service.settings import OrderSettings
+from payment_service.settings import PaymentSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
 from web_storefront.settings import StorefrontSettings
@@ -22,6 +23,7 @@ METRICS_ENDPOINTS = {
     "service-product": ProductSettings.model_fields["metrics_port"].default,
     "service-cart": CartSettings.model_fields["metrics_port"].default,
     "service-order": OrderSettings.model_fields["metrics_port"].default,
+    "service-payment": PaymentSettings.model_fields["metrics_port"].default,
     "api-gateway": GatewaySettings.model_fields["metrics_port"].default,
     "web-storefront": StorefrontSettings.model_fields["metrics_port"].default,
 }
@@ -31,6 +33,7 @@ SOURCE_FOLDERS = (
     "service-product/src",
     "service-cart/src",
     "service-order/src",
+    "service-payment/src",
 )
 METRIC_DEFINITION = re.compile(
     r"\b(?:Counter|Gauge|Histogram|Summary)\(\s*\"([a-z_:][a-z0-9_:]*)\""
@@ -120,6 +123,7 @@ def test_the_platform_dashboard_covers_red_saga_and_cache_metrics(environment_di
     assert {"events_consumed", "events_dead_lettered", "outbox_backlog"} <= queried
     assert {"rabbitmq_queue_messages", "product_cache_requests"} <= queried
     assert {"orders_created", "orders", "saga_duration_seconds"} <= queried
+    assert {"payment_provider_calls", "payments"} <= queried
 
 
 def test_dashboards_use_only_provisioned_datasources(environment_dir: Path) -> None:
@@ -165,6 +169,8 @@ def test_fluent_bit_keeps_the_labelled_service_logs_and_indexes_them_as_ecommerc
         "service-product",
         "service-cart",
         "service-order",
+        "service-payment",
+        "payment-provider",
         "api-gateway",
         "product-seed",
     ):

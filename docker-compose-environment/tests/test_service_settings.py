@@ -19,6 +19,8 @@ from cart_service.settings import CartSettings
 from chassis.accounts import BootstrapSettings
 from chassis.settings import AmqpSettings
 from order_service.settings import OrderSettings
+from payment_provider.settings import ProviderSettings
+from payment_service.settings import PaymentSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
 from web_storefront.settings import StorefrontSettings
@@ -32,6 +34,8 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "product-seed": ProductSettings,
     "service-cart": CartSettings,
     "service-order": OrderSettings,
+    "service-payment": PaymentSettings,
+    "payment-provider": ProviderSettings,
     "api-gateway": GatewaySettings,
     "web-storefront": StorefrontSettings,
 }
@@ -47,6 +51,10 @@ SHARED = {
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "ADMIN_EMAIL",
     "ADMIN_PASSWORD",
+}
+# A folder whose README documents more than one process: each settings class it runs.
+README_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
+    "service-payment": (PaymentSettings, ProviderSettings),
 }
 # Root .env.example lines that are deliberately not the code default (the file says why).
 LOCAL_OVERRIDES = {"JWT_PRIVATE_KEY_FILE", "CART_STORE"}
@@ -205,12 +213,17 @@ def test_every_variable_in_the_root_env_example_is_read_with_the_default_shown()
         "service-product",
         "service-cart",
         "service-order",
+        "service-payment",
         "api-gateway",
         "web-storefront",
     ],
 )
 def test_every_setting_in_a_service_readme_is_read_by_it_with_that_default(folder: str) -> None:
-    readable = variables(SETTINGS[folder])
+    readable = {
+        name: default
+        for cls in README_SETTINGS.get(folder, (SETTINGS[folder],))
+        for name, default in variables(cls).items()
+    }
     text = (ROOT / folder / "README.md").read_text()
     rows = re.findall(r"^\|([^|\n]*`[A-Z][A-Z0-9_]*`[^|\n]*)\|([^|\n]*)\|", text, re.MULTILINE)
     assert rows, "no settings table"

@@ -46,6 +46,8 @@ from order_service.settings import OrderSettings
 
 from .support import Tap, open_tap, wait_serving
 
+# The simulated provider's token that is authorised (service-payment is played by the tests).
+PAYMENT_TOKEN = "pm_card_ok"
 # The key the services under test trust (served as service-user's GetJwks) and tests sign with.
 AUTHORITY = TokenAuthority()
 
@@ -290,8 +292,12 @@ class Shop:
             await self.add_to_cart(user, product.id, quantity)
         return products
 
-    async def checkout(self, user: str, key: str = "") -> order_pb2.Order:
-        request = order_pb2.CheckoutRequest(user_id=user, idempotency_key=key)
+    async def checkout(
+        self, user: str, key: str = "", payment_token: str = PAYMENT_TOKEN
+    ) -> order_pb2.Order:
+        request = order_pb2.CheckoutRequest(
+            user_id=user, idempotency_key=key, payment_token=payment_token
+        )
         return (await self.orders.Checkout(request, timeout=10)).order
 
     async def get_order(self, user: str, order_id: str) -> order_pb2.Order:

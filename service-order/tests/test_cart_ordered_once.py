@@ -24,7 +24,7 @@ from ecommerce.order.v1 import order_pb2
 
 from .conftest import Shop
 from .support import eventually
-from .test_saga_events import handled, reserved
+from .test_saga_events import authorized, handled
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +128,7 @@ async def test_a_confirmed_order_counts_until_the_cart_has_given_its_lines_up(
 ) -> None:
     (kettle,) = await shop.filled_cart(user, 2)
     first = await shop.checkout(user)
-    await handled(broker, shop, reserved(first.id))
+    await handled(broker, shop, authorized(first.id))
     assert (await shop.get_order(user, first.id)).status == order_pb2.ORDER_STATUS_CONFIRMED
 
     # Confirmed, but its lines are still in the cart: they are not ordered again, and the

@@ -18,7 +18,7 @@ from ecommerce.events.v1 import events_pb2
 from ecommerce.order.v1 import order_pb2, order_pb2_grpc
 from ecommerce.product.v1 import product_pb2
 
-from .conftest import AUTHORITY, Shop, order_settings, running_order
+from .conftest import AUTHORITY, PAYMENT_TOKEN, Shop, order_settings, running_order
 from .support import Tap, rpc_error, sample
 
 
@@ -32,6 +32,7 @@ async def test_checkout_places_a_pending_order_priced_from_the_catalogue(
 
     assert order.status == order_pb2.ORDER_STATUS_PENDING
     assert order.cancel_reason == order_pb2.CANCEL_REASON_UNSPECIFIED
+    assert order.payment_status == order_pb2.PAYMENT_STATUS_PENDING
     assert order.user_id == user
     assert [(i.product_id, i.name, i.quantity, i.unit_price_cents) for i in order.items] == [
         (lamp.id, lamp.name, 2, lamp.price_cents),
@@ -43,6 +44,15 @@ async def test_checkout_places_a_pending_order_priced_from_the_catalogue(
     assert order.created_at == order.updated_at
     assert await shop.get_order(user, order.id) == order
     assert sample("orders_created_total") == created_before + 1
+    stored = await shop.orders_db.fetchrow(
+        "SELECT saga_version, payment_token, payment_status FROM orders WHERE id = $1",
+        uuid.UUID(order.id),
+    )
+    assert dict(stored) == {
+        "saga_version": 2,
+        "payment_token": PAYMENT_TOKEN,
+        "payment_status": "PENDING",
+    }
 
 
 async def test_checkout_commits_exactly_one_order_created_and_publishes_it(
@@ -50,11 +60,12 @@ async def test_checkout_commits_exactly_one_order_created_and_publishes_it(
 ) -> None:
     [product] = await shop.filled_cart(user, 3)
 
-    order = await shop.checkout(user)
+    order = await shop.checkout(user, payment_token="pm_card_declined")
 
     [payload] = await shop.outbox(order.id, events_pb2.OrderCreated)
     event = events_pb2.OrderCreated.FromString(payload)
     assert (event.order_id, event.user_id, event.currency) == (order.id, user, "USD")
+    assert event.payment_token == "pm_card_declined"
     assert [(line.product_id, line.quantity, line.unit_price_cents) for line in event.lines] == [
         (product.id, 3, product.price_cents)
     ]
@@ -185,6 +196,31 @@ async def test_a_malformed_key_is_an_invalid_argument_naming_it(shop: Shop, user
     assert await _orders_of(shop, user) == 0
 
 
+async def test_a_missing_or_malformed_payment_token_is_an_invalid_argument_naming_it(
+    shop: Shop, user: str
+) -> None:
+    await shop.filled_cart(user, 1)
+
+    for token in ("", "card_ok", "pm_", "pm_card-ok", "pm_" + "x" * 65, "4111111111111111"):
+        error = await rpc_error(shop.checkout(user, payment_token=token))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, token
+        assert field_of(error) == "payment_token", token
+    assert await _orders_of(shop, user) == 0
+
+
+async def test_a_repeated_key_returns_its_order_with_the_payment_token_it_was_placed_with(
+    shop: Shop, user: str
+) -> None:
+    await shop.filled_cart(user, 1)
+    first = await shop.checkout(user, key="pay-twice", payment_token="pm_card_ok")
+
+    again = await shop.checkout(user, key="pay-twice", payment_token="pm_card_slow")
+
+    assert again == first
+    [payload] = await shop.outbox(first.id, events_pb2.OrderCreated)
+    assert events_pb2.OrderCreated.FromString(payload).payment_token == "pm_card_ok"
+
+
 @pytest.mark.slow
 async def test_with_the_cart_or_catalogue_silent_checkout_is_unavailable_within_the_deadline(
     shop: Shop,
@@ -217,7 +253,7 @@ async def test_with_the_cart_or_catalogue_silent_checkout_is_unavailable_within_
                     running.address, interceptors=[OwnerTokenInterceptor(AUTHORITY)]
                 ) as channel,
             ):
-                request = order_pb2.CheckoutRequest(user_id=user)
+                request = order_pb2.CheckoutRequest(user_id=user, payment_token=PAYMENT_TOKEN)
                 # The client gives 5 s; service-order must answer first, after its own 0.5 s.
                 call = order_pb2_grpc.OrderServiceStub(channel).Checkout(request, timeout=5)
                 codes.append((await rpc_error(call)).code())

@@ -21,7 +21,7 @@ from chassis.testing.tokens import OwnerTokenInterceptor
 from ecommerce.order.v1 import order_pb2, order_pb2_grpc
 from order_service.checkout_admission import BacklogBounds, BacklogReading, bound_passed
 
-from .conftest import AUTHORITY, Shop, order_settings, running_order
+from .conftest import AUTHORITY, PAYMENT_TOKEN, Shop, order_settings, running_order
 from .support import eventually, sample
 
 BOUNDS = BacklogBounds(
@@ -73,7 +73,9 @@ async def order_service_with(
 async def checkout(
     orders: order_pb2_grpc.OrderServiceStub, user: str, key: str = ""
 ) -> order_pb2.Order:
-    request = order_pb2.CheckoutRequest(user_id=user, idempotency_key=key)
+    request = order_pb2.CheckoutRequest(
+        user_id=user, idempotency_key=key, payment_token=PAYMENT_TOKEN
+    )
     return (await orders.Checkout(request, timeout=10)).order
 
 

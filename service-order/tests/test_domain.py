@@ -11,11 +11,19 @@ import pytest
 from chassis.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from chassis.validation import MAX_PRICE_CENTS
 from order_service.domain import (
+    AUTHORIZE,
     CANCEL_BY_USER,
     CONFIRM,
+    CONFIRM_PAID,
+    CURRENT_SAGA_VERSION,
+    DECLINE,
     EXPIRE,
+    PAYMENT_STEPS,
+    REFUND,
     REJECT_OUT_OF_STOCK,
+    REJECT_PAYMENT_DECLINED,
     TRANSITIONS,
+    VOID,
     AlreadyOrdered,
     CancelReason,
     CartLine,
@@ -23,13 +31,19 @@ from order_service.domain import (
     LiveOrder,
     Order,
     OrderStatus,
+    PaymentStatus,
+    PaymentStep,
     ProductPrice,
+    SagaVersion,
+    Transition,
     check_cancellable_by_user,
     check_owner,
     idempotency_key,
     merged,
     not_yet_ordered,
     order_covering_the_cart,
+    payment_effect,
+    payment_token,
     price_cart,
     saga_outcome,
 )
@@ -42,20 +56,28 @@ from order_service.page_tokens import (
 )
 
 PENDING, CONFIRMED, CANCELLED = OrderStatus.PENDING, OrderStatus.CONFIRMED, OrderStatus.CANCELLED
+V1, V2 = SagaVersion.STOCK_ONLY, SagaVersion.PAYMENT
 
-# (transition, status the order is in) -> (status after, reason after), or None: no move.
+# (transition, status the order is in) -> (status after, reason after), or None: no move; for
+# the saga versions of the last element (the others: no move).
 STATE_MACHINE = {
-    (CONFIRM, PENDING): (CONFIRMED, None),
+    (CONFIRM, PENDING): ((CONFIRMED, None), {V1}),
     (CONFIRM, CONFIRMED): None,
     (CONFIRM, CANCELLED): None,
-    (REJECT_OUT_OF_STOCK, PENDING): (CANCELLED, CancelReason.OUT_OF_STOCK),
+    (CONFIRM_PAID, PENDING): ((CONFIRMED, None), {V2}),
+    (CONFIRM_PAID, CONFIRMED): None,
+    (CONFIRM_PAID, CANCELLED): None,
+    (REJECT_OUT_OF_STOCK, PENDING): ((CANCELLED, CancelReason.OUT_OF_STOCK), {V1, V2}),
     (REJECT_OUT_OF_STOCK, CONFIRMED): None,
     (REJECT_OUT_OF_STOCK, CANCELLED): None,
-    (EXPIRE, PENDING): (CANCELLED, CancelReason.TIMEOUT),
+    (REJECT_PAYMENT_DECLINED, PENDING): ((CANCELLED, CancelReason.PAYMENT_DECLINED), {V2}),
+    (REJECT_PAYMENT_DECLINED, CONFIRMED): None,
+    (REJECT_PAYMENT_DECLINED, CANCELLED): None,
+    (EXPIRE, PENDING): ((CANCELLED, CancelReason.TIMEOUT), {V1, V2}),
     (EXPIRE, CONFIRMED): None,
     (EXPIRE, CANCELLED): None,
-    (CANCEL_BY_USER, PENDING): (CANCELLED, CancelReason.USER_CANCELLED),
-    (CANCEL_BY_USER, CONFIRMED): (CANCELLED, CancelReason.USER_CANCELLED),
+    (CANCEL_BY_USER, PENDING): ((CANCELLED, CancelReason.USER_CANCELLED), {V1, V2}),
+    (CANCEL_BY_USER, CONFIRMED): ((CANCELLED, CancelReason.USER_CANCELLED), {V1, V2}),
     (CANCEL_BY_USER, CANCELLED): None,
 }
 
@@ -64,37 +86,94 @@ def test_the_state_machine_table_covers_every_transition_from_every_status() -> 
     assert {(t, s) for t in TRANSITIONS for s in OrderStatus} == set(STATE_MACHINE)
 
 
+@pytest.mark.parametrize("version", list(SagaVersion))
 @pytest.mark.parametrize(("transition", "status"), list(STATE_MACHINE))
 def test_each_transition_moves_only_from_its_sources_to_its_target(
-    transition: object, status: OrderStatus
+    transition: Transition, status: OrderStatus, version: SagaVersion
 ) -> None:
     assert transition in TRANSITIONS
-    expected = STATE_MACHINE[(transition, status)]  # type: ignore[index]
-    moved = transition.allows(status)  # type: ignore[attr-defined]
+    entry = STATE_MACHINE[(transition, status)]
+    expected = None if entry is None or version not in entry[1] else entry[0]
 
-    assert moved == (expected is not None)
+    assert transition.allows(status, version) == (expected is not None)
     if expected is not None:
-        assert (transition.target, transition.reason) == expected  # type: ignore[attr-defined]
+        assert (transition.target, transition.reason) == expected
 
 
 def test_a_cancelled_order_is_final() -> None:
-    assert not any(t.allows(CANCELLED) for t in TRANSITIONS)
+    assert not any(t.allows(CANCELLED, v) for t in TRANSITIONS for v in SagaVersion)
+
+
+def test_checkout_places_orders_of_the_payment_saga() -> None:
+    assert CURRENT_SAGA_VERSION is V2
 
 
 @pytest.mark.parametrize(
     ("previous", "transition", "outcome"),
     [
         (PENDING, CONFIRM, "confirmed"),
+        (PENDING, CONFIRM_PAID, "confirmed"),
         (PENDING, REJECT_OUT_OF_STOCK, "out_of_stock"),
+        (PENDING, REJECT_PAYMENT_DECLINED, "payment_declined"),
         (PENDING, EXPIRE, "timeout"),
         (PENDING, CANCEL_BY_USER, "user_cancelled"),
         (CONFIRMED, CANCEL_BY_USER, None),
     ],
 )
 def test_the_saga_ends_when_a_pending_order_moves_and_only_then(
-    previous: OrderStatus, transition: object, outcome: str | None
+    previous: OrderStatus, transition: Transition, outcome: str | None
 ) -> None:
-    assert saga_outcome(previous, transition) == outcome  # type: ignore[arg-type]
+    assert saga_outcome(previous, transition) == outcome
+
+
+P = PaymentStatus
+# The payment steps forward only: (step) -> the payment statuses it moves from, and its target.
+PAYMENT_MOVES = {
+    AUTHORIZE: ({P.PENDING}, P.AUTHORIZED),
+    DECLINE: ({P.PENDING}, P.DECLINED),
+    REFUND: ({P.AUTHORIZED}, P.REFUNDED),
+    VOID: ({P.PENDING, P.AUTHORIZED}, P.VOIDED),
+}
+
+
+def test_every_payment_step_moves_forward_only_from_its_sources() -> None:
+    assert set(PAYMENT_STEPS) == set(PAYMENT_MOVES)
+    for step, (sources, target) in PAYMENT_MOVES.items():
+        assert step.target is target
+        for status in [None, *PaymentStatus]:
+            assert step.allows(status) == (status in sources), (step.name, status)
+
+
+# (step, order status, payment status) on a version-2 order -> its effect; every other
+# combination has none.
+PAYMENT_EFFECTS: dict[tuple[PaymentStep, OrderStatus, PaymentStatus], object] = {
+    (AUTHORIZE, PENDING, P.PENDING): CONFIRM_PAID,
+    (AUTHORIZE, CANCELLED, P.PENDING): P.AUTHORIZED,  # recorded; the order stays cancelled
+    (DECLINE, PENDING, P.PENDING): REJECT_PAYMENT_DECLINED,
+    (DECLINE, CANCELLED, P.PENDING): P.DECLINED,
+    (REFUND, CANCELLED, P.AUTHORIZED): P.REFUNDED,
+    (VOID, CANCELLED, P.PENDING): P.VOIDED,
+    (VOID, CANCELLED, P.AUTHORIZED): P.VOIDED,
+}
+
+
+@pytest.mark.parametrize("step", PAYMENT_STEPS, ids=lambda step: step.name)
+def test_a_payment_report_moves_a_pending_order_records_on_a_cancelled_one_or_does_nothing(
+    step: PaymentStep,
+) -> None:
+    for status in OrderStatus:
+        for payment in PaymentStatus:
+            expected = PAYMENT_EFFECTS.get((step, status, payment))
+            assert payment_effect(step, status, payment, V2) == expected, (status, payment)
+            # A version-1 order has no payment: nothing a payment event says applies to it.
+            assert payment_effect(step, status, None, V1) is None
+
+
+def test_a_confirmed_order_s_payment_stays_authorized_whatever_is_reported() -> None:
+    # What the schema's CHECK (orders_confirmed_only_once_paid) holds: a report never makes a
+    # CONFIRMED order's payment anything but AUTHORIZED.
+    for step in PAYMENT_STEPS:
+        assert payment_effect(step, CONFIRMED, P.AUTHORIZED, V2) is None
 
 
 def product(price_cents: int = 500, currency: str = "USD", name: str = "Lamp") -> ProductPrice:
@@ -192,6 +271,39 @@ def test_other_idempotency_keys_are_invalid_arguments_naming_the_field(key: str)
         idempotency_key(key)
 
     assert raised.value.field == "idempotency_key"
+
+
+@pytest.mark.parametrize(
+    "token", ["pm_card_ok", "pm_card_declined", "pm_x", "pm_" + "A9_" * 21 + "z", "pm__"]
+)
+def test_payment_tokens_are_pm_then_1_to_64_letters_digits_or_underscores(token: str) -> None:
+    assert payment_token(token) == token
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "pm_",
+        "card_ok",
+        "PM_card_ok",
+        "pm_" + "x" * 65,
+        "pm_card-ok",
+        "pm_card ok",
+        "pm_caf\u00e9",
+        "pm_card_ok\n",
+        " pm_card_ok",
+        "4111111111111111",
+    ],
+)
+def test_a_missing_or_malformed_payment_token_is_an_invalid_argument_naming_it(
+    token: str,
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        payment_token(token)
+
+    assert raised.value.field == "payment_token"
+    assert "4111" not in str(raised.value)  # a mistaken card number is never echoed
 
 
 def test_a_page_token_carries_its_cursor_exactly() -> None:

@@ -14,7 +14,7 @@ from chassis.testing.tokens import TokenAuthority
 from ecommerce.events.v1 import events_pb2
 from ecommerce.order.v1 import order_pb2, order_pb2_grpc
 
-from .conftest import Shop
+from .conftest import PAYMENT_TOKEN, Shop
 from .support import rpc_error, sample
 
 
@@ -48,7 +48,9 @@ async def test_cancelling_a_pending_order_publishes_order_cancelled_and_a_second
     event = events_pb2.OrderCancelled.FromString(payload)
     assert (event.order_id, event.user_id) == (order.id, user)
     assert event.reason == events_pb2.ORDER_CANCEL_REASON_USER_CANCELLED
+    assert not event.was_confirmed  # service-payment voids, nothing was captured
     assert event.occurred_at == cancelled.updated_at
+    assert cancelled.payment_status == order_pb2.PAYMENT_STATUS_PENDING
     assert sample("orders_total", status="CANCELLED", reason="USER_CANCELLED") == (
         cancelled_before + 1
     )
@@ -60,7 +62,8 @@ async def test_a_confirmed_order_can_be_cancelled_once_and_the_saga_is_not_timed
 ) -> None:
     order = await placed_order(shop, user)
     await shop.orders_db.execute(
-        "UPDATE orders SET status = 'CONFIRMED' WHERE id = $1", uuid.UUID(order.id)
+        "UPDATE orders SET status = 'CONFIRMED', payment_status = 'AUTHORIZED' WHERE id = $1",
+        uuid.UUID(order.id),
     )
     sagas_before = sample("saga_duration_seconds_count", outcome="user_cancelled")
 
@@ -68,7 +71,10 @@ async def test_a_confirmed_order_can_be_cancelled_once_and_the_saga_is_not_timed
 
     assert cancelled.status == order_pb2.ORDER_STATUS_CANCELLED
     assert cancelled.cancel_reason == order_pb2.CANCEL_REASON_USER_CANCELLED
-    assert len(await shop.outbox(order.id, events_pb2.OrderCancelled)) == 1
+    # The payment stays AUTHORIZED until service-payment reports the refund.
+    assert cancelled.payment_status == order_pb2.PAYMENT_STATUS_AUTHORIZED
+    [payload] = await shop.outbox(order.id, events_pb2.OrderCancelled)
+    assert events_pb2.OrderCancelled.FromString(payload).was_confirmed
     # The saga ended at CONFIRMED: cancelling afterwards is no saga outcome.
     assert sample("saga_duration_seconds_count", outcome="user_cancelled") == sagas_before
 
@@ -94,6 +100,9 @@ async def test_listing_pages_through_the_user_s_orders_newest_first(shop: Shop, 
     newest_first = [order.id for order in reversed(placed)]
     assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:5]]
     assert list(everything.orders) == list(reversed(placed))
+    assert {order.payment_status for order in everything.orders} == {
+        order_pb2.PAYMENT_STATUS_PENDING
+    }
     assert everything.next_page_token == ""
 
 
@@ -162,7 +171,11 @@ def every_rpc(
     stub: order_pb2_grpc.OrderServiceStub, user: str, order_id: str
 ) -> list[tuple[str, object, object]]:
     return [
-        ("Checkout", stub.Checkout, order_pb2.CheckoutRequest(user_id=user)),
+        (
+            "Checkout",
+            stub.Checkout,
+            order_pb2.CheckoutRequest(user_id=user, payment_token=PAYMENT_TOKEN),
+        ),
         ("GetOrder", stub.GetOrder, order_pb2.GetOrderRequest(user_id=user, order_id=order_id)),
         ("ListOrders", stub.ListOrders, order_pb2.ListOrdersRequest(user_id=user)),
         ("CancelOrder", stub.CancelOrder, cancel_request(user, order_id)),

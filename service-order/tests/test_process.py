@@ -17,7 +17,7 @@ from chassis.testing.plugin import AmqpIsolation, CreateDatabase
 from chassis.testing.process import ServiceProcess, free_port
 from ecommerce.order.v1 import order_pb2, order_pb2_grpc
 
-from .conftest import AUTHORITY, Shop
+from .conftest import AUTHORITY, PAYMENT_TOKEN, Shop
 
 COMMAND = str(Path(sys.executable).with_name("service-order"))
 
@@ -68,7 +68,7 @@ async def test_the_command_serves_checks_out_exposes_metrics_and_stops_cleanly_o
         async with grpc.aio.insecure_channel(address) as channel:
             order = (
                 await order_pb2_grpc.OrderServiceStub(channel).Checkout(
-                    order_pb2.CheckoutRequest(user_id=user),
+                    order_pb2.CheckoutRequest(user_id=user, payment_token=PAYMENT_TOKEN),
                     metadata=AUTHORITY.metadata(user),
                     timeout=10,
                 )
@@ -81,11 +81,14 @@ async def test_the_command_serves_checks_out_exposes_metrics_and_stops_cleanly_o
     assert "orders_created_total 1.0" in metrics
     assert 'orders_total{reason="none",status="CONFIRMED"} 0.0' in metrics
     assert 'saga_duration_seconds_count{outcome="timeout"} 0.0' in metrics
+    assert 'saga_duration_seconds_count{outcome="payment_declined"} 0.0' in metrics
+    assert 'orders_total{reason="PAYMENT_DECLINED",status="CANCELLED"} 0.0' in metrics
     assert "outbox_backlog" in metrics
     assert "orders_created{" not in metrics  # no clashing _created series of orders_total
     assert code == 0
     placed = process.wait_for_log("order_status_changed", order_id=order.id)
     assert (placed["status"], placed["service"]) == ("PENDING", "service-order")
+    assert (placed["saga_version"], placed["payment_status"]) == (2, "PENDING")
     process.wait_for_log("stopped")
 
 

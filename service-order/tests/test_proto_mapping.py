@@ -1,6 +1,6 @@
-"""The order status and cancel reason have one source, the protos: every value of each proto enum
-translates to the domain and back, and an unknown value is an error, never a default. A value added
-to a proto enum without its domain counterpart fails here."""
+"""The order status, cancel reason and payment status have one source, the protos: every value of
+each proto enum translates to the domain and back, and an unknown value is an error, never a
+default. A value added to a proto enum without its domain counterpart fails here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from chassis.proto_enums import UnknownEnumValue
 from ecommerce.events.v1 import events_pb2
 from ecommerce.order.v1 import order_pb2
 from order_service import proto_mapping
-from order_service.domain import CancelReason, OrderStatus
+from order_service.domain import CancelReason, OrderStatus, PaymentStatus
 
 
 def test_every_proto_order_status_is_a_domain_status_and_back() -> None:
@@ -40,6 +40,17 @@ def test_every_cancel_reason_the_events_carry_is_a_domain_reason() -> None:
         assert proto_mapping.event_cancel_reason(reason) == number
 
 
+def test_every_proto_payment_status_is_a_domain_status_and_back() -> None:
+    for number in order_pb2.PaymentStatus.values():
+        if number == order_pb2.PAYMENT_STATUS_UNSPECIFIED:
+            # An order of saga version 1 has no payment.
+            assert proto_mapping.payment_status_to_proto(None) == number
+            continue
+        status = PaymentStatus(proto_mapping.PAYMENT_STATUS.name(number))
+        assert proto_mapping.payment_status_to_proto(status) == number
+    assert len(PaymentStatus) == len(order_pb2.PaymentStatus.values()) - 1
+
+
 def test_the_events_cancel_reason_holds_the_order_apis_names_and_numbers() -> None:
     api = proto_mapping.CANCEL_REASON
     events = proto_mapping.EVENT_CANCEL_REASON
@@ -54,3 +65,9 @@ def test_the_events_cancel_reason_holds_the_order_apis_names_and_numbers() -> No
 def test_a_status_the_protos_do_not_hold_is_an_error(number: int) -> None:
     with pytest.raises(UnknownEnumValue, match=r"ecommerce\.order\.v1\.OrderStatus"):
         proto_mapping.STATUS.name(number)
+
+
+@pytest.mark.parametrize("number", [0, 99])
+def test_a_payment_status_the_protos_do_not_hold_is_an_error(number: int) -> None:
+    with pytest.raises(UnknownEnumValue, match=r"ecommerce\.order\.v1\.PaymentStatus"):
+        proto_mapping.PAYMENT_STATUS.name(number)

@@ -1,5 +1,8 @@
-"""service-order's part of the saga over a real broker: the stock events published to its exchange
-(each twice, and in odd orders) move an order at most once, with one event out per move."""
+"""service-order's part of the saga over a real broker: the stock and payment events published to
+its exchange (each twice, and in odd orders) move an order at most once, with one event out per
+move. Orders placed now run saga version 2 (confirmed on `payment.authorized`); a version-1 order
+(placed before the payment step, or by a replica of the previous release) is confirmed on
+`stock.reserved` as before."""
 
 from __future__ import annotations
 
@@ -36,6 +39,23 @@ def released(order_id: str) -> events_pb2.StockReleased:
     return events_pb2.StockReleased(order_id=order_id)
 
 
+# As service-payment builds them.
+def authorized(order_id: str) -> events_pb2.PaymentAuthorized:
+    return events_pb2.PaymentAuthorized(order_id=order_id, amount_cents=1250, currency="USD")
+
+
+def declined(order_id: str) -> events_pb2.PaymentDeclined:
+    return events_pb2.PaymentDeclined(order_id=order_id, reason="card_declined")
+
+
+def refunded(order_id: str) -> events_pb2.PaymentRefunded:
+    return events_pb2.PaymentRefunded(order_id=order_id, amount_cents=1250, currency="USD")
+
+
+def voided(order_id: str) -> events_pb2.PaymentVoided:
+    return events_pb2.PaymentVoided(order_id=order_id)
+
+
 async def handled(broker: Broker, shop: Shop, event: Message) -> None:
     """Publish `event` and wait until service-order committed its effect (its inbox claim)."""
     await broker.publish(event)
@@ -65,7 +85,8 @@ async def redelivered(broker: Broker, event: Message) -> None:
 
 async def row(shop: Shop, order_id: str) -> dict[str, Any]:
     found = await shop.orders_db.fetchrow(
-        "SELECT status, cancel_reason, updated_at, stock_released_at FROM orders WHERE id = $1",
+        "SELECT status, cancel_reason, updated_at, stock_released_at, saga_version,"
+        " payment_status FROM orders WHERE id = $1",
         uuid.UUID(order_id),
     )
     assert found is not None
@@ -77,10 +98,27 @@ async def placed_order(shop: Shop, user: str, *quantities: int) -> order_pb2.Ord
     return await shop.checkout(user)
 
 
-async def test_stock_reserved_confirms_the_order_once_with_order_confirmed(
+async def version_1_order(shop: Shop, user: str, *quantities: int) -> order_pb2.Order:
+    """A PENDING order of saga version 1, as one placed before the payment step is: no payment
+    token, no payment status."""
+    order = await placed_order(shop, user, *quantities)
+    await shop.orders_db.execute(
+        "UPDATE orders SET saga_version = 1, payment_token = NULL, payment_status = NULL"
+        " WHERE id = $1",
+        uuid.UUID(order.id),
+    )
+    return order
+
+
+async def cancel(shop: Shop, user: str, order_id: str) -> order_pb2.Order:
+    request = order_pb2.CancelOrderRequest(user_id=user, order_id=order_id)
+    return (await shop.orders.CancelOrder(request, timeout=5)).order
+
+
+async def test_stock_reserved_confirms_a_version_1_order_once_with_order_confirmed(
     broker: Broker, shop: Shop, tap: Tap, user: str
 ) -> None:
-    order = await placed_order(shop, user, 2, 1)
+    order = await version_1_order(shop, user, 2, 1)
     confirmed_before = sample("orders_total", status="CONFIRMED", reason="none")
     sagas_before = sample("saga_duration_seconds_count", outcome="confirmed")
     event = reserved(order.id)
@@ -108,6 +146,185 @@ async def test_stock_reserved_confirms_the_order_once_with_order_confirmed(
     assert sample("saga_duration_seconds_count", outcome="confirmed") == sagas_before + 1
     read = await shop.get_order(user, order.id)
     assert read.status == order_pb2.ORDER_STATUS_CONFIRMED
+    assert read.payment_status == order_pb2.PAYMENT_STATUS_UNSPECIFIED
+    assert after_first["payment_status"] is None
+
+
+async def test_stock_reserved_leaves_a_version_2_order_waiting_for_its_payment(
+    broker: Broker, shop: Shop, user: str
+) -> None:
+    order = await placed_order(shop, user, 1)
+    before = await row(shop, order.id)
+
+    await handled(broker, shop, reserved(order.id))
+
+    assert (before["saga_version"], before["status"], before["payment_status"]) == (
+        2,
+        "PENDING",
+        "PENDING",
+    )
+    assert await row(shop, order.id) == before
+    assert await shop.outbox(order.id, events_pb2.OrderConfirmed) == []
+
+
+async def test_payment_authorized_confirms_the_order_once_with_order_confirmed(
+    broker: Broker, shop: Shop, tap: Tap, user: str
+) -> None:
+    order = await placed_order(shop, user, 2, 1)
+    confirmed_before = sample("orders_total", status="CONFIRMED", reason="none")
+    sagas_before = sample("saga_duration_seconds_count", outcome="confirmed")
+    await handled(broker, shop, reserved(order.id))
+    event = authorized(order.id)
+
+    await handled(broker, shop, event)
+    after_first = await row(shop, order.id)
+    await redelivered(broker, event)
+    await handled(broker, shop, authorized(order.id))
+    await handled(broker, shop, reserved(order.id))
+
+    assert (after_first["status"], after_first["cancel_reason"]) == ("CONFIRMED", None)
+    assert after_first["payment_status"] == "AUTHORIZED"
+    assert await row(shop, order.id) == after_first
+    [payload] = await shop.outbox(order.id, events_pb2.OrderConfirmed)
+    [message] = await tap.wait_for(order.id, events_pb2.OrderConfirmed)
+    confirmed = events_pb2.OrderConfirmed.FromString(message.body)
+    assert confirmed == events_pb2.OrderConfirmed.FromString(payload)
+    assert (confirmed.order_id, confirmed.user_id) == (order.id, user)
+    assert [(i.product_id, i.quantity, i.unit_price_cents) for i in confirmed.lines] == [
+        (i.product_id, i.quantity, i.unit_price_cents) for i in order.items
+    ]
+    assert confirmed.occurred_at.ToDatetime(tzinfo=UTC) == after_first["updated_at"]
+    assert sample("orders_total", status="CONFIRMED", reason="none") == confirmed_before + 1
+    assert sample("saga_duration_seconds_count", outcome="confirmed") == sagas_before + 1
+    read = await shop.get_order(user, order.id)
+    assert read.status == order_pb2.ORDER_STATUS_CONFIRMED
+    assert read.payment_status == order_pb2.PAYMENT_STATUS_AUTHORIZED
+
+
+async def test_a_declined_payment_cancels_the_order_payment_declined_once(
+    broker: Broker, shop: Shop, tap: Tap, user: str
+) -> None:
+    order = await placed_order(shop, user, 1)
+    declined_before = sample("orders_total", status="CANCELLED", reason="PAYMENT_DECLINED")
+    sagas_before = sample("saga_duration_seconds_count", outcome="payment_declined")
+    event = declined(order.id)
+
+    await handled(broker, shop, event)
+    after_first = await row(shop, order.id)
+    await redelivered(broker, event)
+    await handled(broker, shop, authorized(order.id))  # never moves a declined payment
+
+    assert (after_first["status"], after_first["cancel_reason"]) == (
+        "CANCELLED",
+        "PAYMENT_DECLINED",
+    )
+    assert after_first["payment_status"] == "DECLINED"
+    assert await row(shop, order.id) == after_first
+    assert await shop.outbox(order.id, events_pb2.OrderConfirmed) == []
+    [payload] = await shop.outbox(order.id, events_pb2.OrderCancelled)
+    [message] = await tap.wait_for(order.id, events_pb2.OrderCancelled)
+    cancelled = events_pb2.OrderCancelled.FromString(message.body)
+    assert cancelled == events_pb2.OrderCancelled.FromString(payload)
+    assert cancelled.reason == events_pb2.ORDER_CANCEL_REASON_PAYMENT_DECLINED
+    assert not cancelled.was_confirmed
+    assert sample("orders_total", status="CANCELLED", reason="PAYMENT_DECLINED") == (
+        declined_before + 1
+    )
+    assert sample("saga_duration_seconds_count", outcome="payment_declined") == sagas_before + 1
+    read = await shop.get_order(user, order.id)
+    assert read.cancel_reason == order_pb2.CANCEL_REASON_PAYMENT_DECLINED
+    assert read.payment_status == order_pb2.PAYMENT_STATUS_DECLINED
+
+
+async def test_a_confirmed_order_cancelled_asks_for_a_refund_and_records_it_once(
+    broker: Broker, shop: Shop, user: str
+) -> None:
+    order = await placed_order(shop, user, 1)
+    await handled(broker, shop, authorized(order.id))
+    cancelled = await cancel(shop, user, order.id)
+    event = refunded(order.id)
+
+    await handled(broker, shop, event)
+    after_first = await row(shop, order.id)
+    await redelivered(broker, event)
+    await handled(broker, shop, voided(order.id))  # REFUNDED is final
+
+    assert cancelled.payment_status == order_pb2.PAYMENT_STATUS_AUTHORIZED
+    [payload] = await shop.outbox(order.id, events_pb2.OrderCancelled)
+    assert events_pb2.OrderCancelled.FromString(payload).was_confirmed
+    assert (after_first["status"], after_first["cancel_reason"]) == ("CANCELLED", "USER_CANCELLED")
+    assert after_first["payment_status"] == "REFUNDED"
+    assert after_first["updated_at"] == cancelled.updated_at.ToDatetime(tzinfo=UTC)
+    assert await row(shop, order.id) == after_first
+    read = await shop.get_order(user, order.id)
+    assert read.payment_status == order_pb2.PAYMENT_STATUS_REFUNDED
+
+
+async def test_a_pending_order_cancelled_asks_for_a_void_and_a_late_authorisation_changes_nothing(
+    broker: Broker, shop: Shop, user: str
+) -> None:
+    order = await placed_order(shop, user, 1)
+    cancelled = await cancel(shop, user, order.id)
+
+    await handled(broker, shop, voided(order.id))
+    after_void = await row(shop, order.id)
+    await handled(broker, shop, authorized(order.id))
+
+    assert cancelled.payment_status == order_pb2.PAYMENT_STATUS_PENDING
+    [payload] = await shop.outbox(order.id, events_pb2.OrderCancelled)
+    assert not events_pb2.OrderCancelled.FromString(payload).was_confirmed
+    assert (after_void["status"], after_void["payment_status"]) == ("CANCELLED", "VOIDED")
+    assert await row(shop, order.id) == after_void
+    assert await shop.outbox(order.id, events_pb2.OrderConfirmed) == []
+
+
+async def test_an_authorisation_for_an_order_cancelled_meanwhile_is_recorded_not_confirmed(
+    broker: Broker, shop: Shop, user: str
+) -> None:
+    order = await placed_order(shop, user, 1)
+    await cancel(shop, user, order.id)  # before the provider answered
+    confirmed_before = sample("orders_total", status="CONFIRMED", reason="none")
+
+    await handled(broker, shop, authorized(order.id))
+    recorded = await row(shop, order.id)
+    await handled(broker, shop, voided(order.id))  # service-payment releases it
+
+    assert (recorded["status"], recorded["cancel_reason"]) == ("CANCELLED", "USER_CANCELLED")
+    assert recorded["payment_status"] == "AUTHORIZED"
+    assert await shop.outbox(order.id, events_pb2.OrderConfirmed) == []
+    assert len(await shop.outbox(order.id, events_pb2.OrderCancelled)) == 1
+    assert sample("orders_total", status="CONFIRMED", reason="none") == confirmed_before
+    assert (await row(shop, order.id))["payment_status"] == "VOIDED"
+
+
+async def test_a_refund_or_void_reported_for_a_confirmed_order_changes_nothing(
+    broker: Broker, shop: Shop, user: str
+) -> None:
+    order = await placed_order(shop, user, 1)
+    await handled(broker, shop, authorized(order.id))
+    confirmed = await row(shop, order.id)
+
+    for event in (refunded(order.id), voided(order.id), declined(order.id)):
+        await handled(broker, shop, event)
+
+    assert (confirmed["status"], confirmed["payment_status"]) == ("CONFIRMED", "AUTHORIZED")
+    assert await row(shop, order.id) == confirmed
+    assert await shop.outbox(order.id, events_pb2.OrderCancelled) == []
+
+
+async def test_payment_events_for_a_version_1_order_change_nothing(
+    broker: Broker, shop: Shop, user: str
+) -> None:
+    order = await version_1_order(shop, user, 1)
+    before = await row(shop, order.id)
+
+    for event in (authorized(order.id), declined(order.id), voided(order.id)):
+        await handled(broker, shop, event)
+
+    assert await row(shop, order.id) == before
+    assert before["status"] == "PENDING"
+    assert await shop.outbox(order.id, events_pb2.OrderConfirmed) == []
+    assert await shop.outbox(order.id, events_pb2.OrderCancelled) == []
 
 
 async def test_a_failed_reservation_cancels_the_order_out_of_stock_once(
@@ -139,10 +356,8 @@ async def test_a_failed_reservation_cancels_the_order_out_of_stock_once(
 async def test_stock_reserved_after_the_user_cancelled_changes_nothing(
     broker: Broker, shop: Shop, user: str
 ) -> None:
-    order = await placed_order(shop, user, 1)
-    await shop.orders.CancelOrder(
-        order_pb2.CancelOrderRequest(user_id=user, order_id=order.id), timeout=5
-    )
+    order = await version_1_order(shop, user, 1)
+    await cancel(shop, user, order.id)
     cancelled = await row(shop, order.id)
 
     await handled(broker, shop, reserved(order.id))
@@ -157,7 +372,7 @@ async def test_a_failed_reservation_after_confirmation_changes_nothing(
     broker: Broker, shop: Shop, user: str
 ) -> None:
     order = await placed_order(shop, user, 1)
-    await handled(broker, shop, reserved(order.id))
+    await handled(broker, shop, authorized(order.id))
     confirmed = await row(shop, order.id)
 
     await handled(broker, shop, reservation_failed(order.id))
@@ -167,12 +382,20 @@ async def test_a_failed_reservation_after_confirmation_changes_nothing(
     assert await shop.outbox(order.id, events_pb2.OrderCancelled) == []
 
 
-async def test_stock_events_for_an_unknown_order_are_consumed_without_effect(
+async def test_saga_events_for_an_unknown_order_are_consumed_without_effect(
     broker: Broker, shop: Shop
 ) -> None:
     unknown = str(uuid.uuid4())
 
-    for event in (reserved(unknown), reservation_failed(unknown), released(unknown)):
+    for event in (
+        reserved(unknown),
+        reservation_failed(unknown),
+        released(unknown),
+        authorized(unknown),
+        declined(unknown),
+        refunded(unknown),
+        voided(unknown),
+    ):
         await handled(broker, shop, event)
 
     assert (
@@ -193,9 +416,7 @@ async def test_released_stock_is_recorded_once_without_changing_the_status(
     broker: Broker, shop: Shop, user: str
 ) -> None:
     order = await placed_order(shop, user, 1)
-    await shop.orders.CancelOrder(
-        order_pb2.CancelOrderRequest(user_id=user, order_id=order.id), timeout=5
-    )
+    await cancel(shop, user, order.id)
     before = await row(shop, order.id)
     event = released(order.id)
 

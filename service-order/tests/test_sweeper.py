@@ -20,7 +20,7 @@ from chassis.testing.process import ServiceProcess, free_port
 from ecommerce.events.v1 import events_pb2
 from ecommerce.order.v1 import order_pb2, order_pb2_grpc
 
-from .conftest import AUTHORITY, Shop
+from .conftest import AUTHORITY, PAYMENT_TOKEN, Shop
 from .support import Tap, eventually, open_tap
 from .test_process import order_process
 
@@ -98,7 +98,9 @@ async def test_a_checked_out_order_left_pending_times_out_with_one_order_cancell
         metadata = AUTHORITY.metadata(user)
         order = (
             await stub.Checkout(
-                order_pb2.CheckoutRequest(user_id=user), metadata=metadata, timeout=10
+                order_pb2.CheckoutRequest(user_id=user, payment_token=PAYMENT_TOKEN),
+                metadata=metadata,
+                timeout=10,
             )
         ).order
 

@@ -14,7 +14,14 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = ROOT / "docs/metrics.md"
 ENVIRONMENT = ROOT / "docker-compose-environment"
-PROCESSES = ("api-gateway", "service-user", "service-product", "service-cart", "service-order")
+PROCESSES = (
+    "api-gateway",
+    "service-user",
+    "service-product",
+    "service-cart",
+    "service-order",
+    "service-payment",
+)
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 _ROW = re.compile(r"^\| `([a-z_:*]+)` \|(.*)\|\s*$", re.MULTILINE)
 PROMQL_WORDS = {

@@ -38,8 +38,17 @@ ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS_FILE = ROOT / "deploy" / "accounts" / "accounts.toml"
 ADMIN_EMAIL = "admin@e2e.example.com"
 ADMIN_PASSWORD = "admin-password-e2e"
-SERVICES = ("service-user", "service-product", "service-cart", "service-order")
-PROCESSES = (*SERVICES, "api-gateway")
+SERVICES = ("service-user", "service-product", "service-cart", "service-order", "service-payment")
+# The simulated payment provider stands for an outside system: one process, never replicated.
+PROVIDER = "payment-provider"
+PROCESSES = (*SERVICES, PROVIDER, "api-gateway")
+# Settings of one Procfile line (its replicas too), over the platform's: the payment step's two
+# processes make few queries at once, so their pools stay small (PostgreSQL's 100 connections
+# serve every platform of the run).
+LINE_SETTINGS = {
+    "service-payment": {"POSTGRES_POOL_MAX": "3"},
+    PROVIDER: {"POSTGRES_POOL_MAX": "2"},
+}
 # The saga timeout of the e2e platform: short enough for the timeout scenario, long enough that
 # a loaded 2-core machine never times out a healthy checkout.
 SAGA_TIMEOUT_SECONDS = 12
@@ -157,8 +166,9 @@ class Platform:
     def start(self, name: str) -> None:
         if name in self.processes:
             self.earlier_lines.setdefault(name, []).extend(self.processes[name].lines)
-        env = {**self.env, **self.overrides.get(name, {})}
         line = self.procfile_lines.get(name, name)
+        base_line = line.rstrip("0123456789").removesuffix("-") if line[-1:].isdigit() else line
+        env = {**self.env, **LINE_SETTINGS.get(base_line, {}), **self.overrides.get(name, {})}
         self.processes[name] = Honcho(env, (line,), procfile=self.procfile).start()
 
     def stop(self, name: str) -> None:
@@ -182,6 +192,8 @@ class Platform:
         if name.startswith("api-gateway"):
             port = self.overrides.get(name, self.env)["GATEWAY_PORT"]
             wait_ready(f"http://127.0.0.1:{port}", self.processes[name], timeout)
+        elif name == PROVIDER:
+            wait_ready(self.env["PAYMENT_PROVIDER_URL"], self.processes[name], timeout)
         else:
             wait_grpc_serving(self.grpc_address(name), self.processes[name], timeout)
 
@@ -231,7 +243,16 @@ def platform_env(
     """Every setting the Procfile's processes read, on free ports and run-scoped names."""
     ports = {
         name: free_port()
-        for name in ("user", "product", "cart", "order", "gateway", "gateway_metrics")
+        for name in (
+            "user",
+            "product",
+            "cart",
+            "order",
+            "payment",
+            "provider",
+            "gateway",
+            "gateway_metrics",
+        )
     }
     env = dict(os.environ)
     env.update(
@@ -248,6 +269,8 @@ def platform_env(
             # platform's storms need 8 (4 made 200 checkouts at once queue past the gateway's
             # deadline); a fault platform's stream of 36 shoppers does with 4.
             "POSTGRES_POOL_MAX": "8" if label == "e2e" else "4",
+            # A burst's connections go back to the server soon after it.
+            "POSTGRES_POOL_IDLE_SECONDS": "10",
             "REDIS_URL": redis_url,
             "REDIS_KEY_PREFIX": f"{redis_key_prefix}{label}:",
             "AMQP_URL": amqp_url,
@@ -265,6 +288,13 @@ def platform_env(
             "ORDER_GRPC_PORT": str(ports["order"]),
             "ORDER_METRICS_PORT": "0",
             "ORDER_DB_NAME": f"t_{run_id}_{label}_orders",
+            "PAYMENT_GRPC_PORT": str(ports["payment"]),
+            "PAYMENT_METRICS_PORT": "0",
+            "PAYMENT_DB_NAME": f"t_{run_id}_{label}_payments",
+            "PAYMENT_PROVIDER_HOST": "127.0.0.1",
+            "PAYMENT_PROVIDER_PORT": str(ports["provider"]),
+            "PAYMENT_PROVIDER_DB_NAME": f"t_{run_id}_{label}_payment_provider",
+            "PAYMENT_PROVIDER_URL": f"http://127.0.0.1:{ports['provider']}",
             "SAGA_TIMEOUT_SECONDS": str(SAGA_TIMEOUT_SECONDS),
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(ports["gateway"]),
@@ -273,6 +303,7 @@ def platform_env(
             "PRODUCT_SERVICE_ADDR": f"127.0.0.1:{ports['product']}",
             "CART_SERVICE_ADDR": f"127.0.0.1:{ports['cart']}",
             "ORDER_SERVICE_ADDR": f"127.0.0.1:{ports['order']}",
+            "PAYMENT_SERVICE_ADDR": f"127.0.0.1:{ports['payment']}",
             "ADMIN_EMAIL": ADMIN_EMAIL,
             "ADMIN_PASSWORD": ADMIN_PASSWORD,
             "ARGON2_TIME_COST": "1",
@@ -342,7 +373,7 @@ def make_env(
             run_id, postgres_url, redis_url, redis_key_prefix, amqp_url, amqp_isolation, label
         )
         # Created here (empty) so the plugin drops them at the end; the services migrate them.
-        for name in ("users", "products", "orders"):
+        for name in ("users", "products", "orders", "payments", "payment_provider"):
             await create_database(f"{label}_{name}")
         env["JWT_PRIVATE_KEY_FILE"] = str(tmp_path_factory.mktemp("keys") / "jwt-signing-key.pem")
         return env
@@ -446,7 +477,7 @@ async def fault_platform(
 
     env = await make_env("faults")
     env.update(await service_accounts.make(ACCOUNTS_FILE, env, "faults"))
-    for service in ("PRODUCT", "CART", "ORDER"):
+    for service in ("PRODUCT", "CART", "ORDER", "PAYMENT"):
         env[f"{service}_METRICS_PORT"] = str(free_port())
     queues = QueueDepths(
         env["AMQP_URL"],
@@ -454,7 +485,7 @@ async def fault_platform(
         env["EVENTS_EXCHANGE"],
         outbox_databases=tuple(
             database_url(env["POSTGRES_URL"], env[name])
-            for name in ("PRODUCT_DB_NAME", "ORDER_DB_NAME")
+            for name in ("PRODUCT_DB_NAME", "ORDER_DB_NAME", "PAYMENT_DB_NAME")
         ),
     )
     with Servers(env) as servers:

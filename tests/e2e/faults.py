@@ -32,21 +32,26 @@ import httpx
 from redis.exceptions import RedisError
 
 from chassis.postgres import database_url
+from chassis.procfile import variable as procfile_variable
 from chassis.redis_client import create_redis
 from chassis.testing.proxy import TcpProxy
 
 from .conftest import SAGA_TIMEOUT_SECONDS
+from .payments import Provider, check_money
 from .shop import FINAL, Admin, Shopper, new_shopper
 
 # Whose settings name which server (service-cart's Redis is its cart store: Couchbase stands
 # there in production, so "Redis is down" is the cache's and the login throttle's Redis).
 SERVERS = {
-    "postgres": ("POSTGRES_URL", ("service-user", "service-product", "service-order")),
+    "postgres": (
+        "POSTGRES_URL",
+        ("service-user", "service-product", "service-order", "service-payment", "payment-provider"),
+    ),
     "redis": ("REDIS_URL", ("service-user", "service-product", "service-cart")),
-    "amqp": ("AMQP_URL", ("service-product", "service-cart", "service-order")),
+    "amqp": ("AMQP_URL", ("service-product", "service-cart", "service-order", "service-payment")),
 }
 RETRIED_STATUSES = frozenset({502, 503, 504})
-SERVICE_QUEUES = ("service-product", "service-cart", "service-order")
+SERVICE_QUEUES = ("service-product", "service-cart", "service-order", "service-payment")
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -101,7 +106,7 @@ class Servers:
             variable = SERVERS[server][0]
             # The process's own account (PRODUCT_POSTGRES_URL, ...), which its Procfile line
             # prefers, where the platform runs on accounts of least privilege.
-            own = f"{process.removeprefix('service-').upper()}_{variable}"
+            own = procfile_variable(process, variable)
             variable = own if own in self._env else variable
             settings.setdefault(process, {})[variable] = _through(self._env[variable], proxy.port)
         return settings
@@ -268,6 +273,8 @@ class Stream:
     shoppers: list[StreamShopper]
     seed: int = 10
     cancel_share: float = 0.15
+    # The payment provider whose ledger must agree with the orders (payments.py), when set.
+    provider: Provider | None = None
     _fault_over: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -341,7 +348,10 @@ class Stream:
             return
         key = f"stream-{uuid.uuid4()}"
         placed = await self.api.call(
-            "POST", "/api/v1/checkout", headers={**buyer.headers, "Idempotency-Key": key}
+            "POST",
+            "/api/v1/checkout",
+            headers={**buyer.headers, "Idempotency-Key": key},
+            json={"payment_token": "pm_card_ok"},
         )
         if placed.status_code != 202:
             self.api.anomalies.append(f"checkout -> {placed.status_code} {placed.text}")
@@ -454,7 +464,13 @@ class Stream:
             assert await self.cart_of(buyer) == buyer.cart, buyer.shopper.email
         await queues.wait_drained()
         assert await queues.dead_lettered() == {}, "events were dead-lettered"
+        if self.provider is not None:
+            await check_money(self.provider, self.all_orders)
         assert self.api.anomalies == [], "\n".join(self.api.anomalies[:20])
+
+    async def all_orders(self) -> list[dict[str, Any]]:
+        listed = [await self.listed_orders(buyer) for buyer in self.shoppers]
+        return [order for batch in listed for order in batch]
 
     async def _quiet(self) -> dict[str, list[dict[str, Any]]]:
         """Every shopper's orders once none is PENDING (at most the saga timeout after the last

@@ -12,6 +12,8 @@ import httpx
 
 PASSWORD = "correct horse battery"
 FINAL = ("CONFIRMED", "CANCELLED")
+# The simulated payment provider's token that is authorised.
+PAYMENT_TOKEN = "pm_card_ok"
 
 
 @dataclass
@@ -35,11 +37,15 @@ class Shopper:
         assert response.status_code == 200, response.text
         return {item["product_id"]: item["quantity"] for item in response.json()["items"]}
 
-    async def checkout(self, idempotency_key: str | None = None) -> httpx.Response:
+    async def checkout(
+        self, idempotency_key: str | None = None, payment_token: str = PAYMENT_TOKEN
+    ) -> httpx.Response:
         headers = dict(self.headers)
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        return await self.client.post("/api/v1/checkout", headers=headers)
+        return await self.client.post(
+            "/api/v1/checkout", headers=headers, json={"payment_token": payment_token}
+        )
 
     async def checkout_until_answered(self, attempts: int = 6) -> httpx.Response:
         """Check out as a careful client does: one Idempotency-Key for the intent, and the same

@@ -22,6 +22,7 @@ import pytest
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, SAGA_TIMEOUT_SECONDS, FaultPlatform, Platform
 from .faults import Stream, pg_ctlcluster, rabbitmqctl
+from .payments import Provider
 from .shop import Admin, Shopper, login, new_shopper, stock_of
 
 # A stream through a fault takes one to two minutes, more on a loaded 2-core machine.
@@ -48,6 +49,7 @@ async def admin(client: httpx.AsyncClient) -> Admin:
 @pytest.fixture
 async def stream(faulty: FaultPlatform, client: httpx.AsyncClient, admin: Admin) -> Stream:
     prepared = await Stream.prepare(client, admin)
+    prepared.provider = Provider(faulty.platform.env["PAYMENT_PROVIDER_URL"])
     await faulty.queues.remember()
     return prepared
 
@@ -68,7 +70,8 @@ async def kill_and_restart(platform: Platform, name: str, *, times: int = 3) -> 
 
 
 @pytest.mark.parametrize(
-    "process", ["service-product", "service-order", "service-cart", "api-gateway"]
+    "process",
+    ["service-product", "service-order", "service-cart", "service-payment", "api-gateway"],
 )
 async def test_a_process_sigkilled_three_times_mid_stream_leaves_every_effect_exactly_once(
     faulty: FaultPlatform, stream: Stream, process: str
@@ -307,7 +310,14 @@ class Prober:
             ("GET", "/api/v1/cart", auth),
             ("GET", "/api/v1/orders", auth),
             # Key and cart never change: at most one order, whatever answers come back.
-            ("POST", "/api/v1/checkout", {"headers": {**shopper.headers, "Idempotency-Key": "p"}}),
+            (
+                "POST",
+                "/api/v1/checkout",
+                {
+                    "headers": {**shopper.headers, "Idempotency-Key": "p"},
+                    "json": {"payment_token": "pm_card_ok"},
+                },
+            ),
         ]
         return cls(client, routes)
 

@@ -25,7 +25,13 @@ from chassis.testing.waiting import eventually
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Platform
 from .shop import Admin, login, new_shopper
 
-SERVICE_DATABASES = {"USER": "USER_DB_NAME", "PRODUCT": "PRODUCT_DB_NAME", "ORDER": "ORDER_DB_NAME"}
+SERVICE_DATABASES = {
+    "USER": "USER_DB_NAME",
+    "PRODUCT": "PRODUCT_DB_NAME",
+    "ORDER": "ORDER_DB_NAME",
+    "PAYMENT": "PAYMENT_DB_NAME",
+    "PAYMENT_PROVIDER": "PAYMENT_PROVIDER_DB_NAME",
+}
 
 
 def user_of(url: str) -> str:
@@ -53,7 +59,7 @@ async def test_every_service_works_on_an_account_of_its_own_and_no_other(
         assert (await client.get(f"/api/v1/products/{product['id']}")).status_code == 200
     await shopper.add(product["id"], 1)
     order = await shopper.final_order((await shopper.checkout_order())["id"])
-    assert order["status"] == "CONFIRMED"  # the saga crossed product, order and cart
+    assert order["status"] == "CONFIRMED"  # the saga crossed product, payment, order and cart
     wrong = await client.post(
         "/api/v1/login", json={"email": shopper.email, "password": "not the password"}
     )
@@ -98,7 +104,7 @@ async def test_every_service_works_on_an_account_of_its_own_and_no_other(
         )  # fmt: skip
         out, _ = await asyncio.wait_for(listing.communicate(), 60)
         users = set(out.decode().split())
-        for variable in ("PRODUCT_AMQP_URL", "CART_AMQP_URL", "ORDER_AMQP_URL"):
+        for variable in ("PRODUCT_AMQP_URL", "CART_AMQP_URL", "ORDER_AMQP_URL", "PAYMENT_AMQP_URL"):
             assert user_of(env[variable]) in users, f"no broker connection as {variable}'s user"
 
 
@@ -113,7 +119,7 @@ async def test_service_order_cannot_open_another_services_database(platform: Pla
             await own.execute(f'CREATE DATABASE "t_{uuid.uuid4().hex[:8]}"')
     finally:
         await own.close()
-    for other in ("USER_DB_NAME", "PRODUCT_DB_NAME"):
+    for other in ("USER_DB_NAME", "PRODUCT_DB_NAME", "PAYMENT_DB_NAME", "PAYMENT_PROVIDER_DB_NAME"):
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
             await asyncpg.connect(database_url(env["ORDER_POSTGRES_URL"], env[other]), timeout=10)
 

@@ -46,6 +46,7 @@ from .conftest import (
     start_platform,
 )
 from .faults import QueueDepths, Stream
+from .payments import Provider
 from .shop import Admin, Shopper, login, new_shopper, stock_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -172,7 +173,7 @@ async def replica_platform(
         env["EVENTS_EXCHANGE"],
         outbox_databases=tuple(
             database_url(env["POSTGRES_URL"], env[name])
-            for name in ("PRODUCT_DB_NAME", "ORDER_DB_NAME")
+            for name in ("PRODUCT_DB_NAME", "ORDER_DB_NAME", "PAYMENT_DB_NAME")
         ),
     )
     try:
@@ -298,6 +299,7 @@ async def test_a_thousand_orders_created_and_cancelled_back_to_back_leave_the_st
 async def stream(replicas: ReplicaPlatform, admin: Admin) -> AsyncIterator[Stream]:
     async with httpx.AsyncClient(base_url=replicas.balancer_url, timeout=30) as balanced:
         prepared = await Stream.prepare(balanced, Admin(balanced, admin.headers), shoppers=32)
+        prepared.provider = Provider(replicas.platform.env["PAYMENT_PROVIDER_URL"])
         await replicas.queues.remember()
         yield prepared
 

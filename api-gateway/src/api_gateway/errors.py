@@ -7,7 +7,7 @@ internal (stack traces, upstream addresses, exception text) ever reaches a clien
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -148,10 +148,24 @@ def _field_name(location: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def validation_problem(exc: RequestValidationError) -> Response:
-    errors = []
+def _required_body_fields(request: Request) -> list[str]:
+    """The required fields of the JSON body the request's route takes (none without one)."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    return [name for name, field in model.model_fields.items() if field.is_required()]
+
+
+def validation_problem(exc: RequestValidationError, *, body_fields: Sequence[str] = ()) -> Response:
+    """`body_fields`: the required fields of the route's body, each named when no body came
+    (a client that sends none learns what it misses, e.g. the checkout's `payment_token`)."""
+    errors: list[dict[str, str]] = []
     for error in exc.errors():
         location = tuple(error.get("loc", ()))
+        if location == ("body",) and error.get("type") == "missing" and body_fields:
+            errors.extend({"field": name, "message": "Field required"} for name in body_fields)
+            continue
         field = "body" if error.get("type") == "json_invalid" else _field_name(location)
         errors.append({"field": field, "message": str(error.get("msg", "invalid value"))})
     return problem_response(422, "request validation failed", errors=errors)
@@ -163,10 +177,10 @@ async def _on_rpc_error(_request: Request, exc: Exception) -> Response:
     return problem_from_rpc_error(exc)
 
 
-async def _on_validation_error(_request: Request, exc: Exception) -> Response:
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, RequestValidationError):  # registered for that type only
         raise TypeError(type(exc).__name__)
-    return validation_problem(exc)
+    return validation_problem(exc, body_fields=_required_body_fields(request))
 
 
 async def _on_http_exception(_request: Request, exc: Exception) -> Response:

@@ -19,6 +19,7 @@ from ecommerce.user.v1 import user_pb2
 ROLE = ProtoEnumNames(user_pb2.Role, prefix="ROLE_")
 ORDER_STATUS = ProtoEnumNames(order_pb2.OrderStatus, prefix="ORDER_STATUS_")
 CANCEL_REASON = ProtoEnumNames(order_pb2.CancelReason, prefix="CANCEL_REASON_")
+PAYMENT_STATUS = ProtoEnumNames(order_pb2.PaymentStatus, prefix="PAYMENT_STATUS_")
 
 
 def user_json(user: user_pb2.User) -> dict[str, Any]:
@@ -65,6 +66,8 @@ def order_json(order: order_pb2.Order) -> dict[str, Any]:
         "id": order.id,
         "status": ORDER_STATUS.name(order.status),
         "cancel_reason": CANCEL_REASON.optional_name(order.cancel_reason),
+        # Null (UNSPECIFIED) for an order placed before payments existed.
+        "payment_status": PAYMENT_STATUS.optional_name(order.payment_status),
         "items": [
             {
                 "product_id": item.product_id,

@@ -59,6 +59,18 @@ IdempotencyKey = Annotated[
         examples=["7f3c2a9e-checkout-1"],
     ),
 ]
+# A payment provider's token, never a card number (what service-order checks too).
+PaymentToken = Annotated[
+    str,
+    Field(
+        pattern=r"^pm_[A-Za-z0-9_]{1,64}$",
+        description="The payment method to charge: a provider's token, `pm_` then 1 to 64 "
+        "letters, digits or underscores. The simulated provider's test tokens: `pm_card_ok` "
+        "(authorised), `pm_card_declined` (declined), `pm_card_flaky` (fails twice, then "
+        "authorised), `pm_card_slow` (answers after 2 s); any other is declined.",
+        examples=["pm_card_ok"],
+    ),
+]
 Line = Annotated[str, AfterValidator(storable_text), AfterValidator(visible_line)]
 
 Quantity = Annotated[int, Field(strict=True, ge=1, le=100, examples=[2])]
@@ -163,6 +175,10 @@ class CartOut(BaseModel):
     currency: str = Field(examples=["USD"])
 
 
+class CheckoutIn(_Input):
+    payment_token: PaymentToken
+
+
 class OrderLineOut(BaseModel):
     product_id: UUID
     name: str = Field(examples=["Walnut desk lamp"])
@@ -174,10 +190,26 @@ class OrderLineOut(BaseModel):
 class OrderOut(BaseModel):
     id: UUID
     status: Literal["PENDING", "CONFIRMED", "CANCELLED"] = Field(
-        description="PENDING until stock is reserved (CONFIRMED) or the saga cancels it."
+        description="PENDING until stock is reserved and the payment authorised (CONFIRMED) "
+        "or the saga cancels it.",
+        examples=["CONFIRMED"],
     )
-    cancel_reason: Literal["OUT_OF_STOCK", "USER_CANCELLED", "TIMEOUT"] | None = Field(
-        None, description="Why it was cancelled; null unless status is CANCELLED."
+    cancel_reason: (
+        Literal["OUT_OF_STOCK", "PAYMENT_DECLINED", "USER_CANCELLED", "TIMEOUT"] | None
+    ) = Field(
+        None,
+        description="Why it was cancelled; null unless status is CANCELLED.",
+        examples=[None, "PAYMENT_DECLINED"],
+    )
+    payment_status: Literal["PENDING", "AUTHORIZED", "DECLINED", "REFUNDED", "VOIDED"] | None = (
+        Field(
+            None,
+            description="Where the order's payment is: PENDING until the provider answers, "
+            "AUTHORIZED (charged once the order is confirmed), DECLINED, REFUNDED (cancelled "
+            "after its confirmation) or VOIDED (cancelled before it); null for an order placed "
+            "before payments existed.",
+            examples=["AUTHORIZED"],
+        )
     )
     items: list[OrderLineOut]
     total_cents: int = Field(examples=[3998])

@@ -21,11 +21,25 @@ SERVICES = (
     "service-product",
     "service-cart",
     "service-order",
+    "service-payment",
     "web-storefront",
 )
+# Processes that stand in for a system outside the platform (the simulated payment provider,
+# which only service-payment calls, over HTTP): held to the same settings, ports, credentials and
+# pod security as the services, but one replica each, with no PDB and no HPA.
+STAND_INS = ("payment-provider",)
+PROCESSES = SERVICES + STAND_INS
+# The image a process runs is its folder's (ecommerce/<folder>, <folder>/Dockerfile), or, for a
+# second entry point of a service's package, that service's.
+IMAGE_FOLDERS = {"payment-provider": "service-payment"}
 # The processes that answer HTTP behind the Ingress (the others answer gRPC in the cluster).
 HTTP_SERVICES = ("api-gateway", "web-storefront")
 GRPC_SERVICES = tuple(s for s in SERVICES if s not in HTTP_SERVICES)
+
+
+def image_folder(process: str) -> str:
+    return IMAGE_FOLDERS.get(process, process)
+
 
 Obj = dict[str, Any]
 

@@ -13,7 +13,7 @@ import pytest
 from chassis.accounts import BootstrapSettings, load_plan, resolve_accounts
 from chassis.settings import AmqpSettings
 
-from .conftest import ROOT, SERVICES, Obj, Rendered
+from .conftest import PROCESSES, ROOT, Obj, Rendered
 from .test_consistency import container, pod_environment, secret_data
 
 STORE_URLS = {"POSTGRES_URL": "postgres", "REDIS_URL": "redis", "AMQP_URL": "rabbitmq"}
@@ -76,12 +76,15 @@ def test_the_bootstrap_job_makes_exactly_the_accounts_the_secrets_name(
         *(("redis", a.credentials.user, a.credentials.password) for a in accounts.redis),
         *(("rabbitmq", a.credentials.user, a.credentials.password) for a in accounts.rabbitmq),
     }
-    used = set().union(*(logins(pod_environment(local, service)) for service in SERVICES))
+    used = set().union(*(logins(pod_environment(local, service)) for service in PROCESSES))
     assert made == used
     # Each database is the one its service's ConfigMap names, owned by its own role.
-    for service in ("service-user", "service-product", "service-order"):
-        pod = pod_environment(local, service)
-        prefix = service.removeprefix("service-").upper()
+    plan = load_plan(ACCOUNTS_COPY)
+    owners = [access for access in plan if access.database is not None]
+    assert {access.service for access in owners} <= set(PROCESSES)
+    for access in owners:
+        pod = pod_environment(local, access.service)
+        prefix = access.variables
         role = unquote(urlsplit(pod["POSTGRES_URL"]).username or "")
         assert {(a.credentials.user, a.database) for a in accounts.postgres} >= {
             (role, pod[f"{prefix}_DB_NAME"])
@@ -101,7 +104,7 @@ def test_no_service_logs_in_as_an_administrator_or_shares_an_account(local: Rend
         ],
     }
     owners: dict[tuple[str, str], str] = {}
-    for service in SERVICES:
+    for service in PROCESSES:
         for store, user, _ in logins(pod_environment(local, service)):
             assert user not in (administrators.get(store), "default", "guest"), service
             assert owners.setdefault((store, user), service) == service, f"{service}: {user}"

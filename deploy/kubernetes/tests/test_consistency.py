@@ -17,11 +17,23 @@ from pydantic_settings import BaseSettings
 from api_gateway.config import GatewaySettings
 from cart_service.settings import CartSettings
 from order_service.settings import OrderSettings
+from payment_provider.settings import ProviderSettings
+from payment_service.settings import PaymentSettings
 from product_service.settings import ProductSettings
 from user_service.settings import UserSettings
 from web_storefront.settings import StorefrontSettings
 
-from .conftest import GRPC_SERVICES, HTTP_SERVICES, ROOT, SERVICES, Obj, Rendered
+from .conftest import (
+    GRPC_SERVICES,
+    HTTP_SERVICES,
+    PROCESSES,
+    ROOT,
+    SERVICES,
+    STAND_INS,
+    Obj,
+    Rendered,
+    image_folder,
+)
 
 SETTINGS: dict[str, type[BaseSettings]] = {
     "api-gateway": GatewaySettings,
@@ -29,12 +41,15 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "service-product": ProductSettings,
     "service-cart": CartSettings,
     "service-order": OrderSettings,
+    "service-payment": PaymentSettings,
     "web-storefront": StorefrontSettings,
+    "payment-provider": ProviderSettings,
 }
 # Where each HTTP process sets uvicorn's graceful shutdown (the gRPC services read theirs).
 UVICORN_MAINS = {
     "api-gateway": "api-gateway/src/api_gateway/main.py",
     "web-storefront": "web-storefront/src/web_storefront/main.py",
+    "payment-provider": "service-payment/src/payment_provider/main.py",
 }
 # Variables a service reads that the manifests leave unset on purpose, and why.
 UNSET = {
@@ -143,21 +158,21 @@ def named_port(spec: Obj, name: str) -> int:
     return port
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_every_variable_a_service_reads_is_set_for_it(overlay: Rendered, service: str) -> None:
     given = set(pod_environment(overlay, service)) | set(secret_refs(overlay.deployment(service)))
     missing = variables(SETTINGS[service]) - given - set(UNSET.get(service, {}))
     assert missing == set(), f"overlays/{overlay.name}: {service} is not given {sorted(missing)}"
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_every_variable_set_for_a_service_is_one_it_reads(overlay: Rendered, service: str) -> None:
     given = set(pod_environment(overlay, service)) | set(secret_refs(overlay.deployment(service)))
     unread = given - variables(SETTINGS[service])
     assert unread == set(), f"{service} is given settings it never reads (a misspelt name?)"
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_each_service_loads_its_settings_from_its_pod_and_listens_where_it_is_probed(
     overlay: Rendered, service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -175,24 +190,30 @@ def test_each_service_loads_its_settings_from_its_pod_and_listens_where_it_is_pr
     assert loopback == {}
     for host in ("grpc_host", "metrics_host", "host"):
         assert values.get(host, "0.0.0.0") == "0.0.0.0", f"{host}: the pod's address"
-    public = "http" if service in HTTP_SERVICES else "grpc"
-    port = values["port"] if service in HTTP_SERVICES else values["grpc_port"]
+    public = "grpc" if service in GRPC_SERVICES else "http"
+    port = values["grpc_port"] if service in GRPC_SERVICES else values["port"]
     assert named_port(spec, public) == port
-    assert named_port(spec, "metrics") == values["metrics_port"]
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(values["metrics_port"])
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    if values["metrics_port"] == 0:  # no metrics endpoint (a stand-in): nothing to scrape
+        assert service in STAND_INS, f"{service} serves metrics"
+        assert "metrics" not in {p["name"] for p in spec["ports"]}
+        assert "prometheus.io/scrape" not in annotations
+    else:
+        assert named_port(spec, "metrics") == values["metrics_port"]
+        assert annotations["prometheus.io/port"] == str(values["metrics_port"])
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         action = spec[probe].get("grpc") or spec[probe]["httpGet"]
         assert action["port"] in (port, public), f"{probe} probes the port the process listens on"
     service_ports = {p["name"]: p for p in overlay.get("Service", service)["spec"]["ports"]}
     assert service_ports[public]["targetPort"] == public
-    assert service_ports["metrics"]["targetPort"] == "metrics"
+    if values["metrics_port"] != 0:
+        assert service_ports["metrics"]["targetPort"] == "metrics"
     if isinstance(settings, UserSettings):
         assert settings.admin_account_problem() is None
         assert settings.jwt_private_key is not None, "every replica signs with the Secret's key"
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_services_call_each_other_by_headless_dns_names_balanced_over_pods(
     overlay: Rendered, service: str
 ) -> None:
@@ -206,7 +227,7 @@ def test_services_call_each_other_by_headless_dns_names_balanced_over_pods(
         assert overlay.get("Service", callee)["spec"]["clusterIP"] == "None", f"{callee}: headless"
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_credentials_come_only_from_the_secrets_of_the_contract(
     overlay: Rendered, service: str
 ) -> None:
@@ -223,7 +244,7 @@ def test_credentials_come_only_from_the_secrets_of_the_contract(
     assert leaked == set(), "credentials never sit in a ConfigMap"
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_every_pod_is_one_a_platform_team_accepts(overlay: Rendered, service: str) -> None:
     deployment = overlay.deployment(service)
     pod = deployment["spec"]["template"]["spec"]
@@ -240,6 +261,13 @@ def test_every_pod_is_one_a_platform_team_accepts(overlay: Rendered, service: st
     assert context["capabilities"] == {"drop": ["ALL"]}
     writable = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
     assert {m["name"] for m in spec.get("volumeMounts", [])} <= writable, "emptyDir only"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_is_disrupted_one_pod_at_a_time_and_scales_on_cpu(
+    overlay: Rendered, service: str
+) -> None:
+    deployment = overlay.deployment(service)
     selector = deployment["spec"]["selector"]["matchLabels"]
     (pdb,) = [
         p
@@ -253,6 +281,26 @@ def test_every_pod_is_one_a_platform_team_accepts(overlay: Rendered, service: st
         if h["spec"]["scaleTargetRef"]["name"] == service
     ]
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+@pytest.mark.parametrize("stand_in", STAND_INS)
+def test_a_stand_in_runs_one_pod_that_nothing_scales(overlay: Rendered, stand_in: str) -> None:
+    deployment = overlay.deployment(stand_in)
+    assert deployment["spec"]["replicas"] == 1
+    assert overlay.find("HorizontalPodAutoscaler", stand_in) is None
+    assert overlay.find("PodDisruptionBudget", stand_in) is None
+    # A restart never leaves it without a ready pod.
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_service_payment_calls_the_provider_by_its_service_on_its_http_port(
+    overlay: Rendered,
+) -> None:
+    url = pod_environment(overlay, "service-payment")["PAYMENT_PROVIDER_URL"]
+    provider = {
+        p["name"]: p["port"] for p in overlay.get("Service", "payment-provider")["spec"]["ports"]
+    }
+    assert url == f"http://payment-provider:{provider['http']}"
 
 
 def test_the_storefront_calls_the_gateway_by_its_service_on_its_public_port(
@@ -277,7 +325,7 @@ def test_grpc_services_are_probed_on_liveness_for_restarts_and_on_health_for_tra
     assert spec["readinessProbe"]["grpc"]["service"] == ""
 
 
-@pytest.mark.parametrize("service", HTTP_SERVICES)
+@pytest.mark.parametrize("service", [*HTTP_SERVICES, *STAND_INS])
 def test_http_processes_are_probed_on_healthz_and_readyz(
     overlays: dict[str, Rendered], service: str
 ) -> None:
@@ -300,7 +348,7 @@ def drain_seconds(service: str, config: dict[str, str]) -> float:
     )
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_termination_grace_covers_the_pre_stop_pause_and_the_drain(
     overlay: Rendered, service: str
 ) -> None:
@@ -313,10 +361,11 @@ def test_termination_grace_covers_the_pre_stop_pause_and_the_drain(
     assert grace >= pause + drain + 10
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_pods_run_as_the_user_their_image_was_built_for(overlay: Rendered, service: str) -> None:
-    match = DOCKERFILE_USER.search((ROOT / service / "Dockerfile").read_text())
-    assert match is not None, f"{service}/Dockerfile: USER uid:gid"
+    folder = image_folder(service)
+    match = DOCKERFILE_USER.search((ROOT / folder / "Dockerfile").read_text())
+    assert match is not None, f"{folder}/Dockerfile: USER uid:gid"
     context = overlay.deployment(service)["spec"]["template"]["spec"]["securityContext"]
     assert (context["runAsUser"], context["runAsGroup"]) == (int(match[1]), int(match[2]))
 
@@ -326,18 +375,18 @@ def compose_images() -> dict[str, str]:
     return {
         name: service["image"]
         for name, service in compose["services"].items()
-        if "build" in service and name in SERVICES
+        if "build" in service and name in PROCESSES
     }
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_images_are_the_ones_compose_and_check_images_build(
     overlay: Rendered, service: str
 ) -> None:
     image = container(overlay.deployment(service))["image"]
     compose_name, _, compose_tag = compose_images()[service].partition(":")
     name, _, tag = image.partition(":")
-    assert name == compose_name == f"ecommerce/{service}"
+    assert name == compose_name == f"ecommerce/{image_folder(service)}"
     if overlay.name != "production":
         assert compose_tag == "${IMAGE_TAG:-local}"
         assert tag == "local", "the tag compose builds by default, loaded into kind as it is"

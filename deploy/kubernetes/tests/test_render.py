@@ -10,7 +10,7 @@ import copy
 import kubernetes_validate
 import pytest
 
-from .conftest import SERVICES, Rendered
+from .conftest import PROCESSES, SERVICES, STAND_INS, Rendered
 
 KUBERNETES_VERSION = "1.37.0"
 STORES = ("postgres", "redis", "rabbitmq", "couchbase")
@@ -52,6 +52,8 @@ def test_local_runs_the_platform_with_its_stores_and_observability(
     local = overlays["local"]
     for service in SERVICES:
         assert local.deployment(service)["spec"]["replicas"] == 2
+    for stand_in in STAND_INS:
+        assert local.deployment(stand_in)["spec"]["replicas"] == 1
     for name in (*STORES, *OBSERVABILITY_WITH_DATA):
         statefulset = local.get("StatefulSet", name)
         claims = [c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]]
@@ -69,13 +71,15 @@ def test_production_runs_the_services_only_three_replicas_each_behind_policies(
     overlays: dict[str, Rendered],
 ) -> None:
     production = overlays["production"]
-    assert {d["metadata"]["name"] for d in production.of_kind("Deployment")} == set(SERVICES)
+    assert {d["metadata"]["name"] for d in production.of_kind("Deployment")} == set(PROCESSES)
     assert not production.of_kind("StatefulSet")
     assert not production.of_kind("Secret"), "production references Secrets, never contains one"
     for service in SERVICES:
         assert production.deployment(service)["spec"]["replicas"] == 3
         hpa = production.get("HorizontalPodAutoscaler", service)["spec"]
         assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 12)
+    for stand_in in STAND_INS:
+        assert production.deployment(stand_in)["spec"]["replicas"] == 1
     default_deny = production.get("NetworkPolicy", "default-deny")["spec"]
     assert default_deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     ingresses = production.of_kind("Ingress")

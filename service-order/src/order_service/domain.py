@@ -1,5 +1,6 @@
 """Orders and their rules: the state machine (statuses, cancel reasons, the transitions that
-exist), pricing a cart into an order, and what a valid id, idempotency key and owner are.
+exist), the payment status and the steps it takes, the saga versions, pricing a cart into an
+order, and what a valid id, idempotency key, payment token and owner are.
 
 Pure: no I/O, no protobuf. Rules raise the chassis' typed errors (INVALID_ARGUMENT naming the
 field, FAILED_PRECONDITION, NOT_FOUND, PERMISSION_DENIED).
@@ -12,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 from chassis.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from chassis.validation import MAX_PRICE_CENTS
@@ -20,10 +21,14 @@ from chassis.validation import MAX_PRICE_CENTS
 IDEMPOTENCY_KEY_MAX = 255
 # Visible ASCII (RFC 5234 VCHAR): what an HTTP header carries without quoting or ambiguity.
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX}}}")
+# A payment provider's token (`pm_card_ok`), never a card number: what the protos promise.
+PAYMENT_TOKEN_BODY_MAX = 64
+_PAYMENT_TOKEN = re.compile(rf"pm_[A-Za-z0-9_]{{1,{PAYMENT_TOKEN_BODY_MAX}}}")
 
 
-# The statuses and reasons are those of the protos (ecommerce.order.v1.OrderStatus and
-# CancelReason, without their prefixes); tests/test_proto_mapping.py holds them together.
+# The statuses and reasons are those of the protos (ecommerce.order.v1.OrderStatus,
+# CancelReason and PaymentStatus, without their prefixes); tests/test_proto_mapping.py holds
+# them together.
 class OrderStatus(StrEnum):
     PENDING = "PENDING"
     CONFIRMED = "CONFIRMED"
@@ -34,24 +39,76 @@ class CancelReason(StrEnum):
     OUT_OF_STOCK = "OUT_OF_STOCK"
     USER_CANCELLED = "USER_CANCELLED"
     TIMEOUT = "TIMEOUT"
+    PAYMENT_DECLINED = "PAYMENT_DECLINED"
+
+
+class PaymentStatus(StrEnum):
+    """Where an order's payment is, as service-payment last reported it. An order of saga
+    version 1 has none (the API's PAYMENT_STATUS_UNSPECIFIED)."""
+
+    PENDING = "PENDING"
+    AUTHORIZED = "AUTHORIZED"
+    DECLINED = "DECLINED"
+    REFUNDED = "REFUNDED"
+    VOIDED = "VOIDED"
+
+
+class SagaVersion(IntEnum):
+    """Which checkout saga an order runs, fixed when it is placed (the `saga_version` column)."""
+
+    # Placed before the payment step (or by a release without it): confirmed on
+    # `stock.reserved`, nothing charged, no payment status.
+    STOCK_ONLY = 1
+    # Placed with a payment token: confirmed on `payment.authorized`, which service-payment
+    # publishes once the stock is reserved.
+    PAYMENT = 2
+
+
+# What Checkout places now.
+CURRENT_SAGA_VERSION = SagaVersion.PAYMENT
+EVERY_SAGA_VERSION = frozenset(SagaVersion)
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One move of the state machine: from any status in `sources` to `target` with `reason`."""
+    """One move of the state machine: from any status in `sources` to `target` with `reason`,
+    for orders of the saga versions in `saga_versions`."""
 
     name: str
     sources: frozenset[OrderStatus]
     target: OrderStatus
     reason: CancelReason | None
+    saga_versions: frozenset[SagaVersion] = EVERY_SAGA_VERSION
 
-    def allows(self, status: OrderStatus) -> bool:
-        return status in self.sources
+    def allows(self, status: OrderStatus, saga_version: SagaVersion = CURRENT_SAGA_VERSION) -> bool:
+        return status in self.sources and saga_version in self.saga_versions
 
 
 PENDING_ONLY = frozenset({OrderStatus.PENDING})
-# stock.reserved: the saga succeeded.
-CONFIRM = Transition("confirm", PENDING_ONLY, OrderStatus.CONFIRMED, None)
+# stock.reserved, saga version 1: the saga succeeded (nothing to charge).
+CONFIRM = Transition(
+    "confirm",
+    PENDING_ONLY,
+    OrderStatus.CONFIRMED,
+    None,
+    frozenset({SagaVersion.STOCK_ONLY}),
+)
+# payment.authorized, saga version 2: stock reserved and the total authorised.
+CONFIRM_PAID = Transition(
+    "confirm_paid",
+    PENDING_ONLY,
+    OrderStatus.CONFIRMED,
+    None,
+    frozenset({SagaVersion.PAYMENT}),
+)
+# payment.declined, saga version 2: the provider refused; the reserved stock goes back.
+REJECT_PAYMENT_DECLINED = Transition(
+    "payment_declined",
+    PENDING_ONLY,
+    OrderStatus.CANCELLED,
+    CancelReason.PAYMENT_DECLINED,
+    frozenset({SagaVersion.PAYMENT}),
+)
 # stock.reservation_failed: a line could not be reserved, so nothing was.
 REJECT_OUT_OF_STOCK = Transition(
     "out_of_stock", PENDING_ONLY, OrderStatus.CANCELLED, CancelReason.OUT_OF_STOCK
@@ -65,12 +122,84 @@ CANCEL_BY_USER = Transition(
     OrderStatus.CANCELLED,
     CancelReason.USER_CANCELLED,
 )
-TRANSITIONS = (CONFIRM, REJECT_OUT_OF_STOCK, EXPIRE, CANCEL_BY_USER)
+TRANSITIONS = (
+    CONFIRM,
+    CONFIRM_PAID,
+    REJECT_OUT_OF_STOCK,
+    REJECT_PAYMENT_DECLINED,
+    EXPIRE,
+    CANCEL_BY_USER,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentStep:
+    """What a payment event reports: the payment status moves from any of `sources` to `target`
+    (forward only), and a PENDING order makes `order_transition` with it in the same guarded
+    statement. A CANCELLED order only records the step; a CONFIRMED order's payment stays
+    AUTHORIZED (the schema's CHECK holds it there), so a report for one has no effect."""
+
+    name: str
+    sources: frozenset[PaymentStatus]
+    target: PaymentStatus
+    order_transition: Transition | None
+
+    def allows(self, payment_status: PaymentStatus | None) -> bool:
+        return payment_status in self.sources
+
+
+# The order statuses at which a payment report changes the payment status alone.
+RECORDED_ONLY_WHEN = frozenset({OrderStatus.CANCELLED})
+# payment.authorized: a PENDING order is confirmed; a cancelled one keeps its reason (the
+# authorisation is voided on its order.cancelled).
+AUTHORIZE = PaymentStep(
+    "authorized", frozenset({PaymentStatus.PENDING}), PaymentStatus.AUTHORIZED, CONFIRM_PAID
+)
+# payment.declined: a PENDING order is cancelled (PAYMENT_DECLINED).
+DECLINE = PaymentStep(
+    "declined",
+    frozenset({PaymentStatus.PENDING}),
+    PaymentStatus.DECLINED,
+    REJECT_PAYMENT_DECLINED,
+)
+# payment.refunded: a cancelled order that had been confirmed got its money back.
+REFUND = PaymentStep(
+    "refunded", frozenset({PaymentStatus.AUTHORIZED}), PaymentStatus.REFUNDED, None
+)
+# payment.voided: an order cancelled before confirmation; its authorisation, if any, released.
+VOID = PaymentStep(
+    "voided",
+    frozenset({PaymentStatus.PENDING, PaymentStatus.AUTHORIZED}),
+    PaymentStatus.VOIDED,
+    None,
+)
+PAYMENT_STEPS = (AUTHORIZE, DECLINE, REFUND, VOID)
+
+
+def payment_effect(
+    step: PaymentStep,
+    status: OrderStatus,
+    payment_status: PaymentStatus | None,
+    saga_version: SagaVersion,
+) -> Transition | PaymentStatus | None:
+    """What a payment report does to an order: the transition it makes (a PENDING order), the
+    payment status it records alone (a CANCELLED order), or None (no effect: a version-1 order,
+    a CONFIRMED one, or a payment status the step cannot move from). The store's guarded
+    statements apply exactly this rule."""
+    if not step.allows(payment_status):
+        return None
+    transition = step.order_transition
+    if transition is not None and transition.allows(status, saga_version):
+        return transition
+    if status in RECORDED_ONLY_WHEN and saga_version is SagaVersion.PAYMENT:
+        return step.target
+    return None
 
 
 def saga_outcome(previous: OrderStatus, transition: Transition) -> str | None:
-    """How the saga ended with this transition (`confirmed`, `out_of_stock`, `timeout`,
-    `user_cancelled`), or None when it had ended before (a user cancelling a CONFIRMED order)."""
+    """How the saga ended with this transition (`confirmed`, `out_of_stock`, `payment_declined`,
+    `timeout`, `user_cancelled`), or None when it had ended before (a user cancelling a
+    CONFIRMED order)."""
     if previous is not OrderStatus.PENDING:
         return None
     if transition.reason is None:
@@ -131,6 +260,11 @@ class Order:
     currency: str
     created_at: datetime
     updated_at: datetime
+    saga_version: SagaVersion = CURRENT_SAGA_VERSION
+    # None on a version-1 order: it has no payment.
+    payment_status: PaymentStatus | None = None
+    # The checkout's provider token (version 2), sent on in `order.created`.
+    payment_token: str | None = None
 
 
 class OrderNotFound(NotFound):
@@ -280,5 +414,18 @@ def idempotency_key(raw: str) -> str | None:
             f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
             " (no spaces or control characters)",
             field="idempotency_key",
+        )
+    return raw
+
+
+def payment_token(raw: str) -> str:
+    """The checkout's payment token: `pm_` then 1 to 64 letters, digits or underscores (a
+    provider's token, never a card number); required."""
+    if not _PAYMENT_TOKEN.fullmatch(raw):
+        what = "is required" if not raw else "is malformed"
+        raise InvalidArgument(
+            f"payment_token {what}: `pm_` then 1 to {PAYMENT_TOKEN_BODY_MAX} letters, digits"
+            " or underscores (for example pm_card_ok)",
+            field="payment_token",
         )
     return raw

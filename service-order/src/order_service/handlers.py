@@ -1,5 +1,5 @@
-"""One function per use case: the four RPCs, the three saga events and the timeout sweep, and
-`subscriptions`, the events the service consumes (one line each).
+"""One function per use case: the four RPCs, the saga events (stock and payment) and the timeout
+sweep, and `subscriptions`, the events the service consumes (one line each).
 
 Every status change happens in one unit of work with the event it publishes (outbox) and, for
 an event, the inbox claim of the event that caused it; metrics and the log line follow the
@@ -22,16 +22,22 @@ from order_service import proto_mapping, reporting
 from order_service.checkout_admission import CheckoutAdmission
 from order_service.clients import CartClient, ProductClient
 from order_service.domain import (
+    AUTHORIZE,
     CANCEL_BY_USER,
     CONFIRM,
+    DECLINE,
     EXPIRE,
+    REFUND,
     REJECT_OUT_OF_STOCK,
     UNCLEARED_LOOKBACK_ORDERS,
     UNCLEARED_LOOKBACK_SECONDS,
+    VOID,
     CartSnapshot,
     Order,
     OrderStatus,
+    PaymentStep,
     ProductPrice,
+    SagaVersion,
     Transition,
     check_cancellable_by_user,
     merged,
@@ -77,10 +83,13 @@ async def _order_of_key(orders: Orders, user_id: uuid.UUID, key: str) -> Order |
     return order
 
 
-async def checkout(orders: Orders, *, caller: Principal, idempotency_key: str | None) -> Order:
-    """Price the caller's cart from service-product and place the order PENDING with its
-    `order.created`, in one unit of work. A key this user used before returns that order, also
-    while new checkouts are refused because the saga is behind.
+async def checkout(
+    orders: Orders, *, caller: Principal, idempotency_key: str | None, payment_token: str
+) -> Order:
+    """Price the caller's cart from service-product and place the order PENDING (saga version 2,
+    payment PENDING, the payment token kept) with its `order.created`, which carries the token,
+    in one unit of work. A key this user used before returns that order, also while new
+    checkouts are refused because the saga is behind.
 
     A cart is ordered once: the lines of the buyer's live orders (PENDING, or confirmed but not
     yet cleared from the cart) are subtracted, so a second checkout orders only what was added
@@ -93,7 +102,7 @@ async def checkout(orders: Orders, *, caller: Principal, idempotency_key: str | 
     orders.admission.check()
     snapshot = await orders.carts.snapshot(caller)
     products = await orders.products.prices([line.product_id for line in merged(snapshot.lines)])
-    placed = await _place(orders, user_id, snapshot, products, idempotency_key)
+    placed = await _place(orders, user_id, snapshot, products, idempotency_key, payment_token)
     if placed is not None:
         return placed
     # A concurrent checkout with the same key committed first: its order is the answer.
@@ -111,6 +120,7 @@ async def _place(
     snapshot: CartSnapshot,
     products: Mapping[uuid.UUID, ProductPrice],
     idempotency_key: str | None,
+    payment_token: str,
 ) -> Order | None:
     """Under the user's checkout lock: the PENDING order that already holds the cart, or a new
     one PENDING with what is not yet ordered, its key and `order.created`, in one unit of work
@@ -143,7 +153,7 @@ async def _place(
             user_id, idempotency_key, order_id
         ):
             return None
-        placed = await uow.orders.insert(order_id, user_id, priced)
+        placed = await uow.orders.insert(order_id, user_id, priced, payment_token)
         uow.publish(proto_mapping.order_created(placed))
         uow.after_commit(partial(reporting.order_placed, placed))
     return placed
@@ -192,14 +202,29 @@ def _publish_cancelled(
 ) -> None:
     if transition.reason is None:
         raise ValueError(f"{transition.name} does not cancel")
-    uow.publish(proto_mapping.order_cancelled(moved, transition.reason))
+    # A confirmed order's payment is refunded, a pending one's voided (service-payment).
+    was_confirmed = previous is OrderStatus.CONFIRMED
+    uow.publish(
+        proto_mapping.order_cancelled(moved, transition.reason, was_confirmed=was_confirmed)
+    )
     uow.after_commit(partial(reporting.order_moved, moved, previous, transition))
 
 
-StockEvent = events_pb2.StockReserved | events_pb2.StockReservationFailed | events_pb2.StockReleased
+PaymentEvent = (
+    events_pb2.PaymentAuthorized
+    | events_pb2.PaymentDeclined
+    | events_pb2.PaymentRefunded
+    | events_pb2.PaymentVoided
+)
+SagaEvent = (
+    events_pb2.StockReserved
+    | events_pb2.StockReservationFailed
+    | events_pb2.StockReleased
+    | PaymentEvent
+)
 
 
-def _order_id(event: StockEvent) -> uuid.UUID:
+def _order_id(event: SagaEvent) -> uuid.UUID:
     """The event's order id; an event without a valid one goes to the dead-letter queue."""
     try:
         return uuid.UUID(event.order_id)
@@ -209,7 +234,7 @@ def _order_id(event: StockEvent) -> uuid.UUID:
         ) from None
 
 
-def _without_effect(order_id: uuid.UUID, event: StockEvent, why: str) -> None:
+def _without_effect(order_id: uuid.UUID, event: SagaEvent, why: str) -> None:
     _log.info(
         "saga_event_without_effect",
         order_id=str(order_id),
@@ -218,17 +243,31 @@ def _without_effect(order_id: uuid.UUID, event: StockEvent, why: str) -> None:
     )
 
 
+async def _publish_confirmed(
+    uow: OrderUnitOfWork, moved: MovedOrder, transition: Transition
+) -> None:
+    """`order.confirmed` for an order `transition` just confirmed (the lines from the
+    database)."""
+    lines = (await uow.orders.lines([moved.id])).get(moved.id, ())
+    uow.publish(proto_mapping.order_confirmed(moved, lines))
+    uow.after_commit(partial(reporting.order_moved, moved, OrderStatus.PENDING, transition))
+
+
 async def on_stock_reserved(uow: OrderUnitOfWork, event: events_pb2.StockReserved) -> None:
-    """PENDING -> CONFIRMED with `order.confirmed` (the lines from the database)."""
+    """Saga version 1: PENDING -> CONFIRMED with `order.confirmed`. A version-2 order waits
+    for `payment.authorized` (service-payment authorises on this same event): no effect."""
     order_id = _order_id(event)
     moved = await uow.orders.move(order_id, CONFIRM)
-    if moved is None:
-        # Cancelled meanwhile (service-product releases on order.cancelled), or not ours.
-        _without_effect(order_id, event, "the order is not PENDING or does not exist")
+    if moved is not None:
+        await _publish_confirmed(uow, moved, CONFIRM)
         return
-    lines = (await uow.orders.lines([order_id])).get(order_id, ())
-    uow.publish(proto_mapping.order_confirmed(moved, lines))
-    uow.after_commit(partial(reporting.order_moved, moved, OrderStatus.PENDING, CONFIRM))
+    state = await uow.orders.state(order_id)
+    if state is not None and state.saga_version is SagaVersion.PAYMENT:
+        why = "saga version 2: the order is confirmed on payment.authorized"
+    else:
+        # Cancelled meanwhile (service-product releases on order.cancelled), or not ours.
+        why = "the order is not PENDING or does not exist"
+    _without_effect(order_id, event, why)
 
 
 async def on_stock_reservation_failed(
@@ -253,6 +292,52 @@ async def on_stock_released(uow: OrderUnitOfWork, event: events_pb2.StockRelease
         _log.warning("stock_released_for_live_order", order_id=str(order_id), status=status.value)
 
 
+async def _payment_reported(uow: OrderUnitOfWork, event: PaymentEvent, step: PaymentStep) -> None:
+    """A payment event (`domain.payment_effect`): a PENDING order makes the step's transition
+    with it (confirmed, or cancelled PAYMENT_DECLINED, with its event); a CANCELLED one records
+    the payment status alone; anything else (a version-1 order, a CONFIRMED one, a payment
+    status the step does not move forward from, an unknown order) has no effect."""
+    order_id = _order_id(event)
+    transition = step.order_transition
+    moved = (
+        None if transition is None else await uow.orders.move(order_id, transition, payment=step)
+    )
+    if transition is not None and moved is not None:
+        if transition.reason is None:
+            await _publish_confirmed(uow, moved, transition)
+        else:
+            _publish_cancelled(uow, moved, previous=OrderStatus.PENDING, transition=transition)
+    elif not await uow.orders.record_payment(order_id, step):
+        state = await uow.orders.state(order_id)
+        why = "no such order" if state is None else f"nothing moves from {state.describe()}"
+        _without_effect(order_id, event, why)
+        return
+    uow.after_commit(partial(reporting.payment_recorded, order_id, step))
+
+
+async def on_payment_authorized(uow: OrderUnitOfWork, event: events_pb2.PaymentAuthorized) -> None:
+    """PENDING -> CONFIRMED, payment AUTHORIZED, with `order.confirmed` (service-payment
+    captures on it, service-cart clears). An order cancelled meanwhile records AUTHORIZED only
+    (service-payment voids the authorisation on its `order.cancelled`)."""
+    await _payment_reported(uow, event, AUTHORIZE)
+
+
+async def on_payment_declined(uow: OrderUnitOfWork, event: events_pb2.PaymentDeclined) -> None:
+    """PENDING -> CANCELLED (PAYMENT_DECLINED), payment DECLINED, with `order.cancelled`
+    (service-product gives the stock back). A cancelled order records DECLINED only."""
+    await _payment_reported(uow, event, DECLINE)
+
+
+async def on_payment_refunded(uow: OrderUnitOfWork, event: events_pb2.PaymentRefunded) -> None:
+    """A cancelled order that had been confirmed: payment AUTHORIZED -> REFUNDED."""
+    await _payment_reported(uow, event, REFUND)
+
+
+async def on_payment_voided(uow: OrderUnitOfWork, event: events_pb2.PaymentVoided) -> None:
+    """An order cancelled before its confirmation: payment PENDING or AUTHORIZED -> VOIDED."""
+    await _payment_reported(uow, event, VOID)
+
+
 async def expire_pending_orders(uow: OrderUnitOfWork, *, timeout_seconds: float) -> int:
     """One batch of the saga timeout: PENDING orders older than the timeout become CANCELLED
     (TIMEOUT), each with its `order.cancelled`. Returns how many moved."""
@@ -271,4 +356,8 @@ def subscriptions(new_unit_of_work: Callable[[], OrderUnitOfWork]) -> list[Subsc
         Subscription.of(events_pb2.StockReserved, once(on_stock_reserved)),
         Subscription.of(events_pb2.StockReservationFailed, once(on_stock_reservation_failed)),
         Subscription.of(events_pb2.StockReleased, once(on_stock_released)),
+        Subscription.of(events_pb2.PaymentAuthorized, once(on_payment_authorized)),
+        Subscription.of(events_pb2.PaymentDeclined, once(on_payment_declined)),
+        Subscription.of(events_pb2.PaymentRefunded, once(on_payment_refunded)),
+        Subscription.of(events_pb2.PaymentVoided, once(on_payment_voided)),
     ]

@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from chassis.proto_enums import ProtoEnumNames
 from ecommerce.events.v1 import events_pb2
 from ecommerce.order.v1 import order_pb2
-from order_service.domain import CancelReason, Order, OrderLine, OrderStatus
+from order_service.domain import CancelReason, Order, OrderLine, OrderStatus, PaymentStatus
 from order_service.store import MovedOrder
 
 # The proto enums by name: the domain's StrEnums hold the same names (tests/test_proto_mapping.py
@@ -20,6 +20,7 @@ from order_service.store import MovedOrder
 STATUS = ProtoEnumNames(order_pb2.OrderStatus, prefix="ORDER_STATUS_")
 CANCEL_REASON = ProtoEnumNames(order_pb2.CancelReason, prefix="CANCEL_REASON_")
 EVENT_CANCEL_REASON = ProtoEnumNames(events_pb2.OrderCancelReason, prefix="ORDER_CANCEL_REASON_")
+PAYMENT_STATUS = ProtoEnumNames(order_pb2.PaymentStatus, prefix="PAYMENT_STATUS_")
 
 
 def status_to_proto(status: OrderStatus) -> order_pb2.OrderStatus.ValueType:
@@ -30,6 +31,15 @@ def cancel_reason_to_proto(reason: CancelReason | None) -> order_pb2.CancelReaso
     if reason is None:
         return order_pb2.CANCEL_REASON_UNSPECIFIED
     return order_pb2.CancelReason.ValueType(CANCEL_REASON.number(reason.value))
+
+
+def payment_status_to_proto(
+    status: PaymentStatus | None,
+) -> order_pb2.PaymentStatus.ValueType:
+    """None (an order of saga version 1, placed before payments existed) is UNSPECIFIED."""
+    if status is None:
+        return order_pb2.PAYMENT_STATUS_UNSPECIFIED
+    return order_pb2.PaymentStatus.ValueType(PAYMENT_STATUS.number(status.value))
 
 
 def event_cancel_reason(reason: CancelReason) -> events_pb2.OrderCancelReason.ValueType:
@@ -62,6 +72,7 @@ def order_to_proto(order: Order) -> order_pb2.Order:
         currency=order.currency,
         created_at=timestamp(order.created_at),
         updated_at=timestamp(order.updated_at),
+        payment_status=payment_status_to_proto(order.payment_status),
     )
 
 
@@ -83,6 +94,7 @@ def order_created(order: Order) -> events_pb2.OrderCreated:
         lines=_event_lines(order.lines),
         total_cents=order.total_cents,
         currency=order.currency,
+        payment_token=order.payment_token or "",
     )
 
 
@@ -94,9 +106,14 @@ def order_confirmed(moved: MovedOrder, lines: Sequence[OrderLine]) -> events_pb2
     )
 
 
-def order_cancelled(moved: MovedOrder, reason: CancelReason) -> events_pb2.OrderCancelled:
+def order_cancelled(
+    moved: MovedOrder, reason: CancelReason, *, was_confirmed: bool
+) -> events_pb2.OrderCancelled:
+    """`was_confirmed`: the order was CONFIRMED until this cancel (its payment is refunded,
+    not voided)."""
     return events_pb2.OrderCancelled(
         order_id=str(moved.id),
         user_id=str(moved.user_id),
         reason=event_cancel_reason(reason),
+        was_confirmed=was_confirmed,
     )

@@ -1,8 +1,10 @@
 """What service-order tells operators about the saga, once a change has committed: the business
-metrics (bounded labels, never an id) and one `order_status_changed` log line per status change."""
+metrics (bounded labels, never an id), one `order_status_changed` log line per status change and
+one `payment_status_changed` line per payment status a payment event recorded."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, Counter, Histogram
@@ -15,6 +17,7 @@ from order_service.domain import (
     CancelReason,
     Order,
     OrderStatus,
+    PaymentStep,
     Transition,
     saga_outcome,
 )
@@ -78,6 +81,8 @@ async def order_placed(order: Order) -> None:
         lines=len(order.lines),
         total_cents=order.total_cents,
         currency=order.currency,
+        saga_version=order.saga_version.value,
+        payment_status=None if order.payment_status is None else order.payment_status.value,
     )
 
 
@@ -96,4 +101,13 @@ async def order_moved(moved: MovedOrder, previous: OrderStatus, transition: Tran
         status=transition.target.value,
         reason=None if reason is None else reason.value,
         previous_status=previous.value,
+    )
+
+
+async def payment_recorded(order_id: uuid.UUID, step: PaymentStep) -> None:
+    _log.info(
+        "payment_status_changed",
+        order_id=str(order_id),
+        payment_status=step.target.value,
+        step=step.name,
     )

@@ -18,14 +18,19 @@ import asyncpg
 from chassis.postgres import package_migrations, unavailable_on_outage
 from chassis.unit_of_work import UnitOfWork
 from order_service.domain import (
+    CURRENT_SAGA_VERSION,
     EXPIRE,
+    RECORDED_ONLY_WHEN,
     CancelReason,
     CartLine,
     LiveOrder,
     Order,
     OrderLine,
     OrderStatus,
+    PaymentStatus,
+    PaymentStep,
     PricedCart,
+    SagaVersion,
     Transition,
 )
 from order_service.page_tokens import PageCursor, PageRequest
@@ -37,7 +42,10 @@ EXPIRE_BATCH_SIZE = 100
 # user's); no other lock of this database uses it.
 CHECKOUT_LOCK_CLASS = 0x0C4E
 
-_ORDER_COLUMNS = "id, user_id, status, cancel_reason, total_cents, currency, created_at, updated_at"
+_ORDER_COLUMNS = (
+    "id, user_id, status, cancel_reason, total_cents, currency, created_at, updated_at,"
+    " saga_version, payment_status, payment_token"
+)
 _outage = unavailable_on_outage("the order database")
 # Reads: run once more on a fresh connection when theirs was lost (see unavailable_on_outage).
 _read = unavailable_on_outage("the order database", idempotent=True)
@@ -54,6 +62,23 @@ class MovedOrder:
     moved_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    """Where an order is: what a saga event that had no effect is explained with."""
+
+    status: OrderStatus
+    saga_version: SagaVersion
+    payment_status: PaymentStatus | None
+
+    def describe(self) -> str:
+        payment = "none" if self.payment_status is None else self.payment_status.value
+        return f"{self.status.value}, saga version {self.saga_version.value}, payment {payment}"
+
+
+def _payment_status(raw: str | None) -> PaymentStatus | None:
+    return None if raw is None else PaymentStatus(raw)
+
+
 def _order(row: asyncpg.Record, lines: Sequence[OrderLine]) -> Order:
     reason = row["cancel_reason"]
     return Order(
@@ -66,6 +91,9 @@ def _order(row: asyncpg.Record, lines: Sequence[OrderLine]) -> Order:
         currency=row["currency"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        saga_version=SagaVersion(row["saga_version"]),
+        payment_status=_payment_status(row["payment_status"]),
+        payment_token=row["payment_token"],
     )
 
 
@@ -85,12 +113,16 @@ class OrderStore:
         self._db = db
 
     @_outage
-    async def insert(self, order_id: uuid.UUID, user_id: uuid.UUID, priced: PricedCart) -> Order:
-        """The order PENDING with its lines, in one statement."""
+    async def insert(
+        self, order_id: uuid.UUID, user_id: uuid.UUID, priced: PricedCart, payment_token: str
+    ) -> Order:
+        """The order PENDING with its lines, in one statement: the current saga version, its
+        payment token and payment status PENDING."""
         row = await self._db.fetchrow(
             "WITH placed AS ("  # noqa: S608 - constant column list
-            " INSERT INTO orders (id, user_id, status, total_cents, currency)"
-            f" VALUES ($1, $2, 'PENDING', $3, $4) RETURNING {_ORDER_COLUMNS}"
+            " INSERT INTO orders (id, user_id, status, total_cents, currency, saga_version,"
+            " payment_token, payment_status)"
+            f" VALUES ($1, $2, 'PENDING', $3, $4, $10, $11, $12) RETURNING {_ORDER_COLUMNS}"
             "), lines AS ("
             " INSERT INTO order_lines (order_id, line_no, product_id, name, unit_price_cents,"
             " quantity) SELECT $1, * FROM unnest($5::smallint[], $6::uuid[], $7::text[],"
@@ -105,6 +137,9 @@ class OrderStore:
             [line.name for line in priced.lines],
             [line.unit_price_cents for line in priced.lines],
             [line.quantity for line in priced.lines],
+            CURRENT_SAGA_VERSION.value,
+            payment_token,
+            PaymentStatus.PENDING.value,
         )
         if row is None:
             raise RuntimeError("INSERT ... RETURNING returned no row")
@@ -219,20 +254,60 @@ class OrderStore:
         ]
 
     @_outage
-    async def move(self, order_id: uuid.UUID, transition: Transition) -> MovedOrder | None:
-        """Apply `transition` if the order is in one of its source statuses; None otherwise
-        (unknown, or already moved: nothing changes). Confirming also stamps `confirmed_at`."""
+    async def move(
+        self, order_id: uuid.UUID, transition: Transition, *, payment: PaymentStep | None = None
+    ) -> MovedOrder | None:
+        """Apply `transition` if the order is in one of its source statuses and runs one of its
+        saga versions (and, with `payment`, its payment status is one that step moves from, to
+        the step's target in the same statement); None otherwise (unknown, or already moved:
+        nothing changes). Confirming also stamps `confirmed_at`."""
         row = await self._db.fetchrow(
             "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now(),"
-            " confirmed_at = CASE WHEN $2 = 'CONFIRMED' THEN now() ELSE confirmed_at END"
-            " WHERE id = $1 AND status = ANY($4::text[])"
+            " confirmed_at = CASE WHEN $2 = 'CONFIRMED' THEN now() ELSE confirmed_at END,"
+            " payment_status = COALESCE($6, payment_status)"
+            " WHERE id = $1 AND status = ANY($4::text[]) AND saga_version = ANY($5::smallint[])"
+            " AND ($7::text[] IS NULL OR payment_status = ANY($7::text[]))"
             " RETURNING id, user_id, created_at, updated_at",
             order_id,
             transition.target.value,
             None if transition.reason is None else transition.reason.value,
             sorted(status.value for status in transition.sources),
+            sorted(version.value for version in transition.saga_versions),
+            None if payment is None else payment.target.value,
+            None if payment is None else sorted(status.value for status in payment.sources),
         )
         return None if row is None else _moved(row)
+
+    @_outage
+    async def record_payment(self, order_id: uuid.UUID, step: PaymentStep) -> bool:
+        """The payment status alone moves to the step's target, on a version-2 order that is
+        CANCELLED and whose payment status the step moves from (forward only); False when
+        nothing changed. The order's status, reason and `updated_at` stay as they are."""
+        changed = await self._db.fetchval(
+            "UPDATE orders SET payment_status = $2"
+            " WHERE id = $1 AND status = ANY($3::text[]) AND saga_version = $4"
+            " AND payment_status = ANY($5::text[]) RETURNING true",
+            order_id,
+            step.target.value,
+            sorted(status.value for status in RECORDED_ONLY_WHEN),
+            SagaVersion.PAYMENT.value,
+            sorted(status.value for status in step.sources),
+        )
+        return bool(changed)
+
+    @_read
+    async def state(self, order_id: uuid.UUID) -> OrderState | None:
+        """Where the order is (None for an unknown one)."""
+        row = await self._db.fetchrow(
+            "SELECT status, saga_version, payment_status FROM orders WHERE id = $1", order_id
+        )
+        if row is None:
+            return None
+        return OrderState(
+            status=OrderStatus(row["status"]),
+            saga_version=SagaVersion(row["saga_version"]),
+            payment_status=_payment_status(row["payment_status"]),
+        )
 
     @_outage
     async def expire_pending(self, older_than_seconds: float) -> list[MovedOrder]:

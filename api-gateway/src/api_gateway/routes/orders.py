@@ -14,7 +14,7 @@ from api_gateway.admission import checkout_refusal
 from api_gateway.deps import CurrentUser, UpstreamsDep
 from api_gateway.errors import problems
 from api_gateway.representations import order_json
-from api_gateway.schemas import IdempotencyKey, OrderOut, OrderPage, Text
+from api_gateway.schemas import CheckoutIn, IdempotencyKey, OrderOut, OrderPage, Text
 from chassis.auth import bearer_metadata
 from ecommerce.order.v1 import order_pb2
 
@@ -26,8 +26,10 @@ router = APIRouter(prefix="/api/v1", tags=["orders"])
     status_code=202,
     response_model=OrderOut,
     summary="Order the cart: the order is PENDING until the saga confirms or cancels it",
-    description="Prices every line from the catalogue, stores the order PENDING and answers at "
-    "once; poll GET /api/v1/orders/{id} for CONFIRMED or CANCELLED. With an `Idempotency-Key`, "
+    description="Prices every line from the catalogue, stores the order PENDING (its "
+    "`payment_status` PENDING) and answers at once; poll GET /api/v1/orders/{id} for CONFIRMED "
+    "(stock reserved and the payment authorised) or CANCELLED (`PAYMENT_DECLINED` when the "
+    "provider declines the `payment_token`). With an `Idempotency-Key`, "
     "repeating the request (also concurrently) returns the same order, never a second one. "
     "A cart is ordered once: lines the caller's orders still on their way already hold are not "
     "ordered again: with nothing new in the cart the answer is the PENDING order holding it, "
@@ -37,13 +39,18 @@ router = APIRouter(prefix="/api/v1", tags=["orders"])
     responses=problems(401, 409, 422, 503, 504),
 )
 async def checkout(
+    body: CheckoutIn,
     user: CurrentUser,
     upstreams: UpstreamsDep,
     idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
 ) -> Response:
     try:
         reply = await upstreams.orders.Checkout(
-            order_pb2.CheckoutRequest(user_id=user.user_id, idempotency_key=idempotency_key or ""),
+            order_pb2.CheckoutRequest(
+                user_id=user.user_id,
+                idempotency_key=idempotency_key or "",
+                payment_token=body.payment_token,
+            ),
             metadata=bearer_metadata(user.token),
             timeout=upstreams.timeout,
         )

@@ -12,7 +12,7 @@ dir="${1:-$(cd "$(dirname "$0")" && pwd)/secrets}"
 mkdir -p "$dir"
 files=(postgres-admin.env redis-auth.env rabbitmq-admin.env couchbase-admin.env grafana-admin.env
   admin-bootstrap.env jwt-signing-key.pem service-user.env service-product.env service-cart.env
-  service-order.env web-storefront.env)
+  service-order.env service-payment.env payment-provider.env web-storefront.env)
 
 present=0
 for file in "${files[@]}"; do [ -e "$dir/$file" ] && present=$((present + 1)); done
@@ -57,6 +57,9 @@ printf 'AMQP_URL=%s\nCOUCHBASE_USERNAME=Administrator\nCOUCHBASE_PASSWORD=%s\n' 
   "$(amqp service-cart)" "$couchbase_password" >"$dir/service-cart.env"
 printf 'POSTGRES_URL=%s\nAMQP_URL=%s\n' "$(postgres service_order)" "$(amqp service-order)" \
   >"$dir/service-order.env"
+printf 'POSTGRES_URL=%s\nAMQP_URL=%s\n' "$(postgres service_payment)" "$(amqp service-payment)" \
+  >"$dir/service-payment.env"
+printf 'POSTGRES_URL=%s\n' "$(postgres payment_provider)" >"$dir/payment-provider.env"
 printf 'REDIS_URL=%s\n' "$(redis web-storefront)" >"$dir/web-storefront.env"
 
 echo "made ${#files[@]} secret files in $dir"

@@ -1,0 +1,1 @@
+"""service-payment: the payments of the checkout saga, charged through a payment provider."""

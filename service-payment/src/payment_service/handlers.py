@@ -1,0 +1,177 @@
+"""One function per use case: the five saga events, GetPayment, and `advance`, which takes a
+payment as far as it goes without the provider; and `subscriptions`, the events the service
+consumes (one line each).
+
+Every handler runs in a unit of work that claims the event in the inbox first (a redelivered
+event changes nothing), holds the payment's row lock, applies what the event says (pure, in
+`domain`), and advances the payment: a move that needs no provider (PENDING -> AUTHORIZING, or
+PENDING -> VOIDED with `payment.voided`) happens in that same transaction; a provider call is
+only marked due, and the worker makes it after the commit (never inside a transaction).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from chassis.auth import Principal
+from chassis.logging import get_logger
+from chassis.messaging import PoisonMessage, Subscription
+from chassis.unit_of_work import HandledOnce
+from ecommerce.events.v1 import events_pb2
+from payment_service import domain, reporting
+from payment_service.domain import Call, Move, Payment, check_reader
+from payment_service.proto_mapping import payment_event
+from payment_service.store import PaymentStore, PaymentUnitOfWork
+
+_log = get_logger(__name__)
+# The service's queue, and the inbox's consumer name (the event ids this service has handled).
+QUEUE = "service-payment"
+CONSUMER = "service-payment"
+
+Wake = Callable[[], Awaitable[None]]
+SagaEvent = (
+    events_pb2.OrderCreated
+    | events_pb2.OrderConfirmed
+    | events_pb2.OrderCancelled
+    | events_pb2.StockReserved
+    | events_pb2.StockReservationFailed
+)
+
+
+def _order_id(event: SagaEvent) -> uuid.UUID:
+    """The event's order id; an event without a valid one goes to the dead-letter queue."""
+    try:
+        return uuid.UUID(event.order_id)
+    except ValueError:
+        raise PoisonMessage(
+            f"{event.DESCRIPTOR.name}: order_id is not a UUID: {event.order_id!r}"
+        ) from None
+
+
+async def advance(uow: PaymentUnitOfWork, payment: Payment, wake: Wake) -> Payment:
+    """Take `payment` (locked by this transaction, or just moved by it) as far as it goes
+    without the provider, publishing the event of each move; mark it due when the provider is
+    needed next (the worker is woken after the commit). Returns the payment as it ends."""
+    while True:
+        step = domain.next_step(payment)
+        if isinstance(step, Call):
+            await uow.payments.make_due(payment.order_id)
+            uow.after_commit(wake)
+            return payment
+        if not isinstance(step, Move):
+            return payment
+        moved = await uow.payments.move(
+            payment.order_id,
+            source=payment.state,
+            target=step.target,
+            start_wanting=step.target is domain.PaymentState.AUTHORIZING,
+        )
+        if moved is None:
+            raise RuntimeError(f"payment {payment.order_id} moved while this transaction held it")
+        if step.event is not None:
+            uow.publish(payment_event(moved, step.event))
+        uow.after_commit(partial(reporting.payment_moved, moved, payment.state))
+        payment = moved
+
+
+async def _apply(
+    uow: PaymentUnitOfWork,
+    event: SagaEvent,
+    change: Callable[[Payment], Payment],
+    wake: Wake,
+) -> None:
+    order_id = _order_id(event)
+    before = await uow.payments.lock(order_id)
+    after = change(before)
+    if after == before:
+        _log.info(
+            "saga_event_without_effect",
+            order_id=str(order_id),
+            event_type=event.DESCRIPTOR.full_name,
+            state=before.state.value,
+        )
+        return
+    saved = await uow.payments.save_facts(after)
+    await advance(uow, saved, wake)
+
+
+async def on_order_created(
+    uow: PaymentUnitOfWork, event: events_pb2.OrderCreated, *, wake: Wake
+) -> None:
+    """Record the payment intent: the order's total, currency, buyer and payment token. An
+    order placed without a token (before the payment step existed) has nothing to charge."""
+    if not event.payment_token:
+        _log.info("order_without_payment", order_id=event.order_id)
+        return
+    try:
+        user_id = uuid.UUID(event.user_id)
+    except ValueError:
+        raise PoisonMessage(f"OrderCreated: user_id is not a UUID: {event.user_id!r}") from None
+    if event.total_cents <= 0 or len(event.currency) != 3 or not event.currency.isupper():
+        raise PoisonMessage(
+            f"OrderCreated: no payable total: {event.total_cents} {event.currency!r}"
+        )
+    change = partial(
+        domain.with_intent,
+        user_id=user_id,
+        amount_cents=event.total_cents,
+        currency=event.currency,
+        payment_token=event.payment_token,
+    )
+    await _apply(uow, event, change, wake)
+
+
+async def on_stock_reserved(
+    uow: PaymentUnitOfWork, event: events_pb2.StockReserved, *, wake: Wake
+) -> None:
+    """Stock is held: authorise (once the intent is known)."""
+    await _apply(uow, event, domain.with_stock_reserved, wake)
+
+
+async def on_stock_reservation_failed(
+    uow: PaymentUnitOfWork, event: events_pb2.StockReservationFailed, *, wake: Wake
+) -> None:
+    """Nothing to charge: the intent is closed (VOIDED, with `payment.voided`)."""
+    await _apply(uow, event, domain.with_reservation_failed, wake)
+
+
+async def on_order_confirmed(
+    uow: PaymentUnitOfWork, event: events_pb2.OrderConfirmed, *, wake: Wake
+) -> None:
+    """Capture the authorisation."""
+    await _apply(uow, event, domain.with_confirmed, wake)
+
+
+async def on_order_cancelled(
+    uow: PaymentUnitOfWork, event: events_pb2.OrderCancelled, *, wake: Wake
+) -> None:
+    """Void what is not captured, refund what is (or what a confirmed order held); an intent
+    never sent to the provider is closed at once. Remembered when it comes first."""
+    change = partial(domain.with_cancelled, was_confirmed=event.was_confirmed)
+    await _apply(uow, event, change, wake)
+
+
+async def get_payment(store: PaymentStore, *, caller: Principal, order_id: uuid.UUID) -> Payment:
+    payment = await store.get(order_id)
+    return check_reader(order_id, payment, caller_id=caller.user_id, is_admin=caller.is_admin)
+
+
+def subscriptions(
+    new_unit_of_work: Callable[[], PaymentUnitOfWork], wake: Wake
+) -> list[Subscription]:
+    """The saga events service-payment consumes, one line each (the queue's bindings, decoding,
+    the inbox and the metrics follow from the type), each handler in a unit of work that claims
+    the event in the inbox first: a redelivered event is acknowledged with no effect."""
+    once = HandledOnce(new_unit_of_work)
+    return [
+        Subscription.of(events_pb2.OrderCreated, once(partial(on_order_created, wake=wake))),
+        Subscription.of(events_pb2.StockReserved, once(partial(on_stock_reserved, wake=wake))),
+        Subscription.of(
+            events_pb2.StockReservationFailed,
+            once(partial(on_stock_reservation_failed, wake=wake)),
+        ),
+        Subscription.of(events_pb2.OrderConfirmed, once(partial(on_order_confirmed, wake=wake))),
+        Subscription.of(events_pb2.OrderCancelled, once(partial(on_order_cancelled, wake=wake))),
+    ]

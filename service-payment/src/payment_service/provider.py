@@ -1,0 +1,144 @@
+"""The payment provider as service-payment sees it: `PaymentProvider`, the four operations on one
+idempotency key (the order id), and `HttpPaymentProvider`, the HTTP client of the simulated
+provider (`payment_provider`, a stand-in for a real one such as Stripe).
+
+Every operation is idempotent at the provider: the same key asked again answers the outcome it
+stored, without a second charge. An answer is an `Answer`; what is no answer raises:
+`ProviderUnavailable` (503, any 5xx or 429, a timeout, a connection refused or reset: worth
+trying again later) or `ProviderRefused` (a 4xx saying the operation does not apply to the key
+as it is, e.g. capturing a voided authorisation: the caller decides again from its own state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+import httpx
+
+from payment_service.domain import Answer
+
+
+class ProviderUnavailable(Exception):
+    """A transient failure: the operation may or may not have happened; ask again later."""
+
+
+class ProviderRefused(Exception):
+    """The provider refused the operation for this key (409, 404, another 4xx)."""
+
+    def __init__(self, message: str, *, status_code: int, status: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.status = status  # the key's status at the provider, when it said
+
+
+class PaymentProvider(Protocol):
+    """A payment provider. `key` is the idempotency key of the whole payment (the order id)."""
+
+    async def authorize(
+        self, key: str, *, payment_token: str, amount_cents: int, currency: str
+    ) -> tuple[Answer, str | None]:
+        """AUTHORIZED, DECLINED (with the reason) or VOIDED (the key was voided first)."""
+        ...
+
+    async def capture(self, key: str) -> Answer:
+        """CAPTURED."""
+        ...
+
+    async def void(self, key: str) -> Answer:
+        """VOIDED (also for a key never authorised: a later authorise is then refused)."""
+        ...
+
+    async def refund(self, key: str) -> Answer:
+        """REFUNDED (a captured payment given back, or an uncaptured one released)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class HttpPaymentProvider:
+    """`PaymentProvider` over the simulated provider's HTTP API; each call is bounded by
+    `timeout_seconds` as a whole (connect, send, answer)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_seconds: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._timeout = timeout_seconds
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(timeout_seconds),
+            transport=transport,
+            headers={"accept": "application/json"},
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                reply = await self._client.post(path, json=body)
+        except (httpx.TransportError, TimeoutError) as error:
+            raise ProviderUnavailable(f"{type(error).__name__}: {error}") from error
+        if reply.status_code >= 500 or reply.status_code == 429:
+            raise ProviderUnavailable(f"the provider answered {reply.status_code}")
+        try:
+            answer = reply.json()
+        except ValueError as error:
+            if reply.status_code >= 400:
+                raise ProviderRefused(
+                    f"the provider answered {reply.status_code}", status_code=reply.status_code
+                ) from error
+            raise ProviderUnavailable("the provider answered no JSON") from error
+        if not isinstance(answer, dict):
+            raise ProviderUnavailable("the provider answered no JSON object")
+        if reply.status_code >= 400:
+            status = answer.get("status")
+            raise ProviderRefused(
+                f"the provider answered {reply.status_code}: {answer}",
+                status_code=reply.status_code,
+                status=status if isinstance(status, str) else None,
+            )
+        return answer
+
+    @staticmethod
+    def _answer(body: dict[str, Any], *expected: Answer) -> Answer:
+        try:
+            answer = Answer(str(body.get("status")))
+        except ValueError:
+            raise ProviderUnavailable(f"the provider answered an unknown status: {body}") from None
+        if answer not in expected:
+            raise ProviderUnavailable(f"the provider answered an unexpected status: {body}")
+        return answer
+
+    async def authorize(
+        self, key: str, *, payment_token: str, amount_cents: int, currency: str
+    ) -> tuple[Answer, str | None]:
+        body = {
+            "idempotency_key": key,
+            "payment_token": payment_token,
+            "amount_cents": amount_cents,
+            "currency": currency,
+        }
+        try:
+            reply = await self._post("/v1/authorizations", body)
+        except ProviderRefused as refused:
+            if refused.status_code == 409 and refused.status == Answer.VOIDED:
+                return Answer.VOIDED, None
+            raise
+        answer = self._answer(reply, Answer.AUTHORIZED, Answer.DECLINED)
+        reason = reply.get("reason")
+        return answer, (str(reason) if answer is Answer.DECLINED and reason else None)
+
+    async def capture(self, key: str) -> Answer:
+        return self._answer(await self._post(f"/v1/authorizations/{key}/capture"), Answer.CAPTURED)
+
+    async def void(self, key: str) -> Answer:
+        return self._answer(await self._post(f"/v1/authorizations/{key}/void"), Answer.VOIDED)
+
+    async def refund(self, key: str) -> Answer:
+        return self._answer(await self._post(f"/v1/authorizations/{key}/refund"), Answer.REFUNDED)
