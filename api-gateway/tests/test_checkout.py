@@ -117,3 +117,46 @@ async def test_an_unknown_field_beside_the_payment_token_is_422(
 
     assert reply.status_code == 422
     assert [error["field"] for error in reply.json()["errors"]] == ["card_number"]
+
+
+class FlakyOrders(RecordingOrders):
+    """Answers the first `failures` checkouts UNAVAILABLE (a replica going away), without the
+    retry advice of a deliberate refusal."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def Checkout(
+        self, request: order_pb2.CheckoutRequest, context: grpc.aio.ServicerContext
+    ) -> order_pb2.CheckoutResponse:
+        if self.failures > 0:
+            self.failures -= 1
+            self.requests.append(request)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "replica going away")
+        return await super().Checkout(request, context)
+
+
+@pytest.mark.slow
+async def test_a_keyed_checkout_is_sent_again_after_unavailable_and_an_unkeyed_one_is_not(
+    extra_gateway: StartGateway, customer: Account
+) -> None:
+    orders = FlakyOrders(failures=1)
+    async with order_service(orders) as address:
+        url = await extra_gateway(ORDER_SERVICE_ADDR=address)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            keyed = await client.post(
+                CHECKOUT,
+                json={"payment_token": "pm_card_ok"},
+                headers={**customer.auth, "Idempotency-Key": "retried-1"},
+            )
+            # The key makes the repeat safe: the first attempt, had it placed an order, would
+            # be the answer. Without a key a repeat could place a second order: 503 at once.
+            orders.failures = 1
+            unkeyed = await client.post(
+                CHECKOUT, json={"payment_token": "pm_card_ok"}, headers=customer.auth
+            )
+
+    assert keyed.status_code == 202, keyed.text
+    assert unkeyed.status_code == 503, unkeyed.text
+    assert [r.idempotency_key for r in orders.requests] == ["retried-1", "retried-1", ""]

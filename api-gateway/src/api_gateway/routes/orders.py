@@ -3,6 +3,8 @@ to service-order (and from there to service-cart), each verifying it again."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -19,6 +21,10 @@ from chassis.auth import bearer_metadata
 from ecommerce.order.v1 import order_pb2
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
+# A checkout with an Idempotency-Key is sent again after UNAVAILABLE (not a refusal with retry
+# advice), this many times in all within the one deadline, this long apart.
+KEYED_CHECKOUT_ATTEMPTS = 3
+KEYED_CHECKOUT_BACKOFF = 0.1
 
 
 @router.post(
@@ -44,22 +50,38 @@ async def checkout(
     upstreams: UpstreamsDep,
     idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
 ) -> Response:
-    try:
-        reply = await upstreams.orders.Checkout(
-            order_pb2.CheckoutRequest(
-                user_id=user.user_id,
-                idempotency_key=idempotency_key or "",
-                payment_token=body.payment_token,
-            ),
-            metadata=bearer_metadata(user.token),
-            timeout=upstreams.timeout,
-        )
-    except grpc.aio.AioRpcError as error:
-        refusal = checkout_refusal(error)
-        if refusal is None:
-            raise
-        return refusal
-    return JSONResponse(order_json(reply.order), status_code=202)
+    request = order_pb2.CheckoutRequest(
+        user_id=user.user_id,
+        idempotency_key=idempotency_key or "",
+        payment_token=body.payment_token,
+    )
+    deadline = time.monotonic() + upstreams.timeout
+    attempts = KEYED_CHECKOUT_ATTEMPTS if idempotency_key else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            reply = await upstreams.orders.Checkout(
+                request,
+                metadata=bearer_metadata(user.token),
+                timeout=max(deadline - time.monotonic(), 0.001),
+            )
+        except grpc.aio.AioRpcError as error:
+            refusal = checkout_refusal(error)
+            if refusal is not None:
+                return refusal
+            # With an Idempotency-Key, a checkout is safe to send again: a replica that went
+            # away (a rolling restart, a crash) is replaced by another, and a first attempt
+            # that did place the order makes the repeat answer with that order.
+            left = deadline - time.monotonic()
+            if not _retryable(error) or attempt == attempts or left <= KEYED_CHECKOUT_BACKOFF:
+                raise
+            await asyncio.sleep(KEYED_CHECKOUT_BACKOFF)
+            continue
+        return JSONResponse(order_json(reply.order), status_code=202)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _retryable(error: grpc.aio.AioRpcError) -> bool:
+    return bool(error.code() == grpc.StatusCode.UNAVAILABLE)
 
 
 @router.get(
