@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from unittest.mock import Mock
 
 import aio_pika
 import asyncpg
@@ -311,6 +312,33 @@ def test_the_platform_accounts_file_names_every_store_service(tmp_path: Path) ->
     }
 
 
+def test_each_queue_of_the_accounts_file_is_bound_to_exactly_its_services_subscriptions() -> None:
+    """The declared topology (`rabbitmq.events`, declared by the bootstrap before any service
+    starts) and each service's own subscriptions (`Subscription.of` lines, which its consumer
+    binds) are one list: an event added to a service and not to the file (or the other way)
+    fails here, not as an event a late consumer missed on a fresh install."""
+    from cart_service.handlers import subscriptions as cart
+    from order_service.handlers import subscriptions as order
+    from payment_service.handlers import subscriptions as payment
+    from product_service.handlers import subscriptions as product
+
+    # The handlers' collaborators are not called to list the subscriptions: any object serves.
+    anything = Mock()
+    subscribed = {
+        "service-product": product(anything, anything),
+        "service-cart": cart(anything),
+        "service-order": order(anything),
+        "service-payment": payment(anything, anything),
+    }
+    root = Path(__file__).resolve().parents[2]
+    for path in ("deploy/accounts/accounts.toml", "deploy/kubernetes/overlays/local/accounts.toml"):
+        declared = {a.service: a.events for a in load_plan(root / path) if a.queue is not None}
+        assert {name: sorted(events) for name, events in declared.items()} == {
+            name: sorted(s.routing_key for s in subscriptions)
+            for name, subscriptions in subscribed.items()
+        }, path
+
+
 # ---------------------------------------------------------------------------------- the command
 
 
@@ -329,6 +357,7 @@ async def test_the_command_makes_development_credentials_once_and_can_run_again(
     accounts_file.write_text(
         f'["{service}"]\nvariables = "GAMMA"\npostgres.database = "{service}"\n'
         'redis.keys = "gamma:"\nredis.commands = ["get"]\nrabbitmq.queue = "gamma"\n'
+        'rabbitmq.events = ["gamma.happened"]\n'
     )
     credentials = tmp_path / "var" / "dev-accounts.env"
     env = {
@@ -355,6 +384,16 @@ async def test_the_command_makes_development_credentials_once_and_can_run_again(
 
     try:
         first = await run()
+        # The declared topology: gamma's queue exists and is bound before gamma ever started,
+        # so an event published now waits there for it.
+        async with await aio_pika.connect(amqp_url, timeout=10) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(platform_env["EVENTS_EXCHANGE"])
+            await exchange.publish(aio_pika.Message(b"event"), routing_key="gamma.happened")
+            queue = await channel.declare_queue(
+                f"{platform_env['QUEUE_PREFIX']}gamma", passive=True
+            )
+            assert queue.declaration_result.message_count == 1
         made_once = read_env_file(credentials)
         assert set(made_once) == {"GAMMA_POSTGRES_URL", "GAMMA_REDIS_URL", "GAMMA_AMQP_URL"}
         assert stat.S_IMODE(credentials.stat().st_mode) == 0o600

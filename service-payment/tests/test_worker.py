@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from chassis import postgres
+from chassis.errors import Unavailable
 from chassis.testing.plugin import CreateDatabase
 from ecommerce.events.v1 import events_pb2
 from payment_service import handlers
@@ -215,3 +216,30 @@ async def test_a_payment_leased_by_a_worker_that_died_is_taken_again_with_the_sa
     assert provider.calls == [("authorize", order_id)]
     assert (await row(pool, order_id))["state"] == "AUTHORIZED"
     assert await outbox(pool, order_id) == ["PaymentAuthorized"]
+
+
+async def test_an_answer_the_database_could_not_record_is_recorded_next_round_not_after_the_lease(
+    pool: asyncpg.Pool,
+) -> None:
+    """The provider authorised, then the database went away before the answer was recorded:
+    the worker still holds the lease (several seconds, longer than is left of a saga's
+    timeout), so it asks again itself in its next round (the provider answers what it stored)
+    instead of leaving the payment until the lease runs out."""
+    provider = ScriptedProvider()
+    worker, new_unit_of_work = new_worker(pool, provider)
+    order_id = str(uuid.uuid4())
+    await wanted(new_unit_of_work, order_id)
+    outage = {"on": True}
+
+    def flaky_unit_of_work() -> PaymentUnitOfWork:
+        if outage["on"]:
+            raise Unavailable("the payment database is unavailable")
+        return new_unit_of_work()
+
+    flaky = PaymentWorker(flaky_unit_of_work, PaymentStore(pool), provider, worker._settings)
+    assert await flaky.run_once() >= 1
+    assert (await row(pool, order_id))["state"] == "AUTHORIZING"
+    outage["on"] = False
+    await flaky.run_once()  # the row is still leased: only the stalled lease is processed
+    assert (await row(pool, order_id))["state"] == "AUTHORIZED"
+    assert provider.calls.count(("authorize", order_id)) == 2

@@ -134,7 +134,9 @@ async def test_poison_goes_to_the_dead_letter_queue_with_a_log_line_and_a_metric
     platform = faulty.platform
     product_dlq = f"{platform.env['QUEUE_PREFIX']}service-product.dlq"
     order_dlq = f"{platform.env['QUEUE_PREFIX']}service-order.dlq"
-    queues = {s: f"{platform.env['QUEUE_PREFIX']}{s}" for s in ("service-product", "service-order")}
+    payment_dlq = f"{platform.env['QUEUE_PREFIX']}service-payment.dlq"
+    services = ("service-product", "service-order", "service-payment")
+    queues = {s: f"{platform.env['QUEUE_PREFIX']}{s}" for s in services}
     before = {
         s: metric(platform, s, "events_dead_lettered_total", queue=q) for s, q in queues.items()
     }
@@ -160,16 +162,23 @@ async def test_poison_goes_to_the_dead_letter_queue_with_a_log_line_and_a_metric
         await confirmed_checkout(client, admin)
 
     async def all_dead_lettered() -> bool:
-        return await faulty.queues.dead_lettered() == {product_dlq: 2, order_dlq: 1}
+        return await faulty.queues.dead_lettered() == {
+            product_dlq: 2,
+            order_dlq: 1,
+            payment_dlq: 3,  # service-payment consumes both order.created and stock.reserved
+        }
 
     await eventually(all_dead_lettered, within=30)
     for service, message_id in (
         ("service-product", unparsable),
         ("service-product", unknown),
         ("service-order", malformed_id),
+        ("service-payment", unparsable),
+        ("service-payment", unknown),
+        ("service-payment", malformed_id),
     ):
         assert logged(platform, service, "event_dead_lettered", message_id=message_id), message_id
-    for service, more in (("service-product", 2), ("service-order", 1)):
+    for service, more in (("service-product", 2), ("service-order", 1), ("service-payment", 3)):
         now = metric(platform, service, "events_dead_lettered_total", queue=queues[service])
         assert now == before[service] + more, service
 

@@ -42,6 +42,7 @@ METRICS_PORTS = {
     "service-product": "PRODUCT_METRICS_PORT",
     "service-cart": "CART_METRICS_PORT",
     "service-order": "ORDER_METRICS_PORT",
+    "service-payment": "PAYMENT_METRICS_PORT",
 }
 CHECKOUT = "/ecommerce.order.v1.OrderService/Checkout"
 
@@ -70,10 +71,14 @@ class Observed:
         return self.collector.receiver.trace(servers[0].trace_id) if servers else []
 
     async def trace_complete(self) -> bool:
-        """The cart's clean-up received, with all its ancestors up to a root."""
+        """The cart's clean-up received, with all its ancestors up to a root, and the payment's
+        capture (which follows the confirmation, as the clean-up does)."""
         spans = self.checkout_trace()
         leaf = _cart_clean_up(spans)
-        return leaf is not None and not ancestry(spans, leaf)[0].parent_id
+        captured = any(
+            str(span.attributes.get("url.full", "")).endswith("/capture") for span in spans
+        )
+        return leaf is not None and not ancestry(spans, leaf)[0].parent_id and captured
 
 
 async def _checkout(client: httpx.AsyncClient) -> tuple[Shopper, str]:
@@ -145,10 +150,22 @@ def test_one_checkout_is_one_trace_from_the_gateway_to_the_carts_clean_up(
             ("service-order", "PRODUCER", "order.created"),
             ("service-product", "CONSUMER", "order.created"),
             ("service-product", "PRODUCER", "stock.reserved"),
-            ("service-order", "CONSUMER", "stock.reserved"),
+            ("service-payment", "CONSUMER", "stock.reserved"),
+            ("service-payment", "PRODUCER", "payment.authorized"),
+            ("service-order", "CONSUMER", "payment.authorized"),
             ("service-order", "PRODUCER", "order.confirmed"),
             ("service-cart", "CONSUMER", "order.confirmed"),
         ]
+        # The provider's authorisation and capture: HTTP calls of service-payment's worker,
+        # each in the trace of the event that made it due (stock.reserved, order.confirmed).
+        calls = [s for s in spans if s.service == "service-payment" and s.kind == "CLIENT"]
+        provider_calls = [s for s in calls if "http.request.method" in s.attributes]
+        assert sorted(str(s.attributes["url.full"]).rsplit("/", 1)[-1] for s in provider_calls) == [
+            "authorizations",
+            "capture",
+        ]
+        for call in provider_calls:
+            assert by_id_of(spans)[call.parent_id].kind == "CONSUMER", call.describe()
         by_id = {span.span_id: span for span in spans}
         root = ancestry(spans, leaf)[0]
         orphans = [span for span in spans if span.parent_id not in by_id]
@@ -164,6 +181,10 @@ def test_one_checkout_is_one_trace_from_the_gateway_to_the_carts_clean_up(
             assert _database_children(spans, consumer), f"no database span in {consumer.name}"
         [checkout] = [s for s in spans if s.service == "service-order" and s.name == CHECKOUT]
         assert "postgresql" in _database_children(spans, checkout)
+
+
+def by_id_of(spans: list[Span]) -> dict[str, Span]:
+    return {span.span_id: span for span in spans}
 
 
 def _database_children(spans: list[Span], parent: Span) -> set[str]:
@@ -188,6 +209,12 @@ def _assert_semantic_conventions(span: Span, order_id: str) -> None:
         assert attributes["rpc.system"] == "grpc", span.describe()
         assert span.name == f"/{attributes['rpc.service']}/{attributes['rpc.method']}"
         assert "rpc.grpc.status_code" in attributes, span.describe()
+    elif "http.request.method" in attributes:
+        # service-payment's calls to the payment provider (HTTP client conventions).
+        assert (span.service, span.kind) == ("service-payment", "CLIENT"), span.describe()
+        assert span.name == attributes["http.request.method"] == "POST", span.describe()
+        assert attributes["http.response.status_code"] == 200, span.describe()
+        assert str(attributes["url.full"]).startswith("http"), span.describe()
     elif "messaging.system" in attributes:
         assert attributes["messaging.system"] == "rabbitmq"
         operation = {"PRODUCER": "send", "CONSUMER": "process"}[span.kind]
@@ -244,7 +271,7 @@ def test_a_checkouts_log_lines_in_every_service_carry_its_trace_id(observed: Obs
         if line["event"] == "http_request" and line["route"] == "/api/v1/checkout"
     ]
     assert request["trace_id"] == trace_id
-    for process in ("service-order", "service-product", "service-cart"):
+    for process in ("service-order", "service-product", "service-cart", "service-payment"):
         about_the_order = [
             line
             for line in _json_lines(observed.platform, process)

@@ -40,6 +40,7 @@ from .conftest import (
     ACCOUNTS_FILE,
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    PROVIDER,
     ROOT,
     SERVICES,
     Platform,
@@ -157,7 +158,7 @@ async def replica_platform(
         for k in range(REPLICAS)
     }
     second_gateway = {"GATEWAY_PORT": str(free_port()), "GATEWAY_METRICS_PORT": str(free_port())}
-    processes = (*addresses, *GATEWAYS)
+    processes = (*addresses, PROVIDER, *GATEWAYS)
     platform = await asyncio.to_thread(
         start_platform,
         env,

@@ -75,6 +75,8 @@ class Payment:
     wanted_since: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # The trace (W3C context as JSON) of the event that last made the payment due.
+    trace_context: str | None = None
 
 
 def new_payment(order_id: uuid.UUID) -> Payment:

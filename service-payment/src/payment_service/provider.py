@@ -15,8 +15,12 @@ import asyncio
 from typing import Any, Protocol
 
 import httpx
+from opentelemetry import propagate, trace
+from opentelemetry.util.types import AttributeValue
 
 from payment_service.domain import Answer
+
+_tracer = trace.get_tracer("payment_service.provider")
 
 
 class ProviderUnavailable(Exception):
@@ -79,11 +83,34 @@ class HttpPaymentProvider:
         await self._client.aclose()
 
     async def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        try:
-            async with asyncio.timeout(self._timeout):
-                reply = await self._client.post(path, json=body)
-        except (httpx.TransportError, TimeoutError) as error:
-            raise ProviderUnavailable(f"{type(error).__name__}: {error}") from error
+        url = self._client.base_url.join(path)
+        attributes: dict[str, AttributeValue] = {
+            "http.request.method": "POST",
+            "url.full": str(url),
+            "server.address": url.host,
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+        }
+        # The HTTP client span of the call (OpenTelemetry's HTTP conventions), in the trace of
+        # the checkout whose payment it moves; its context travels in the request's headers.
+        with _tracer.start_as_current_span(
+            "POST", kind=trace.SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            headers: dict[str, str] = {}
+            propagate.inject(headers)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    reply = await self._client.post(path, json=body, headers=headers)
+            except (httpx.TransportError, TimeoutError) as error:
+                span.set_attribute("error.type", type(error).__name__)
+                span.set_status(trace.StatusCode.ERROR)
+                raise ProviderUnavailable(f"{type(error).__name__}: {error}") from error
+            span.set_attribute("http.response.status_code", reply.status_code)
+            if reply.status_code >= 500:
+                span.set_attribute("error.type", str(reply.status_code))
+                span.set_status(trace.StatusCode.ERROR)
+        return self._reply(reply)
+
+    def _reply(self, reply: httpx.Response) -> dict[str, Any]:
         if reply.status_code >= 500 or reply.status_code == 429:
             raise ProviderUnavailable(f"the provider answered {reply.status_code}")
         try:

@@ -17,6 +17,7 @@ from typing import TypeAlias
 
 import asyncpg
 
+from chassis.messaging.tracing import current_context
 from chassis.postgres import package_migrations, unavailable_on_outage
 from chassis.unit_of_work import UnitOfWork
 from payment_service.domain import Payment, PaymentState
@@ -28,7 +29,7 @@ _COLUMNS = (
     "order_id, user_id, amount_cents, currency, payment_token, state, intent_known,"
     " stock_reserved, confirmed, cancel_requested, cancelled_after_confirmation,"
     " provider_attempts, consecutive_failures, decline_reason, next_attempt_at, wanted_since,"
-    " created_at, updated_at"
+    " created_at, updated_at, trace_context"
 )
 _P_COLUMNS = ", ".join(f"p.{column.strip()}" for column in _COLUMNS.split(","))
 _outage = unavailable_on_outage("the payment database")
@@ -57,6 +58,7 @@ def _payment(row: asyncpg.Record) -> Payment:
         wanted_since=row["wanted_since"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        trace_context=row["trace_context"],
     )
 
 
@@ -154,9 +156,13 @@ class PaymentStore:
     async def make_due(self, order_id: uuid.UUID) -> None:
         """The worker should call the provider for this payment now (this replaces a lease held
         by a worker in the middle of a call: its answer is recorded with a guard on the state,
-        and every provider operation is idempotent, so a second call is harmless)."""
+        and every provider operation is idempotent, so a second call is harmless). The current
+        trace context goes with it: the worker's call continues the trace of this event."""
         await self._db.execute(
-            "UPDATE payments SET next_attempt_at = now() WHERE order_id = $1", order_id
+            "UPDATE payments SET next_attempt_at = now(), trace_context = $2::jsonb"
+            " WHERE order_id = $1",
+            order_id,
+            current_context(),
         )
 
     @_outage

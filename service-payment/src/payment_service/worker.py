@@ -25,11 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from chassis.errors import Unavailable
 from chassis.logging import get_logger
@@ -42,6 +47,11 @@ from payment_service.store import Lease, PaymentStore, PaymentUnitOfWork
 
 _log = get_logger(__name__)
 LEASE_BATCH = 32
+
+
+def _carrier(stored: str | None) -> dict[str, str]:
+    loaded = json.loads(stored) if stored else {}
+    return {str(key): str(value) for key, value in loaded.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,10 @@ class PaymentWorker:
         self._provider = provider
         self._settings = settings
         self._woken = asyncio.Event()
+        # Leases this worker still holds whose processing failed (a database outage mid-way),
+        # with when they first failed: processed again in the next rounds, for as long as a
+        # lease lasts (after that another worker may have taken the payment over).
+        self._stalled: dict[uuid.UUID, tuple[Lease, float]] = {}
 
     async def wake(self) -> None:
         """Look for due payments now (a handler committed one)."""
@@ -98,18 +112,33 @@ class PaymentWorker:
                 await asyncio.wait_for(self._woken.wait(), self._settings.interval_seconds)
 
     async def run_once(self) -> int:
-        """One round: lease what is due and process it all; returns how many were leased."""
+        """One round: lease what is due and process it all, with the leases of this worker whose
+        processing failed in an earlier round (see `_stalled`); returns how many were leased."""
         leases = await self._store.lease_due(
             limit=LEASE_BATCH, lease_seconds=self._settings.lease_seconds
         )
-        if leases:
+        fresh = {lease.payment.order_id for lease in leases}
+        now = time.monotonic()
+        failed_since = {order_id: since for order_id, (_, since) in self._stalled.items()}
+        retried = [
+            lease
+            for order_id, (lease, since) in self._stalled.items()
+            if order_id not in fresh and now - since < self._settings.lease_seconds
+        ]
+        self._stalled.clear()
+        work = [*leases, *retried]
+        if work:
             results = await asyncio.gather(
-                *(self._process(lease) for lease in leases), return_exceptions=True
+                *(self._process(lease) for lease in work), return_exceptions=True
             )
-            for lease, result in zip(leases, results, strict=True):
+            for lease, result in zip(work, results, strict=True):
                 if isinstance(result, Exception):
-                    # The lease runs out and the payment is tried again.
-                    _log.error(
+                    # Usually the database went away between the provider's answer and its
+                    # record: tried again next round, not when the lease runs out (longer
+                    # than a saga's timeout).
+                    order_id = lease.payment.order_id
+                    self._stalled[order_id] = (lease, failed_since.get(order_id, now))
+                    _log.warning(
                         "payment_processing_failed",
                         order_id=str(lease.payment.order_id),
                         error=f"{type(result).__name__}: {result}",
@@ -119,6 +148,16 @@ class PaymentWorker:
         return len(leases)
 
     async def _process(self, lease: Lease) -> None:
+        """Continue the trace of the event that made the payment due: the provider call's span
+        and the events recorded with its answer belong to that checkout's trace. (Each lease is
+        processed in a task of its own, so the attached context is this task's only.)"""
+        token = otel_context.attach(propagate.extract(_carrier(lease.payment.trace_context)))
+        try:
+            await self._process_in_trace(lease)
+        finally:
+            otel_context.detach(token)
+
+    async def _process_in_trace(self, lease: Lease) -> None:
         payment = lease.payment
         step = domain.next_step(payment)
         leased_until = payment.next_attempt_at

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -38,6 +38,9 @@ class ServiceAccess:
     redis_commands: tuple[str, ...] = ()
     redis_optional: bool = False
     queue: str | None = None
+    # The routing keys the queue is bound to (the events the service subscribes to): declared by
+    # the bootstrap before any service starts, so no event finds a consumer's queue missing.
+    events: tuple[str, ...] = ()
 
     def stores(self) -> tuple[str, ...]:
         wanted = {
@@ -72,6 +75,11 @@ def _service_access(name: str, entry: Any) -> ServiceAccess:
         raise PlanError(f"{name}: redis.commands is a list of command names")
     if redis and not isinstance(redis.get("keys"), str):
         raise PlanError(f"{name}: redis.keys is the prefix of the service's keys")
+    events = rabbitmq.get("events", [])
+    if not isinstance(events, list) or not all(isinstance(key, str) and key for key in events):
+        raise PlanError(f"{name}: rabbitmq.events is a list of routing keys")
+    if events and not isinstance(rabbitmq.get("queue"), str):
+        raise PlanError(f"{name}: rabbitmq.events needs rabbitmq.queue")
     return ServiceAccess(
         service=name,
         variables=entry["variables"],
@@ -80,6 +88,7 @@ def _service_access(name: str, entry: Any) -> ServiceAccess:
         redis_commands=tuple(command.lower() for command in commands),
         redis_optional=bool(redis.get("optional", False)),
         queue=rabbitmq.get("queue"),
+        events=tuple(events),
     )
 
 
@@ -127,12 +136,16 @@ class RedisAccount:
 
 @dataclass(frozen=True)
 class RabbitmqAccount:
-    """A broker user that may configure, write and read `resources` (exact names) in `vhost`."""
+    """A broker user that may configure, write and read `resources` (exact names) in `vhost`;
+    its queue (`queue`, in `settings`' names) is bound to `events` (routing keys)."""
 
     service: str
     credentials: Credentials
     vhost: str
     resources: tuple[str, ...]
+    queue: str = ""
+    events: tuple[str, ...] = ()
+    settings: AmqpSettings | None = field(default=None, compare=False, repr=False)
 
     @property
     def permission(self) -> str:
@@ -200,6 +213,9 @@ def resolve(
                         credentials,
                         vhost_of(url),
                         topology.service_resources(amqp, access.queue),
+                        queue=access.queue,
+                        events=access.events,
+                        settings=amqp.model_copy(update={"amqp_url": url}),
                     )
                 )
     if missing:

@@ -26,6 +26,7 @@ import aio_pika
 
 from chassis.accounts.plan import PlanError, RabbitmqAccount
 from chassis.logging import get_logger
+from chassis.messaging import topology
 
 TIMEOUT_S = 30.0
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
@@ -171,6 +172,16 @@ async def apply(admin: RabbitmqAdmin, accounts: tuple[RabbitmqAccount, ...]) -> 
 
 
 async def verify(account: RabbitmqAccount) -> None:
-    """The user opens a connection with the URL the service is given."""
+    """The user opens a connection with the URL the service is given, and declares the service's
+    queue bound to its events, as the service itself will (`topology.declare_service_queue`, so
+    the arguments agree): the topology is declared before any service starts, and an event
+    published by the first service up is never missed by a consumer that starts after it (the
+    events exchange's alternate exchange only keeps events no queue at all was bound to)."""
     connection = await aio_pika.connect(account.credentials.url, timeout=10)
-    await connection.close()
+    try:
+        if account.events and account.settings is not None:
+            await topology.declare_service_queue(
+                connection, account.settings, account.queue, account.events
+            )
+    finally:
+        await connection.close()

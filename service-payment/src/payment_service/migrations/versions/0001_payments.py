@@ -75,6 +75,9 @@ CREATE TABLE payments (
     next_attempt_at               timestamptz,
     -- When the authorisation was first wanted (its retries stop a deadline after it).
     wanted_since                  timestamptz,
+    -- The trace of the event that last made the payment due (W3C traceparent/tracestate as
+    -- JSON): the worker's provider call and the events it publishes continue it.
+    trace_context                 jsonb NOT NULL DEFAULT '{}',
     created_at                    timestamptz NOT NULL DEFAULT now(),
     updated_at                    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT payments_intent_complete CHECK (
