@@ -92,7 +92,7 @@ async def main() -> None:
     run_id = uuid.uuid4().hex[:8]
     load_before = saga.load_average()
     env = saga.platform_env(run_id)
-    databases = [env["USER_DB_NAME"], env["PRODUCT_DB_NAME"], env["ORDER_DB_NAME"]]
+    databases = saga.platform_databases(env)
     base_url = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
     amqp = AmqpSettings(amqp_url=saga.AMQP_URL, events_exchange=env["EVENTS_EXCHANGE"])
     monitor = PostgresMonitor(saga.POSTGRES_URL)

@@ -2,7 +2,7 @@
 floor (what a checkout costs the infrastructure alone), with latency, failures and the CPU of
 every process per checkout, all taken from one steady-state window per scenario.
 
-Runs the floor (`floor.py`), then starts the five processes of the root Procfile (honcho, one per
+Runs the floor (`floor.py`), then starts the seven processes of the root Procfile (honcho, one per
 line) against POSTGRES_URL / REDIS_URL / AMQP_URL (localhost defaults), in databases
 `bench_<id>_*`, a Redis prefix and an exchange of its own, all removed at the end. Prints Markdown
 tables, asserts nothing.
@@ -65,11 +65,17 @@ POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ADMIN_EMAIL, ADMIN_PASSWORD = "bench.admin@example.com", "bench-admin-password"
-PROCESSES = ("service-user", "service-product", "service-cart", "service-order", "api-gateway")
+PROCESSES = (
+    "service-user", "service-product", "service-cart", "service-order", "service-payment",
+    "payment-provider", "api-gateway",
+)  # fmt: skip
 
 
 def platform_env(run_id: str) -> dict[str, str]:
-    ports = {name: free_port() for name in ("user", "product", "cart", "order", "gw", "gwm")}
+    ports = {
+        name: free_port()
+        for name in ("user", "product", "cart", "order", "payment", "provider", "gw", "gwm")
+    }
     env = dict(os.environ)
     env.update(
         {
@@ -97,6 +103,13 @@ def platform_env(run_id: str) -> dict[str, str]:
             "ORDER_GRPC_PORT": str(ports["order"]),
             "ORDER_METRICS_PORT": "0",
             "ORDER_DB_NAME": f"bench_{run_id}_orders",
+            "PAYMENT_GRPC_PORT": str(ports["payment"]),
+            "PAYMENT_METRICS_PORT": "0",
+            "PAYMENT_DB_NAME": f"bench_{run_id}_payments",
+            "PAYMENT_PROVIDER_HOST": "127.0.0.1",
+            "PAYMENT_PROVIDER_PORT": str(ports["provider"]),
+            "PAYMENT_PROVIDER_DB_NAME": f"bench_{run_id}_payment_provider",
+            "PAYMENT_PROVIDER_URL": f"http://127.0.0.1:{ports['provider']}",
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(ports["gw"]),
             "GATEWAY_METRICS_PORT": str(ports["gwm"]),
@@ -104,6 +117,7 @@ def platform_env(run_id: str) -> dict[str, str]:
             "PRODUCT_SERVICE_ADDR": f"127.0.0.1:{ports['product']}",
             "CART_SERVICE_ADDR": f"127.0.0.1:{ports['cart']}",
             "ORDER_SERVICE_ADDR": f"127.0.0.1:{ports['order']}",
+            "PAYMENT_SERVICE_ADDR": f"127.0.0.1:{ports['payment']}",
             "ADMIN_EMAIL": ADMIN_EMAIL,
             "ADMIN_PASSWORD": ADMIN_PASSWORD,
             # Registration is not what is measured: cheap hashes, no per-client limits.
@@ -285,13 +299,24 @@ async def start_platform(
         procfile = Path(tempfile.mkdtemp(prefix="bench-replicas-")) / "Procfile"
         procfile.write_text(replica_procfile(procfile_text(), ports))
         names = [f"{s}-{k}" for s in services for k in range(1, replicas + 1)]
-        names.append("api-gateway")
+        names += [name for name in PROCESSES if not name.startswith("service-")]
     processes = [
         ServiceProcess([honcho, "--no-colour", "-d", str(ROOT), "-f", str(procfile), "start",
                         name], env=env, cwd=str(ROOT), name=name).start()
         for name in names
     ]  # fmt: skip
     return processes
+
+
+def platform_databases(env: dict[str, str]) -> list[str]:
+    """The databases of the platform's processes (made before the start, dropped after)."""
+    return [
+        env[name]
+        for name in (
+            "USER_DB_NAME", "PRODUCT_DB_NAME", "ORDER_DB_NAME", "PAYMENT_DB_NAME",
+            "PAYMENT_PROVIDER_DB_NAME",
+        )
+    ]  # fmt: skip
 
 
 def procfile_text() -> str:
@@ -351,7 +376,7 @@ async def main() -> None:
     progress("floor done" if floor else "floor skipped")
 
     env = platform_env(run_id)
-    databases = [env["USER_DB_NAME"], env["PRODUCT_DB_NAME"], env["ORDER_DB_NAME"]]
+    databases = platform_databases(env)
     processes: list[ServiceProcess] = []
     shoppers: list[Shopper] = []
     base_url = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
