@@ -154,6 +154,11 @@ PAYMENT_EFFECTS: dict[tuple[PaymentStep, OrderStatus, PaymentStatus], object] = 
     (REFUND, CANCELLED, P.AUTHORIZED): P.REFUNDED,
     (VOID, CANCELLED, P.PENDING): P.VOIDED,
     (VOID, CANCELLED, P.AUTHORIZED): P.VOIDED,
+    # Before the event that cancels the order (events of one order come in any order): recorded,
+    # the order's status left to that event.
+    (VOID, PENDING, P.PENDING): P.VOIDED,
+    (VOID, PENDING, P.AUTHORIZED): P.VOIDED,
+    (REFUND, PENDING, P.AUTHORIZED): P.REFUNDED,
 }
 
 

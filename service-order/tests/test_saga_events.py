@@ -353,6 +353,29 @@ async def test_a_failed_reservation_cancels_the_order_out_of_stock_once(
     assert read.cancel_reason == order_pb2.CANCEL_REASON_OUT_OF_STOCK
 
 
+async def test_a_void_that_comes_before_the_failed_reservation_is_recorded_not_lost(
+    broker: Broker, shop: Shop, user: str
+) -> None:
+    """service-payment voids on the same `stock.reservation_failed` that cancels the order, so
+    its `payment.voided` may be handled first (another replica, a slower delivery): recorded on
+    the still PENDING order, which the failed reservation then cancels."""
+    order = await placed_order(shop, user, 1)
+
+    await handled(broker, shop, voided(order.id))
+    after_void = await row(shop, order.id)
+    await handled(broker, shop, reservation_failed(order.id))
+
+    assert (after_void["status"], after_void["payment_status"]) == ("PENDING", "VOIDED")
+    final = await row(shop, order.id)
+    assert (final["status"], final["cancel_reason"], final["payment_status"]) == (
+        "CANCELLED",
+        "OUT_OF_STOCK",
+        "VOIDED",
+    )
+    read = await shop.get_order(user, order.id)
+    assert read.payment_status == order_pb2.PAYMENT_STATUS_VOIDED
+
+
 async def test_stock_reserved_after_the_user_cancelled_changes_nothing(
     broker: Broker, shop: Shop, user: str
 ) -> None:

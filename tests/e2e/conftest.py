@@ -46,7 +46,7 @@ PROCESSES = (*SERVICES, PROVIDER, "api-gateway")
 # processes make few queries at once, so their pools stay small (PostgreSQL's 100 connections
 # serve every platform of the run).
 LINE_SETTINGS = {
-    "service-payment": {"POSTGRES_POOL_MAX": "3"},
+    "service-payment": {"POSTGRES_POOL_MAX": "2"},
     PROVIDER: {"POSTGRES_POOL_MAX": "2"},
 }
 # The saga timeout of the e2e platform: short enough for the timeout scenario, long enough that
@@ -264,11 +264,13 @@ def platform_env(
             # Every log line reaches honcho at once, also from a process about to be SIGKILLed.
             "PYTHONUNBUFFERED": "1",
             "POSTGRES_URL": postgres_url,
-            # Up to four platforms run at once (one per xdist worker: the shared one and three
-            # fault platforms), on a server of 100 connections that every suite shares. The shared
-            # platform's storms need 8 (4 made 200 checkouts at once queue past the gateway's
-            # deadline); a fault platform's stream of 36 shoppers does with 4.
-            "POSTGRES_POOL_MAX": "8" if label == "e2e" else "4",
+            # Platforms run side by side (one busy per xdist worker, others idle), on a server of
+            # 100 connections that every suite shares. The shared platform's storms need 8 (4
+            # made 200 checkouts at once queue past the gateway's deadline); a fault platform's
+            # stream of 36 shoppers does with 4; the replicas' platform (two of each service)
+            # with 3, or its 14 processes alone came near 45 at peak and the server refused
+            # connections (seen in CI: 503 to a burst of registrations).
+            "POSTGRES_POOL_MAX": {"e2e": "8", "replicas": "3"}.get(label, "4"),
             # A burst's connections go back to the server soon after it.
             "POSTGRES_POOL_IDLE_SECONDS": "10",
             "REDIS_URL": redis_url,

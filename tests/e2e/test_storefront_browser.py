@@ -235,6 +235,26 @@ async def test_the_last_unit_bought_by_another_shopper_first_cancels_the_order_o
     await expect(shop.page.get_by_role("button", name="Cancel this order")).to_have_count(0)
 
 
+async def test_a_declined_card_cancels_the_order_and_the_shopper_pays_with_another(
+    browse: type[Shop], api: httpx.AsyncClient, admin: Admin
+) -> None:
+    word = uuid.uuid4().hex[:6]
+    lamp = await named_product(api, admin, f"Brass lamp {word}", stock=3, price_cents=5400)
+    shop = await browse.open()
+    await shop.register()
+    await shop.search(word)
+    await shop.add_to_cart(lamp["name"], 1)
+
+    await shop.check_out("Test card: declined")
+    await shop.final_status("Cancelled")
+    await expect(shop.page.locator("#order-status .reason")).to_have_text(
+        "Your payment was declined. Nothing was charged."
+    )
+    # The lamp is still in the cart: the shopper pays with the other card.
+    await shop.check_out("Test card: approved")
+    await shop.final_status("Confirmed")
+
+
 async def test_cancelling_a_confirmed_order_puts_its_stock_back(
     browse: type[Shop], api: httpx.AsyncClient, admin: Admin
 ) -> None:

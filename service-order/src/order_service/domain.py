@@ -148,8 +148,12 @@ class PaymentStep:
         return payment_status in self.sources
 
 
-# The order statuses at which a payment report changes the payment status alone.
-RECORDED_ONLY_WHEN = frozenset({OrderStatus.CANCELLED})
+# The order statuses at which a payment report changes the payment status alone. PENDING too:
+# the events of one order reach service-order in any order (several replicas, redeliveries), so
+# a `payment.voided` may come before the `stock.reservation_failed` or `order.cancelled` cause
+# that cancels the order; it is recorded, not lost (a replica test saw the payment status of an
+# order cancelled OUT_OF_STOCK stay PENDING for good).
+RECORDED_ONLY_WHEN = frozenset({OrderStatus.PENDING, OrderStatus.CANCELLED})
 # payment.authorized: a PENDING order is confirmed; a cancelled one keeps its reason (the
 # authorisation is voided on its order.cancelled).
 AUTHORIZE = PaymentStep(
@@ -183,8 +187,9 @@ def payment_effect(
     saga_version: SagaVersion,
 ) -> Transition | PaymentStatus | None:
     """What a payment report does to an order: the transition it makes (a PENDING order), the
-    payment status it records alone (a CANCELLED order), or None (no effect: a version-1 order,
-    a CONFIRMED one, or a payment status the step cannot move from). The store's guarded
+    payment status it records alone (a CANCELLED order, or a PENDING one the step does not move:
+    a void that came before the cancellation), or None (no effect: a version-1 order, a
+    CONFIRMED one, or a payment status the step cannot move from). The store's guarded
     statements apply exactly this rule."""
     if not step.allows(payment_status):
         return None
