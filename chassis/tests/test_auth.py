@@ -21,7 +21,7 @@ from chassis.auth import (
     client_metadata,
 )
 from chassis.rpc_observer import RpcObserver
-from chassis.testing.tokens import AUDIENCE, ISSUER, TokenAuthority
+from chassis.testing.tokens import AUDIENCE, ISSUER, BearerInterceptor, TokenAuthority
 
 
 class Clock:
@@ -184,3 +184,25 @@ async def test_a_token_signed_by_another_key_is_unauthenticated(whoami: grpc.aio
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call_whoami(whoami, TokenAuthority().metadata())
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_the_test_channels_bearer_interceptor_mints_a_token_per_call() -> None:
+    """A session-long test channel sends a fresh token each call (one minted at the session's
+    start expires while a long run is still going)."""
+    minted: list[str] = []
+
+    def fresh() -> tuple[tuple[str, str], ...]:
+        minted.append(f"token-{len(minted)}")
+        return (("authorization", f"Bearer {minted[-1]}"),)
+
+    sent: list[object] = []
+
+    async def continuation(details: grpc.aio.ClientCallDetails, request: object) -> object:
+        sent.append(dict(details.metadata or ()).get("authorization"))
+        return request
+
+    interceptor = BearerInterceptor(fresh)
+    details = grpc.aio.ClientCallDetails("/pkg.Service/Method", None, None, None, None)
+    for _ in range(2):
+        await interceptor.intercept_unary_unary(continuation, details, object())
+    assert sent == ["Bearer token-0", "Bearer token-1"]

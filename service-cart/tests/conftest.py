@@ -275,7 +275,7 @@ async def platform(
         PRODUCT_SERVICE_ADDR=product_address,
         USER_SERVICE_ADDR=jwks_address,
     )
-    admin = BearerInterceptor(AUTHORITY.metadata(role="admin"))
+    admin = BearerInterceptor(lambda: AUTHORITY.metadata(role="admin"))
     async with running_cart(settings) as runtime:
         cart_address = f"127.0.0.1:{runtime.bound_port}"
         async with (

@@ -318,7 +318,7 @@ class Shop:
 async def shop(
     service: RunningOrder, upstreams: Upstreams, orders_db_url: str
 ) -> AsyncIterator[Shop]:
-    admin = BearerInterceptor(AUTHORITY.metadata(role="admin"))
+    admin = BearerInterceptor(lambda: AUTHORITY.metadata(role="admin"))
     async with (
         grpc.aio.insecure_channel(
             service.address, interceptors=[OwnerTokenInterceptor(AUTHORITY)]

@@ -102,7 +102,7 @@ async def running(settings: ProductSettings) -> AsyncIterator[RunningProduct]:
     serving = asyncio.create_task(app.runtime.run())
     await asyncio.wait_for(app.runtime.started.wait(), 30)
     address = f"127.0.0.1:{app.runtime.bound_port}"
-    admin = BearerInterceptor(AUTHORITY.metadata(role="admin"))
+    admin = BearerInterceptor(lambda: AUTHORITY.metadata(role="admin"))
     channel = grpc.aio.insecure_channel(address, interceptors=[admin])
     await _serving(channel)
     try:

@@ -120,10 +120,17 @@ async def serving_jwks(
         await server.stop(None)
 
 
-class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Adds a caller's token to every call on a test channel that gives no metadata of its own."""
+Metadata = tuple[tuple[str, str], ...]
 
-    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+
+class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds a caller's token to every call on a test channel that gives no metadata of its own.
+
+    Given a function, it makes the metadata afresh for each call: a channel that lives for the
+    whole session must not send a token minted at its start (it expires after ten minutes, and
+    a slow CI run outlives it: a service-order test once failed on `token expired`)."""
+
+    def __init__(self, metadata: Metadata | Callable[[], Metadata]) -> None:
         self._metadata = metadata
 
     async def intercept_unary_unary(
@@ -133,8 +140,9 @@ class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[m
         request: Any,
     ) -> Any:
         if not client_call_details.metadata:
+            metadata = self._metadata() if callable(self._metadata) else self._metadata
             client_call_details = client_call_details._replace(
-                metadata=grpc.aio.Metadata(*self._metadata)
+                metadata=grpc.aio.Metadata(*metadata)
             )
         return await continuation(client_call_details, request)
 
