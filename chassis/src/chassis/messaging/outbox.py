@@ -191,33 +191,32 @@ class OutboxRelay:
 
     async def _relay(self) -> None:
         wake = asyncio.Event()
-        listener = await asyncpg.connect(self._url, timeout=self._db_timeout)
+        # One connection both listens and claims: the server queues a NOTIFY that comes during a
+        # batch's transaction and delivers it after, so none is missed, and every relay holds
+        # one connection of the server's limit, not two.
+        connection = await asyncpg.connect(
+            self._url, timeout=self._db_timeout, command_timeout=self._db_timeout
+        )
         try:
-            worker = await asyncpg.connect(
-                self._url, timeout=self._db_timeout, command_timeout=self._db_timeout
-            )
-            try:
-                await listener.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
-                listener.add_termination_listener(lambda *_: wake.set())
-                while True:
-                    wake.clear()
-                    claimed = self._batch_size
-                    while claimed == self._batch_size:
-                        claimed = await self._publish_batch(worker)
-                    self._backoff = 0.0
-                    # At most once per poll interval: under load a wake per commit would
-                    # otherwise add a count over the outbox to every batch.
-                    if time.monotonic() - self._gauges_at >= self._poll_interval:
-                        await self._refresh_gauges(worker)
-                        self._gauges_at = time.monotonic()
-                    if listener.is_closed():
-                        raise ConnectionError("outbox LISTEN connection lost")
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), self._poll_interval)
-            finally:
-                await _close(worker)
+            await connection.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
+            connection.add_termination_listener(lambda *_: wake.set())
+            while True:
+                wake.clear()
+                claimed = self._batch_size
+                while claimed == self._batch_size:
+                    claimed = await self._publish_batch(connection)
+                self._backoff = 0.0
+                # At most once per poll interval: under load a wake per commit would
+                # otherwise add a count over the outbox to every batch.
+                if time.monotonic() - self._gauges_at >= self._poll_interval:
+                    await self._refresh_gauges(connection)
+                    self._gauges_at = time.monotonic()
+                if connection.is_closed():
+                    raise ConnectionError("outbox LISTEN connection lost")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self._poll_interval)
         finally:
-            await _close(listener)
+            await _close(connection)
 
     async def _publish_batch(self, conn: asyncpg.Connection) -> int:
         """Claim one batch, publish it, mark every confirmed row; returns how many were claimed.
