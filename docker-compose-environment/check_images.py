@@ -90,6 +90,13 @@ class Run:
     run_id: str = field(default_factory=lambda: f"{NAME_PREFIX}{uuid.uuid4().hex[:8]}")
     ports: dict[str, int] = field(default_factory=dict)  # variable -> port
 
+    def _new_port(self) -> int:
+        """A free port none of this run's variables has yet: the kernel may hand a port it just
+        gave back once more (two calls in a row once returned the same one)."""
+        while (port := free_port()) in self.ports.values():
+            pass
+        return port
+
     def image(self, service: Service) -> str:
         return f"{NAME_PREFIX}/{service.folder}:{self.run_id}"
 
@@ -112,11 +119,11 @@ class Run:
             "LOG_LEVEL": "INFO",
         }
         for service in self.services:
-            port = self.ports.setdefault(service.port_variable, free_port())
+            port = self.ports.setdefault(service.port_variable, self._new_port())
             env[service.port_variable] = str(port)
             # Every process serves /metrics on a port of its own (the gateway never on its
             # public one).
-            metrics = self.ports.setdefault(f"{service.prefix}_METRICS_PORT", free_port())
+            metrics = self.ports.setdefault(f"{service.prefix}_METRICS_PORT", self._new_port())
             env[f"{service.prefix}_METRICS_PORT"] = str(metrics)
             if service.grpc:
                 env[f"{service.prefix}_SERVICE_ADDR"] = f"127.0.0.1:{port}"
