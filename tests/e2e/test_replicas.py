@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import subprocess
 import time
 import uuid
@@ -60,6 +61,25 @@ class ReplicaPlatform:
     platform: Platform
     queues: QueueDepths
     balancer_url: str  # haproxy in front of both gateways
+    balancer_stats_url: str  # its statistics page
+
+    async def in_rotation(self, gateway: str, within: float = 30.0) -> None:
+        """Until haproxy itself sends requests to `gateway` again (its health check saw it
+        ready): the gateway answering its own /readyz is not yet the balancer knowing it."""
+        server = f"gateway{GATEWAYS.index(gateway)}"
+        deadline = time.monotonic() + within
+        async with httpx.AsyncClient(timeout=5) as http:
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    rows = (await http.get(f"{self.balancer_stats_url};csv")).text.splitlines()
+                    header = rows[0].lstrip("# ").split(",")
+                    for row in csv.DictReader(rows[1:], fieldnames=header):
+                        ours = (row["pxname"], row["svname"]) == ("gateways", server)
+                        if ours and row["status"].startswith("UP"):
+                            return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"haproxy never took {gateway} back into rotation")
+                await asyncio.sleep(0.2)
 
     def replicas(self, service: str) -> list[str]:
         return [f"{service}-{k}" for k in range(1, REPLICAS + 1)]
@@ -99,18 +119,23 @@ backend gateways
     http-check expect status 200
     default-server inter 300ms fall 3 rise 1
 {servers}
+listen stats
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /stats
 """
 
 
 @contextlib.contextmanager
-def haproxy(gateway_ports: list[str], folder: Path) -> Iterator[str]:
-    """Debian's haproxy in front of the gateways (as a cluster's ingress would be)."""
-    port = free_port()
+def haproxy(gateway_ports: list[str], folder: Path) -> Iterator[tuple[str, str]]:
+    """Debian's haproxy in front of the gateways (as a cluster's ingress would be): its URL, and
+    the URL of its statistics page (what it thinks of each gateway, `in_rotation`)."""
+    port, stats_port = free_port(), free_port()
     servers = "\n".join(
         f"    server gateway{k} 127.0.0.1:{p} check" for k, p in enumerate(gateway_ports)
     )
     config = folder / "haproxy.cfg"
-    config.write_text(HAPROXY_CONFIG.format(port=port, servers=servers))
+    config.write_text(HAPROXY_CONFIG.format(port=port, servers=servers, stats_port=stats_port))
     process = subprocess.Popen(
         ["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -126,7 +151,7 @@ def haproxy(gateway_ports: list[str], folder: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise AssertionError("haproxy never reached a ready gateway")
             time.sleep(0.3)
-        yield url
+        yield url, f"http://127.0.0.1:{stats_port}/stats"
     finally:
         process.terminate()
         try:
@@ -179,9 +204,9 @@ async def replica_platform(
     )
     try:
         gateway_ports = [env["GATEWAY_PORT"], second_gateway["GATEWAY_PORT"]]
-        with haproxy(gateway_ports, folder) as balancer_url:
+        with haproxy(gateway_ports, folder) as (balancer_url, stats_url):
             platform.record_memory("replicas", "idle")
-            yield ReplicaPlatform(platform, queues, balancer_url)
+            yield ReplicaPlatform(platform, queues, balancer_url, stats_url)
             platform.record_memory("replicas", "after the replica tests")
     finally:
         platform.stop_all()
@@ -348,6 +373,12 @@ async def test_a_rolling_restart_of_every_replica_fails_not_one_request(
             await asyncio.to_thread(platform.stop, name)  # SIGTERM: the replica drains
             platform.start(name)
             await asyncio.to_thread(platform.wait_serving, name)
+            if name in GATEWAYS:
+                # As a rollout waits for the new pod to be Ready behind its Service before the
+                # next: on two cores haproxy's check of a just-started gateway can lag its
+                # readiness, and taking the other one down then left no gateway in rotation
+                # (haproxy's own 503 "No server is available", seen in CI).
+                await replicas.in_rotation(name)
 
     await stream.run_through(rolling_restart, rounds=4)
     await stream.check_invariants(replicas.queues)
