@@ -8,6 +8,7 @@ carries the configured deadline.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import grpc
@@ -39,6 +40,10 @@ IDEMPOTENT_READS: dict[str, list[str]] = {
         order_pb2.DESCRIPTOR.services_by_name["OrderService"], "GetOrder", "ListOrders"
     ),
 }
+
+
+# Health Checks of one upstream per readiness probe, each to the next replica (round_robin).
+HEALTH_CHECKS_PER_UPSTREAM = 2
 
 
 class UpstreamNotConfigured(Exception):
@@ -116,12 +121,24 @@ class Upstreams:
 
     @staticmethod
     async def _serving(channel: grpc.aio.Channel, deadline_seconds: float) -> bool:
+        """SERVING when a replica of the upstream says so. The channel balances round_robin, so
+        a second Check goes to another replica: one replica draining (NOT_SERVING from its
+        SIGTERM on) does not make both gateways unready while its sibling serves (haproxy then
+        had no gateway in rotation during a rolling restart, in the replicas' test). With one
+        replica both Checks reach it, and a draining upstream still makes the gateway unready."""
         stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=deadline_seconds)
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        deadline = time.monotonic() + deadline_seconds
+        for _ in range(HEALTH_CHECKS_PER_UPSTREAM):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=left)
+            except grpc.aio.AioRpcError:
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return True
+        return False
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close(grace=1.0) for channel in self.channels.values()))
