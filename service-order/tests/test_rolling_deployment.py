@@ -9,21 +9,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
+import grpc
 import pytest
 from alembic import command
 from alembic.config import Config
 
+from chassis.errors import field_of
 from chassis.messaging import Broker, EventConsumer, Subscription, topology
 from chassis.messaging.consumer import Backoff
+from chassis.settings import AmqpSettings
 from chassis.testing.plugin import CreateDatabase
+from chassis.testing.tokens import OwnerTokenInterceptor
 from chassis.unit_of_work import HandledOnce, UnitOfWork
 from ecommerce.events.v1 import events_pb2
+from ecommerce.order.v1 import order_pb2, order_pb2_grpc
 from order_service.store import MIGRATIONS_DIR
 
-from .conftest import Shop
-from .support import eventually
+from .conftest import AUTHORITY, Shop, messaging_values, order_settings, running_order
+from .support import eventually, rpc_error
 from .test_saga_events import handled, placed_order, reserved, row, version_1_order
 
 # What the previous release runs, verbatim: its INSERT of an order (it knows no saga version or
@@ -145,3 +152,52 @@ async def claims(shop: Shop, event: events_pb2.StockReserved) -> int:
         uuid.UUID(event.event_id),
     )
     return int(count)
+
+
+async def test_a_replica_set_to_saga_version_1_places_orders_without_payment(
+    shop: Shop,
+    user: str,
+    upstream_values: dict[str, Any],
+    orders_db_url: str,
+    amqp_settings: AmqpSettings,
+) -> None:
+    """CHECKOUT_SAGA_VERSION=1, the first step of an upgrade (a replica of the new release
+    beside replicas of the previous one, which confirm on `stock.reserved`): a checkout needs no
+    payment token, keeps none it is given, and places an order the previous release handles as
+    its own; a malformed token is still refused, naming the field."""
+    settings = order_settings(
+        **upstream_values,
+        **messaging_values(amqp_settings),
+        ORDER_DB_NAME=urlsplit(orders_db_url).path.lstrip("/"),
+        CHECKOUT_SAGA_VERSION="1",
+    )
+    async with (
+        running_order(settings) as upgrading,
+        grpc.aio.insecure_channel(
+            upgrading.address, interceptors=[OwnerTokenInterceptor(AUTHORITY)]
+        ) as channel,
+    ):
+        orders = order_pb2_grpc.OrderServiceStub(channel)
+        placed = []
+        for token in ("", "pm_card_ok"):
+            await shop.filled_cart(user, 1)
+            request = order_pb2.CheckoutRequest(
+                user_id=user, idempotency_key=f"v1-{token or 'none'}", payment_token=token
+            )
+            placed.append((await orders.Checkout(request, timeout=10)).order)
+        malformed = order_pb2.CheckoutRequest(user_id=user, payment_token="4242424242424242")
+        await shop.filled_cart(user, 1)
+        error = await rpc_error(orders.Checkout(malformed, timeout=10))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(error) == "payment_token"
+    assert "4242424242424242" not in (error.details() or "")
+    for order in placed:
+        assert order.payment_status == order_pb2.PAYMENT_STATUS_UNSPECIFIED
+        stored = await row(shop, order.id)
+        assert (stored["saga_version"], stored["payment_status"]) == (1, None)
+        [payload] = await shop.outbox(order.id, events_pb2.OrderCreated)
+        assert events_pb2.OrderCreated.FromString(payload).payment_token == ""
+    # What the previous release does on `stock.reserved` confirms it (no payment to wait for).
+    await old_confirm(shop.orders_db, uuid.UUID(placed[0].id))
+    assert (await row(shop, placed[0].id))["status"] == "CONFIRMED"

@@ -423,9 +423,13 @@ def idempotency_key(raw: str) -> str | None:
     return raw
 
 
-def payment_token(raw: str) -> str:
+def payment_token(raw: str, *, required: bool = True) -> str | None:
     """The checkout's payment token: `pm_` then 1 to 64 letters, digits or underscores (a
-    provider's token, never a card number); required."""
+    provider's token, never a card number). Required unless `required` is False (checkouts
+    placing saga version 1 orders during an upgrade): then an absent one is None, and a
+    malformed one is still refused."""
+    if not raw and not required:
+        return None
     if not _PAYMENT_TOKEN.fullmatch(raw):
         what = "is required" if not raw else "is malformed"
         raise InvalidArgument(

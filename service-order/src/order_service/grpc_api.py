@@ -13,7 +13,13 @@ import grpc
 from chassis.auth import Principal, TokenVerifier, authenticate
 from ecommerce.order.v1 import order_pb2, order_pb2_grpc
 from order_service import handlers
-from order_service.domain import check_owner, idempotency_key, parse_id, payment_token
+from order_service.domain import (
+    SagaVersion,
+    check_owner,
+    idempotency_key,
+    parse_id,
+    payment_token,
+)
 from order_service.handlers import Orders
 from order_service.page_tokens import page_request
 from order_service.proto_mapping import order_to_proto
@@ -45,7 +51,10 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             self._orders,
             caller=caller,
             idempotency_key=idempotency_key(request.idempotency_key),
-            payment_token=payment_token(request.payment_token),
+            payment_token=payment_token(
+                request.payment_token,
+                required=self._orders.saga_version is SagaVersion.PAYMENT,
+            ),
         )
         return order_pb2.CheckoutResponse(order=order_to_proto(order))
 

@@ -25,6 +25,7 @@ from order_service.domain import (
     AUTHORIZE,
     CANCEL_BY_USER,
     CONFIRM,
+    CURRENT_SAGA_VERSION,
     DECLINE,
     EXPIRE,
     REFUND,
@@ -65,6 +66,8 @@ class Orders:
     carts: CartClient
     products: ProductClient
     admission: CheckoutAdmission
+    # The saga new orders run (CHECKOUT_SAGA_VERSION; version 1 only during an upgrade).
+    saga_version: SagaVersion = CURRENT_SAGA_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +87,13 @@ async def _order_of_key(orders: Orders, user_id: uuid.UUID, key: str) -> Order |
 
 
 async def checkout(
-    orders: Orders, *, caller: Principal, idempotency_key: str | None, payment_token: str
+    orders: Orders, *, caller: Principal, idempotency_key: str | None, payment_token: str | None
 ) -> Order:
-    """Price the caller's cart from service-product and place the order PENDING (saga version 2,
-    payment PENDING, the payment token kept) with its `order.created`, which carries the token,
-    in one unit of work. A key this user used before returns that order, also while new
-    checkouts are refused because the saga is behind.
+    """Price the caller's cart from service-product and place the order PENDING with its
+    `order.created`, in one unit of work: under saga version 2 with payment PENDING and the
+    payment token kept (and carried by the event); under version 1 (`orders.saga_version`,
+    during an upgrade) without any payment. A key this user used before returns that order,
+    also while new checkouts are refused because the saga is behind.
 
     A cart is ordered once: the lines of the buyer's live orders (PENDING, or confirmed but not
     yet cleared from the cart) are subtracted, so a second checkout orders only what was added
@@ -120,7 +124,7 @@ async def _place(
     snapshot: CartSnapshot,
     products: Mapping[uuid.UUID, ProductPrice],
     idempotency_key: str | None,
-    payment_token: str,
+    payment_token: str | None,
 ) -> Order | None:
     """Under the user's checkout lock: the PENDING order that already holds the cart, or a new
     one PENDING with what is not yet ordered, its key and `order.created`, in one unit of work
@@ -153,7 +157,9 @@ async def _place(
             user_id, idempotency_key, order_id
         ):
             return None
-        placed = await uow.orders.insert(order_id, user_id, priced, payment_token)
+        placed = await uow.orders.insert(
+            order_id, user_id, priced, orders.saga_version, payment_token
+        )
         uow.publish(proto_mapping.order_created(placed))
         uow.after_commit(partial(reporting.order_placed, placed))
     return placed

@@ -65,6 +65,7 @@ async def build_app(settings: OrderSettings) -> OrderApp:
         carts=carts,
         products=products,
         admission=admission,
+        saga_version=settings.checkout_saga_version,
     )
     runtime.add_servicer(
         order_pb2_grpc.add_OrderServiceServicer_to_server,

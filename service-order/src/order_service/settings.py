@@ -12,6 +12,7 @@ from chassis.settings import (
     ServiceSettings,
     TokenVerificationSettings,
 )
+from order_service.domain import SagaVersion
 
 
 class OrderSettings(ServiceSettings, PostgresSettings, AmqpSettings, TokenVerificationSettings):
@@ -33,6 +34,14 @@ class OrderSettings(ServiceSettings, PostgresSettings, AmqpSettings, TokenVerifi
     saga_timeout_seconds: float = Field(30.0, gt=0, validation_alias="SAGA_TIMEOUT_SECONDS")
     saga_sweep_interval_seconds: float = Field(
         1.0, gt=0, le=3600, validation_alias="SAGA_SWEEP_INTERVAL_SECONDS"
+    )
+
+    # The saga a checkout places its order under: 2 (the payment step: a token is required, the
+    # order is confirmed once paid) or 1 (confirmed once the stock is reserved, nothing charged).
+    # 1 only while upgrading a running platform from a release without the payment step, until
+    # no replica of that release is left (README, "Upgrading to the payment step").
+    checkout_saga_version: SagaVersion = Field(
+        SagaVersion.PAYMENT, validation_alias="CHECKOUT_SAGA_VERSION"
     )
 
     # Checkout admission (checkout_admission.py): checkouts are refused (UNAVAILABLE with retry

@@ -18,7 +18,6 @@ import asyncpg
 from chassis.postgres import package_migrations, unavailable_on_outage
 from chassis.unit_of_work import UnitOfWork
 from order_service.domain import (
-    CURRENT_SAGA_VERSION,
     EXPIRE,
     RECORDED_ONLY_WHEN,
     CancelReason,
@@ -114,10 +113,18 @@ class OrderStore:
 
     @_outage
     async def insert(
-        self, order_id: uuid.UUID, user_id: uuid.UUID, priced: PricedCart, payment_token: str
+        self,
+        order_id: uuid.UUID,
+        user_id: uuid.UUID,
+        priced: PricedCart,
+        saga_version: SagaVersion,
+        payment_token: str | None,
     ) -> Order:
-        """The order PENDING with its lines, in one statement: the current saga version, its
-        payment token and payment status PENDING."""
+        """The order PENDING with its lines, in one statement: under saga version 2 with its
+        payment token and payment status PENDING; under version 1 with neither."""
+        paid = saga_version is SagaVersion.PAYMENT
+        if paid and payment_token is None:
+            raise ValueError("a saga version 2 order needs a payment token")
         row = await self._db.fetchrow(
             "WITH placed AS ("  # noqa: S608 - constant column list
             " INSERT INTO orders (id, user_id, status, total_cents, currency, saga_version,"
@@ -137,9 +144,9 @@ class OrderStore:
             [line.name for line in priced.lines],
             [line.unit_price_cents for line in priced.lines],
             [line.quantity for line in priced.lines],
-            CURRENT_SAGA_VERSION.value,
-            payment_token,
-            PaymentStatus.PENDING.value,
+            saga_version.value,
+            payment_token if paid else None,
+            PaymentStatus.PENDING.value if paid else None,
         )
         if row is None:
             raise RuntimeError("INSERT ... RETURNING returned no row")
