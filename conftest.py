@@ -60,10 +60,11 @@ END_TO_END_TIER = "tests/e2e/"
 # Group name -> rank in the collection order (lower starts first); unlisted groups come after.
 HEAVY_GROUPS = {
     "tests/e2e/test_replicas.py": 0,
-    "faults-kill": 1,
-    "faults-cut": 2,
-    "e2e-platform": 3,
-    "faults-dead-letters": 4,
+    "tests/e2e/test_upgrade.py": 1,
+    "faults-kill": 2,
+    "faults-cut": 3,
+    "e2e-platform": 4,
+    "faults-dead-letters": 5,
 }
 
 

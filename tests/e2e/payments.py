@@ -70,6 +70,11 @@ def money_problems(orders: list[dict[str, Any]], entries: list[dict[str, Any]]) 
     charged_total = confirmed_total = 0
     for order in orders:
         kinds = amounts.get(order["id"], {})
+        if order.get("payment_status") is None:
+            # Saga version 1 (placed before the payment step): nothing may reach the provider.
+            if kinds:
+                problems.append(f"order {order['id']} without payment has entries {kinds}")
+            continue
         captured = kinds.get("capture", 0)
         kept = captured - (kinds.get("refund", 0) if captured else 0)
         charged_total += kept

@@ -66,20 +66,7 @@ class ReplicaPlatform:
     async def in_rotation(self, gateway: str, within: float = 30.0) -> None:
         """Until haproxy itself sends requests to `gateway` again (its health check saw it
         ready): the gateway answering its own /readyz is not yet the balancer knowing it."""
-        server = f"gateway{GATEWAYS.index(gateway)}"
-        deadline = time.monotonic() + within
-        async with httpx.AsyncClient(timeout=5) as http:
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    rows = (await http.get(f"{self.balancer_stats_url};csv")).text.splitlines()
-                    header = rows[0].lstrip("# ").split(",")
-                    for row in csv.DictReader(rows[1:], fieldnames=header):
-                        ours = (row["pxname"], row["svname"]) == ("gateways", server)
-                        if ours and row["status"].startswith("UP"):
-                            return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"haproxy never took {gateway} back into rotation")
-                await asyncio.sleep(0.2)
+        await in_rotation(self.balancer_stats_url, GATEWAYS.index(gateway), within)
 
     def replicas(self, service: str) -> list[str]:
         return [f"{service}-{k}" for k in range(1, REPLICAS + 1)]
@@ -124,6 +111,25 @@ listen stats
     stats enable
     stats uri /stats
 """
+
+
+async def in_rotation(stats_url: str, server: int, within: float = 30.0) -> None:
+    """Until haproxy (`haproxy`, its statistics page at `stats_url`) has the gateway of index
+    `server` in its rotation."""
+    name = f"gateway{server}"
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=5) as http:
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                rows = (await http.get(f"{stats_url};csv")).text.splitlines()
+                header = rows[0].lstrip("# ").split(",")
+                for row in csv.DictReader(rows[1:], fieldnames=header):
+                    ours = (row["pxname"], row["svname"]) == ("gateways", name)
+                    if ours and row["status"].startswith("UP"):
+                        return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"haproxy never took {name} into rotation")
+            await asyncio.sleep(0.2)
 
 
 @contextlib.contextmanager
