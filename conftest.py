@@ -77,7 +77,10 @@ def scheduling_group(item: pytest.Item) -> str:
             return "faults-dead-letters"
         return "faults-kill" if "sigkilled" in item.name else "faults-cut"
     if "platform" in fixtures:
-        return "e2e-platform"
+        # The e2e tier's shared platform; a suite's own `platform` fixture (api-gateway's,
+        # service-cart's) is another one, started by whichever worker runs its group.
+        top = path.split("/")[0]
+        return "e2e-platform" if path.startswith(END_TO_END_TIER) else f"{top}-platform"
     return path
 
 
