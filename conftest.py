@@ -55,6 +55,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(1, min(MAX_WORKERS, room))
 
 
+SUITE_PROCESS_FIXTURES = ("platform", "upstreams", "provider")
 SHARED_SERVER_MARKERS = ("broker_restart", "postgres_restart", "redis_restart")
 END_TO_END_TIER = "tests/e2e/"
 # Group name -> rank in the collection order (lower starts first); unlisted groups come after.
@@ -76,11 +77,14 @@ def scheduling_group(item: pytest.Item) -> str:
         if path.endswith("test_dead_letters.py"):
             return "faults-dead-letters"
         return "faults-kill" if "sigkilled" in item.name else "faults-cut"
-    if "platform" in fixtures:
-        # The e2e tier's shared platform; a suite's own `platform` fixture (api-gateway's,
-        # service-cart's) is another one, started by whichever worker runs its group.
-        top = path.split("/")[0]
-        return "e2e-platform" if path.startswith(END_TO_END_TIER) else f"{top}-platform"
+    if "platform" in fixtures and path.startswith(END_TO_END_TIER):
+        return "e2e-platform"
+    # A suite's own session fixture that starts processes (api-gateway's and service-cart's
+    # `platform`, service-order's `upstreams`, service-payment's `provider`): its tests in one
+    # group, so one worker starts them, not each worker that runs one of its files.
+    for fixture in SUITE_PROCESS_FIXTURES:
+        if fixture in fixtures:
+            return f"{path.split('/')[0]}-{fixture}"
     return path
 
 
