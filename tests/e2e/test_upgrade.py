@@ -60,6 +60,8 @@ PREVIOUS_SERVICES = ("service-user", "service-product", "service-cart", "service
 OLD = "old-"
 OLD_GATEWAY = "api-gateway-old"
 NEW_GATEWAY = "api-gateway-2"
+# service-order's setting while replicas of the previous release run.
+SAGA_VERSION_1 = {"CHECKOUT_SAGA_VERSION": "1"}
 
 
 def previous_release(folder: Path) -> Path:
@@ -186,20 +188,26 @@ async def _upgrade_under(
     async def upgrade() -> None:
         await asyncio.sleep(2.0)
         # 1. The payment step's processes.
-        await switch(platform, PROVIDER)
-        await switch(platform, "service-payment-1")
-        # 2. A replica of this release beside each old one; service-order's places version-1
-        #    orders while an old replica may still consume the saga's events.
-        for service in PREVIOUS_SERVICES:
-            version = {"CHECKOUT_SAGA_VERSION": "1"} if service == "service-order" else {}
-            await switch(platform, f"{service}-2", **version)
-        # 3. This release's gateway in haproxy's rotation, then the old processes stop.
+        await asyncio.gather(switch(platform, PROVIDER), switch(platform, "service-payment-1"))
+        # 2. A replica of this release beside each old one, every deployment at once (as a
+        #    rollout of them all); service-order's places version-1 orders while an old replica
+        #    may still consume the saga's events.
+        await asyncio.gather(
+            *(
+                switch(platform, f"{service}-2", **SAGA_VERSION_1)
+                if service == "service-order"
+                else switch(platform, f"{service}-2")
+                for service in PREVIOUS_SERVICES
+            )
+        )
+        # 3. This release's gateway in haproxy's rotation, then the old processes stop
+        #    (SIGTERM: each drains), the old gateway first.
         await switch(platform, NEW_GATEWAY)
         await in_rotation(stats_url, server=1)
         await asyncio.to_thread(platform.stop, OLD_GATEWAY)
-        for name in old_services:
-            await asyncio.to_thread(platform.stop, name)
-        # 4. No old replica left: service-order rolled to the payment step.
+        await asyncio.gather(*(asyncio.to_thread(platform.stop, name) for name in old_services))
+        # 4. No old replica left: service-order rolled to the payment step, one replica at a
+        #    time.
         await switch(platform, "service-order-1")
         await asyncio.to_thread(platform.stop, "service-order-2")
         await switch(platform, "service-order-2", CHECKOUT_SAGA_VERSION=None)
