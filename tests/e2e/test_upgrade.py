@@ -1,7 +1,7 @@
 """The payment step deployed onto a running platform: the previous release's services (the last
 commit before the payment step, taken from this repository's history) serve a stream of
-shoppers; this release's replicas start beside them, the old ones stop one by one, and then the
-payment step is switched on, all while 24 shoppers check out through haproxy.
+shoppers; this release's replicas start beside them, the old ones stop, and then the payment
+step is switched on, all while 24 shoppers check out through haproxy.
 
 The upgrade as the README describes it ("Upgrading to the payment step"):
 1. service-payment and the provider start (nothing calls them yet; they ignore orders placed
@@ -43,7 +43,8 @@ from .test_replicas import haproxy, in_rotation
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
-# The previous release: the last commit before the payment step (as stop 27 shipped it).
+# The previous release: the last commit before the payment step. When the next release changes
+# what an upgrade must do, this moves to this release's last commit, with the new steps.
 PREVIOUS_RELEASE = "706333dcf7a2b97dab1a8d4f2a7007c65b0a08f5"
 # What of it runs: the importable source of the chassis, the protos and every process.
 PREVIOUS_SOURCES = (
