@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chassis.grpc_server import LIVENESS_SERVICE, ServiceRuntime
+from chassis.grpc_server import ACCEPTING_SERVICE, LIVENESS_SERVICE, ServiceRuntime
 from chassis.settings import ServiceSettings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -163,6 +163,51 @@ async def test_liveness_stays_serving_while_a_dependency_is_down() -> None:
         assert await health_status(address) == NOT_SERVING  # readiness: out of the endpoints
         assert await health_status(address, LIVENESS_SERVICE) == SERVING  # liveness: no restart
         assert await probe_exit_code(address, LIVENESS_SERVICE) == 0
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(serving, 10)
+
+
+async def test_a_replica_reports_its_readiness_before_it_accepts_calls() -> None:
+    """Balancers send calls to a replica once `accepting` is SERVING; by then the overall
+    health ("", what a gateway's /readyz asks through its balanced channel) must say what
+    readiness found, not the NOT_SERVING the replica started with. Here readiness waits on a
+    background task, as a consumer's does, and the readiness interval is long: the replica
+    used to accept calls at once and report NOT_SERVING for the whole interval."""
+    runtime = ServiceRuntime(
+        InProcessSettings(
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            shutdown_grace_seconds=1,
+            readiness_interval_seconds=60,
+        )
+    )
+    go, consuming = asyncio.Event(), asyncio.Event()
+
+    async def consumer() -> None:
+        await go.wait()
+        consuming.set()
+        await asyncio.Event().wait()
+
+    async def consumer_check() -> None:
+        if not consuming.is_set():
+            raise ConnectionError("not consuming yet")
+
+    runtime.background("consumer", consumer)
+    runtime.readiness_check("events", consumer_check)
+    serving = asyncio.create_task(runtime.run())
+    try:
+        for _ in range(1000):
+            if runtime.bound_port:
+                break
+            await asyncio.sleep(0.01)
+        address = f"127.0.0.1:{runtime.bound_port}"
+        await asyncio.sleep(0.3)  # the startup hooks are long done: readiness holds it back
+        assert await health_status(address, ACCEPTING_SERVICE) == NOT_SERVING
+        go.set()
+        await asyncio.wait_for(runtime.started.wait(), 10)
+        assert await health_status(address, ACCEPTING_SERVICE) == SERVING
+        assert await health_status(address) == SERVING
     finally:
         runtime.stop()
         await asyncio.wait_for(serving, 10)

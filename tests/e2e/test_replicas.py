@@ -106,6 +106,11 @@ backend gateways
     option httpchk GET /readyz
     http-check expect status 200
     default-server inter 300ms fall 3 rise 1
+    # An answer to a check may take as long as the cluster's readiness probe allows it
+    # (timeoutSeconds: 2): without this, haproxy waits `inter` (300 ms) for one, and a gateway
+    # whose /readyz (a gRPC health check of every upstream) is slow on a saturated machine
+    # left the rotation although it was serving; alone in it, that was "no server available".
+    timeout check 2s
 {servers}
 listen stats
     bind 127.0.0.1:{stats_port}

@@ -165,11 +165,17 @@ class ServiceRuntime:
                 with attempt:
                     await fn()
             _log.info("startup_hook_done", hook=name)
-        await self.health.set(ACCEPTING_SERVICE, _SERVING)
         for name, fn in self._background:
             self._tasks.append(asyncio.create_task(self._supervise(name, fn), name=name))
+        # Readiness first, then `accepting`: a replica joins its clients' balancers already
+        # reporting what its readiness says. The other way round, a caller asking for the
+        # overall health ("", as a gateway's /readyz does) and balanced onto the new replica
+        # read NOT_SERVING for a whole readiness interval (its consumers had not begun yet when
+        # the first check ran) while the replica was already taking calls.
+        serving = await self._first_readiness()
+        await self.health.set(ACCEPTING_SERVICE, _SERVING)
         self.started.set()
-        await self._poll_readiness()
+        await self._poll_readiness(serving)
 
     async def _supervise(self, name: str, fn: Hook) -> None:
         """Keep a background task alive: a crash is logged and the task restarted with backoff."""
@@ -193,18 +199,32 @@ class ServiceRuntime:
                 return f"{name}: {error!r}"
         return None
 
-    async def _poll_readiness(self) -> None:
-        serving: bool | None = None
+    async def _first_readiness(self) -> bool:
+        """The readiness checks, every 0.1 s for at most one readiness interval until they pass:
+        the background tasks just started (a consumer takes a moment to begin consuming)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.settings.readiness_interval_seconds
         while True:
             failure = await self._readiness_failure()
-            if (failure is None) is not serving:
-                serving = failure is None
-                await self._set_health(_SERVING if serving else _NOT_SERVING)
-                if serving:
-                    _log.info("serving", port=self.bound_port)
-                else:
-                    _log.warning("not_serving", reason=failure)
+            if failure is None or loop.time() >= give_up:
+                break
+            await asyncio.sleep(0.1)
+        return await self._report_readiness(failure, None)
+
+    async def _report_readiness(self, failure: str | None, serving: bool | None) -> bool:
+        """Health ("" and every servicer's name) from a readiness result, when it changed."""
+        if (failure is None) is not serving:
+            await self._set_health(_SERVING if failure is None else _NOT_SERVING)
+            if failure is None:
+                _log.info("serving", port=self.bound_port)
+            else:
+                _log.warning("not_serving", reason=failure)
+        return failure is None
+
+    async def _poll_readiness(self, serving: bool) -> None:
+        while True:
             await asyncio.sleep(self.settings.readiness_interval_seconds)
+            serving = await self._report_readiness(await self._readiness_failure(), serving)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
