@@ -26,7 +26,6 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chassis.postgres import database_url
 from chassis.testing.accounts import RunAccounts
 from chassis.testing.plugin import AmqpIsolation
 from chassis.testing.process import free_port
@@ -482,15 +481,7 @@ async def fault_platform(
     env.update(await service_accounts.make(ACCOUNTS_FILE, env, "faults"))
     for service in ("PRODUCT", "CART", "ORDER", "PAYMENT"):
         env[f"{service}_METRICS_PORT"] = str(free_port())
-    queues = QueueDepths(
-        env["AMQP_URL"],
-        env["QUEUE_PREFIX"],
-        env["EVENTS_EXCHANGE"],
-        outbox_databases=tuple(
-            database_url(env["POSTGRES_URL"], env[name])
-            for name in ("PRODUCT_DB_NAME", "ORDER_DB_NAME", "PAYMENT_DB_NAME")
-        ),
-    )
+    queues = QueueDepths.of(env)
     with Servers(env) as servers:
         platform = await asyncio.to_thread(start_platform, env, PROCESSES, servers.overrides())
         await asyncio.sleep(2)

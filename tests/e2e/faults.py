@@ -515,6 +515,19 @@ class QueueDepths:
     outbox_databases: tuple[str, ...] = ()
     baseline: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, env: dict[str, str]) -> QueueDepths:
+        """The queues and outboxes of the platform whose settings are `env`."""
+        return cls(
+            env["AMQP_URL"],
+            env["QUEUE_PREFIX"],
+            env["EVENTS_EXCHANGE"],
+            outbox_databases=tuple(
+                database_url(env["POSTGRES_URL"], env[name])
+                for name in ("PRODUCT_DB_NAME", "ORDER_DB_NAME", "PAYMENT_DB_NAME")
+            ),
+        )
+
     @contextlib.asynccontextmanager
     async def _channel(self) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
         connection = await aio_pika.connect(self.amqp_url, timeout=10)

@@ -31,7 +31,6 @@ import httpx
 import pytest
 
 from chassis.messaging.broker import Broker
-from chassis.postgres import database_url
 from chassis.procfile import replica_procfile, variable
 from chassis.settings import AmqpSettings
 from chassis.testing.accounts import RunAccounts
@@ -205,15 +204,7 @@ async def replica_platform(
         addresses=addresses,
         procfile_lines={"api-gateway-2": "api-gateway"},
     )
-    queues = QueueDepths(
-        env["AMQP_URL"],
-        env["QUEUE_PREFIX"],
-        env["EVENTS_EXCHANGE"],
-        outbox_databases=tuple(
-            database_url(env["POSTGRES_URL"], env[name])
-            for name in ("PRODUCT_DB_NAME", "ORDER_DB_NAME", "PAYMENT_DB_NAME")
-        ),
-    )
+    queues = QueueDepths.of(env)
     try:
         gateway_ports = [env["GATEWAY_PORT"], second_gateway["GATEWAY_PORT"]]
         with haproxy(gateway_ports, folder) as (balancer_url, stats_url):

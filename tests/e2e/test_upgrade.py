@@ -31,7 +31,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chassis.postgres import database_url
 from chassis.procfile import parse, replica_procfile, variable
 from chassis.testing.process import free_port
 
@@ -144,15 +143,7 @@ async def test_the_payment_step_deployed_under_a_storm_beside_the_previous_relea
         addresses=addresses,
         procfile_lines={NEW_GATEWAY: "api-gateway"},
     )
-    queues = QueueDepths(
-        env["AMQP_URL"],
-        env["QUEUE_PREFIX"],
-        env["EVENTS_EXCHANGE"],
-        outbox_databases=tuple(
-            database_url(env["POSTGRES_URL"], env[name])
-            for name in ("PRODUCT_DB_NAME", "ORDER_DB_NAME", "PAYMENT_DB_NAME")
-        ),
-    )
+    queues = QueueDepths.of(env)
     old_services = [f"{OLD}{service}-1" for service in PREVIOUS_SERVICES]
     try:
         # The previous release, running: one replica of each of its services and its gateway.
