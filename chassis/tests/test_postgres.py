@@ -17,6 +17,7 @@ from chassis.postgres import (
     create_pool,
     database_url,
     ensure_database,
+    head_revision,
     migrate,
     unavailable_on_outage,
 )
@@ -91,6 +92,72 @@ async def test_concurrent_migrations_all_succeed_and_apply_each_revision_once(
     conn = await asyncpg.connect(url, timeout=10)
     try:
         assert await conn.fetchval("SELECT count(*) FROM ledger") == 2
+    finally:
+        await conn.close()
+
+
+def _scripts(folder: Path, *revisions: tuple[str, str]) -> Path:
+    """Revision scripts in `folder/versions`: (revision, down_revision line's value) each."""
+    (folder / "versions").mkdir(parents=True)
+    for k, (revision, down) in enumerate(revisions):
+        (folder / "versions" / f"{k:04}_r.py").write_text(
+            f'"""A revision."""\n\nrevision = "{revision}"\ndown_revision = {down}\n'
+        )
+    return folder
+
+
+def test_the_head_of_one_chain_is_read_from_the_scripts_and_anything_else_is_left_to_alembic(
+    tmp_path: Path,
+) -> None:
+    assert head_revision(MIGRATIONS) == "0002"
+    chain = _scripts(tmp_path / "chain", ("b", '"a"'), ("a", "None"), ("c", "'b'"))
+    assert head_revision(chain) == "c"
+    branched = _scripts(tmp_path / "branch", ("a", "None"), ("b", '"a"'), ("c", '"a"'))
+    assert head_revision(branched) is None
+    merged = _scripts(tmp_path / "merge", ("a", "None"), ("b", "None"), ("c", '("a", "b")'))
+    assert head_revision(merged) is None
+    dangling = _scripts(tmp_path / "dangling", ("b", '"a"'))
+    assert head_revision(dangling) is None
+    looped = _scripts(tmp_path / "loop", ("a", "None"), ("b", '"c"'), ("c", '"b"'))
+    assert head_revision(looped) is None
+    computed = _scripts(tmp_path / "computed", ("a", "None"), ("b", "PREVIOUS"))
+    assert head_revision(computed) is None
+    assert head_revision(_scripts(tmp_path / "empty")) is None
+
+
+async def _migrate_reporting_alembic(url: str) -> bool:
+    """Migrate in a process of its own; True when that process loaded Alembic."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import asyncio, pathlib, sys; from chassis.postgres import migrate; "
+        "asyncio.run(migrate(sys.argv[1], pathlib.Path(sys.argv[2]))); "
+        "print('alembic' in sys.modules)",
+        url,
+        str(MIGRATIONS),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    return out.decode().strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.slow
+async def test_a_database_at_head_is_left_alone_without_loading_alembic(create_database) -> None:
+    url = await create_database("migrate_at_head")
+    assert await _migrate_reporting_alembic(url)  # a new database: Alembic migrates it
+    assert not await _migrate_reporting_alembic(url)  # at head: a replica's every restart
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        # One revision behind (as after deploying a release with a new revision): Alembic runs.
+        await conn.execute("DELETE FROM ledger WHERE revision = '0002'")
+        await conn.execute("UPDATE alembic_version SET version_num = '0001'")
+        assert await _migrate_reporting_alembic(url)
+        assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0002"
+        assert [r["revision"] for r in await conn.fetch("SELECT revision FROM ledger")] == [
+            "0001",
+            "0002",
+        ]
     finally:
         await conn.close()
 
