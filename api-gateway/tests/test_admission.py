@@ -26,10 +26,17 @@ StartGateway = Callable[..., Awaitable[str]]
 
 @contextlib.asynccontextmanager
 async def silent_upstream() -> AsyncIterator[str]:
-    """A listener that accepts and never speaks HTTP/2: a call to it ends only at its deadline."""
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    """A listener that accepts and never speaks HTTP/2: a call to it ends only at its deadline,
+    or when the block ends, which closes every connection it took (the gateway's requests held
+    on it end then, and the gateway stops at once instead of after its graceful shutdown's 10 s)."""
+    taken: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda r, w: taken.append(w), "127.0.0.1", 0)
     async with server:
-        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        finally:
+            for writer in taken:
+                writer.close()
 
 
 def product_url() -> str:
