@@ -22,7 +22,7 @@ test: install ## run the whole test suite against the servers named in the envir
 	$(UV) run pytest -m "not serial"
 	$(UV) run pytest -n 0 -m serial || [ $$? -eq 5 ]
 
-test-quick: install ## the quick round (about two minutes): unit and service suites, gateway over HTTP, manifests, compose; no end-to-end platform, process or outage test
+test-quick: install ## the quick round (80 s to two minutes, by machine): unit and service suites, gateway over HTTP, manifests, compose; no end-to-end platform, process or outage test
 	$(UV) run pytest -m "not slow"
 
 lint: install proto-check ## ruff, formatting, mypy and the proto checks
