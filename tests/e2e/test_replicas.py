@@ -79,6 +79,9 @@ class ReplicaPlatform:
             self.platform.wait_serving(name)
 
 
+# Between the starts of two deployments' restarts in a rolling restart of them all.
+STAGGER_SECONDS = 2.0
+
 HAPROXY_CONFIG = """\
 global
     maxconn 2000
@@ -365,7 +368,8 @@ async def test_a_rolling_restart_of_every_replica_fails_not_one_request(
 ) -> None:
     platform = replicas.platform
 
-    async def restart(name: str) -> None:
+    async def restart(name: str, after: float = 0.0) -> None:
+        await asyncio.sleep(after)
         await asyncio.to_thread(platform.stop, name)  # SIGTERM: the replica drains
         platform.start(name)
         await asyncio.to_thread(platform.wait_serving, name)
@@ -373,13 +377,21 @@ async def test_a_rolling_restart_of_every_replica_fails_not_one_request(
     async def rolling_restart() -> None:
         # As `kubectl rollout restart` of every deployment does: the deployments roll side by
         # side, each one replica at a time (SIGTERM, wait serving, next), so replica 1 of every
-        # service restarts at once, then replica 2. One replica of the whole platform at a time
-        # took four minutes of the suite. Rolling the gateways in the same waves was tried: on two
-        # cores, with five processes starting together, haproxy once found neither gateway ready
-        # and answered 503 itself, so the gateways roll after, one at a time.
+        # service restarts in the same wave, then replica 2. One replica of the whole platform at
+        # a time took four minutes of the suite. Within a wave the restarts are staggered by
+        # STAGGER_SECONDS, as a rollout of them all never starts them in the same instant: five
+        # processes starting together (about 2 s of CPU each) beside the storm starved the
+        # replicas left serving on two cores, and a few requests met the gateway's 3 s deadline
+        # (504). Rolling the gateways in the same waves was tried: haproxy once found neither
+        # gateway ready and answered 503 itself, so the gateways roll after, one at a time.
         await asyncio.sleep(2.0)
         for k in range(1, REPLICAS + 1):
-            await asyncio.gather(*(restart(f"{service}-{k}") for service in SERVICES))
+            await asyncio.gather(
+                *(
+                    restart(f"{service}-{k}", after=i * STAGGER_SECONDS)
+                    for i, service in enumerate(SERVICES)
+                )
+            )
         for name in GATEWAYS:
             await restart(name)
             # As a rollout waits for the new pod to be Ready behind its Service before the
