@@ -21,7 +21,14 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
-from chassis.accounts import PlanError, RabbitmqAdmin, bootstrap, load_plan, resolve
+from chassis.accounts import (
+    PlanError,
+    RabbitmqAdmin,
+    bootstrap,
+    catalogue_bindings,
+    load_plan,
+    resolve,
+)
 from chassis.accounts.bootstrap import read_env_file
 from chassis.accounts.postgres_roles import scram_sha_256
 from chassis.postgres import database_url, migrate
@@ -312,11 +319,12 @@ def test_the_platform_accounts_file_names_every_store_service(tmp_path: Path) ->
     }
 
 
-def test_each_queue_of_the_accounts_file_is_bound_to_exactly_its_services_subscriptions() -> None:
-    """The declared topology (`rabbitmq.events`, declared by the bootstrap before any service
-    starts) and each service's own subscriptions (`Subscription.of` lines, which its consumer
-    binds) are one list: an event added to a service and not to the file (or the other way)
-    fails here, not as an event a late consumer missed on a fresh install."""
+def test_each_queue_is_bound_to_exactly_its_services_subscriptions() -> None:
+    """The declared topology (each event's `consumers`, whose queues the bootstrap binds before any
+    service starts) and each service's own subscriptions (`Subscription.of` lines, which its
+    consumer binds) are one list: an event a service subscribes to without being named its
+    consumer in the proto (or the other way) fails here, not as an event a late consumer missed
+    on a fresh install."""
     from cart_service.handlers import subscriptions as cart
     from order_service.handlers import subscriptions as order
     from payment_service.handlers import subscriptions as payment
@@ -330,16 +338,55 @@ def test_each_queue_of_the_accounts_file_is_bound_to_exactly_its_services_subscr
         "service-order": order(anything),
         "service-payment": payment(anything, anything),
     }
+    bindings = catalogue_bindings()
+    assert {name: sorted(keys) for name, keys in bindings.items()} == {
+        name: sorted(s.routing_key for s in subscriptions)
+        for name, subscriptions in subscribed.items()
+    }
     root = Path(__file__).resolve().parents[2]
     for path in ("deploy/accounts/accounts.toml", "deploy/kubernetes/overlays/local/accounts.toml"):
-        declared = {a.service: a.events for a in load_plan(root / path) if a.queue is not None}
-        assert {name: sorted(events) for name, events in declared.items()} == {
-            name: sorted(s.routing_key for s in subscriptions)
-            for name, subscriptions in subscribed.items()
-        }, path
+        declared = {a.service: a.events for a in load_plan(root / path, bindings) if a.queue}
+        # Every consumer the catalogue names has a queue in the file, bound to its events.
+        assert declared == bindings, path
+
+
+def test_a_consumer_without_a_queue_and_the_old_events_key_are_refused(tmp_path: Path) -> None:
+    accounts_file = tmp_path / "accounts.toml"
+    accounts_file.write_text('[alpha]\nvariables = "ALPHA"\npostgres.database = "alpha"\n')
+    with pytest.raises(PlanError, match="alpha: the event catalogue names it a consumer"):
+        load_plan(accounts_file, {"alpha": ("order.created",)})
+    assert load_plan(accounts_file, {"beta": ("order.created",)})[0].events == ()
+    accounts_file.write_text(
+        '[alpha]\nvariables = "ALPHA"\nrabbitmq.queue = "alpha"\n'
+        'rabbitmq.events = ["order.created"]\n'
+    )
+    with pytest.raises(PlanError, match=r"rabbitmq\.events is no longer read"):
+        load_plan(accounts_file)
 
 
 # ---------------------------------------------------------------------------------- the command
+
+
+GAMMA_CATALOGUE = """
+from google.protobuf import descriptor_pb2, descriptor_pool, timestamp_pb2
+from ecommerce.events.v1 import options_pb2
+
+proto = descriptor_pb2.FileDescriptorProto(
+    name="gamma/events.proto", package="gamma", syntax="proto3",
+    dependency=["google/protobuf/timestamp.proto", "ecommerce/events/v1/options.proto"],
+)
+message = proto.message_type.add(name="GammaHappened")
+for number, name in enumerate(["event_id", "order_id"], start=1):
+    message.field.add(name=name, number=number, type=9, label=1)  # string
+message.field.add(
+    name="occurred_at", number=3, type=11, label=1, type_name=".google.protobuf.Timestamp"
+)
+option = message.options.Extensions[options_pb2.event]
+option.routing_key, option.correlation_field = "gamma.happened", "order_id"
+option.consumers.append("SERVICE")
+assert timestamp_pb2
+DESCRIPTOR = descriptor_pool.Default().Add(proto)
+"""
 
 
 @pytest.mark.slow
@@ -357,8 +404,9 @@ async def test_the_command_makes_development_credentials_once_and_can_run_again(
     accounts_file.write_text(
         f'["{service}"]\nvariables = "GAMMA"\npostgres.database = "{service}"\n'
         'redis.keys = "gamma:"\nredis.commands = ["get"]\nrabbitmq.queue = "gamma"\n'
-        'rabbitmq.events = ["gamma.happened"]\n'
     )
+    # Gamma's event catalogue: one event, `gamma.happened`, that names gamma its consumer.
+    (tmp_path / "gamma_events.py").write_text(GAMMA_CATALOGUE.replace("SERVICE", service))
     credentials = tmp_path / "var" / "dev-accounts.env"
     env = {
         **os.environ,
@@ -367,6 +415,8 @@ async def test_the_command_makes_development_credentials_once_and_can_run_again(
         "AMQP_URL": amqp_url,
         "RABBITMQ_ADMIN_URL": os.environ.get("RABBITMQ_ADMIN_URL", "rabbitmqctl"),
         "ACCOUNTS_FILE": str(accounts_file),
+        "EVENTS_CATALOGUE": "gamma_events",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
         **{k: v for k, v in platform_env.items() if k != "LABEL"},
     }
 

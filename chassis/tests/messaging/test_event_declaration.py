@@ -21,6 +21,7 @@ from chassis.messaging import (
     UndeclaredEvent,
     declaration_of,
 )
+from chassis.messaging.declaration import bindings_of, catalogue
 from chassis.unit_of_work import UnitOfWork
 from ecommerce.events.v1 import events_pb2, options_pb2
 
@@ -141,9 +142,11 @@ def declared_message(name: str, option: str, fields: dict[str, str]) -> type[Mes
         dependency=["ecommerce/events/v1/options.proto", "google/protobuf/timestamp.proto"],
     )
     message = file.message_type.add(name=name)
-    routing_key, _, correlation_field = option.partition("|")
+    routing_key, _, rest = option.partition("|")
+    correlation_field, _, consumers = rest.partition("|")
     declared = message.options.Extensions[options_pb2.event]
     declared.routing_key, declared.correlation_field = routing_key, correlation_field
+    declared.consumers.extend(consumers.split(",") if consumers else [])
     for number, (field, kind) in enumerate(fields.items(), start=1):
         added = message.field.add(name=field, number=number, label=1)
         if kind == "string":
@@ -180,8 +183,17 @@ WELL_FORMED = {"event_id": "string", "order_id": "string", "occurred_at": "times
             {"event_id": "string", "order_id": "string"},
             "needs a singular message field 'occurred_at'",
         ),
+        ("order.created|order_id|svc-a,svc-a", WELL_FORMED, "name a service twice or none"),
     ],
-    ids=["wildcard key", "capitals", "no such field", "not a string", "no id", "no time"],
+    ids=[
+        "wildcard key",
+        "capitals",
+        "no such field",
+        "not a string",
+        "no id",
+        "no time",
+        "a consumer twice",
+    ],
 )
 def test_a_malformed_declaration_is_refused_naming_what_is_wrong(
     option: str, fields: dict[str, str], why: str
@@ -194,9 +206,24 @@ def test_a_malformed_declaration_is_refused_naming_what_is_wrong(
 
 
 def test_a_well_formed_declaration_of_any_package_is_an_event() -> None:
-    event_type = declared_message(f"Good{uuid.uuid4().hex[:8]}", "spec.done|order_id", WELL_FORMED)
+    option = "spec.done|order_id|svc-a,svc-b"
+    event_type = declared_message(f"Good{uuid.uuid4().hex[:8]}", option, WELL_FORMED)
 
     assert declaration_of(event_type).routing_key == "spec.done"
+    assert declaration_of(event_type).consumers == ("svc-a", "svc-b")
+
+
+def test_each_consumers_bindings_are_the_keys_of_the_events_that_name_it() -> None:
+    bindings = bindings_of(events_pb2)
+
+    assert bindings["service-cart"] == ("order.confirmed",)
+    assert bindings["service-product"] == ("order.created", "order.cancelled")
+    assert "payment.authorized" in bindings["service-order"]
+    assert "payment.authorized" not in bindings["service-payment"]
+    # Every event of the catalogue has a consumer.
+    assert {key for keys in bindings.values() for key in keys} == {
+        declared.routing_key for declared in catalogue(events_pb2)
+    }
 
 
 def with_unknown_field(event: Message) -> bytes:

@@ -33,7 +33,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chassis.accounts import postgres_roles, rabbitmq_users, redis_users
-from chassis.accounts.plan import Accounts, PlanError, ServiceAccess, load_plan, resolve
+from chassis.accounts.plan import (
+    EVENTS_CATALOGUE,
+    Accounts,
+    PlanError,
+    ServiceAccess,
+    catalogue_bindings,
+    load_plan,
+    resolve,
+)
 from chassis.accounts.rabbitmq_users import RabbitmqAdmin
 from chassis.logging import configure_logging, get_logger
 from chassis.settings import AmqpSettings, load_settings
@@ -62,6 +70,9 @@ class BootstrapSettings(BaseSettings):
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_ADMIN_URL", "REDIS_URL")
     )
     rabbitmq_admin_url: str = Field("rabbitmqctl", validation_alias="RABBITMQ_ADMIN_URL")
+    # The generated module whose events name their consumers: each consumer's queue is bound to
+    # their routing keys.
+    events_catalogue: str = Field(EVENTS_CATALOGUE, validation_alias="EVENTS_CATALOGUE")
     redis_key_prefix: str = Field("", validation_alias="REDIS_KEY_PREFIX")
     # Until every store answers (containers starting), and every account logs in (the broker
     # applies an import asynchronously).
@@ -214,7 +225,9 @@ async def _main(accounts_file: Path | None, dev_credentials: Path | None) -> Non
     settings = load_settings(BootstrapSettings)
     amqp = load_settings(AmqpSettings)
     configure_logging("platform-bootstrap", settings.log_level)
-    plan = load_plan(accounts_file or settings.accounts_file)
+    plan = load_plan(
+        accounts_file or settings.accounts_file, catalogue_bindings(settings.events_catalogue)
+    )
     environ: dict[str, str] = dict(os.environ)
     if dev_credentials is not None:
         environ.update(make_dev_credentials(plan, dev_credentials, settings, amqp))

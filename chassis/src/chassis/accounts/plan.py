@@ -5,20 +5,25 @@ made from it with the credentials each service is given (the user name and passw
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from chassis.messaging import topology
+from chassis.messaging.declaration import bindings_of
 from chassis.settings import AmqpSettings
 
 STORES = ("postgres", "redis", "rabbitmq")
 # The store's URL variable of a service, after the service's own prefix (USER_POSTGRES_URL).
 URL_VARIABLES = {"postgres": "POSTGRES_URL", "redis": "REDIS_URL", "rabbitmq": "AMQP_URL"}
+# The platform's event catalogue: the generated module of the `.proto` whose events name their
+# consumers (`consumers` in each event's option); `EVENTS_CATALOGUE` names another.
+EVENTS_CATALOGUE = "ecommerce.events.v1.events_pb2"
 # Glob characters of a Redis key pattern, escaped in a key prefix.
 _GLOB = re.compile(r"([*?\[\]\\])")
 
@@ -38,8 +43,9 @@ class ServiceAccess:
     redis_commands: tuple[str, ...] = ()
     redis_optional: bool = False
     queue: str | None = None
-    # The routing keys the queue is bound to (the events the service subscribes to): declared by
-    # the bootstrap before any service starts, so no event finds a consumer's queue missing.
+    # The routing keys the queue is bound to (the events whose proto option names the service a
+    # consumer): declared by the bootstrap before any service starts, so no event finds a
+    # consumer's queue missing.
     events: tuple[str, ...] = ()
 
     def stores(self) -> tuple[str, ...]:
@@ -54,13 +60,38 @@ class ServiceAccess:
         return f"{self.variables}_{URL_VARIABLES[store]}"
 
 
-def load_plan(path: Path) -> list[ServiceAccess]:
-    """The services of the accounts file at `path`, in its order."""
+def load_plan(
+    path: Path, bindings: Mapping[str, Sequence[str]] | None = None
+) -> list[ServiceAccess]:
+    """The services of the accounts file at `path`, in its order, each queue bound to the routing
+    keys `bindings` gives its service (`catalogue_bindings()`: what the event catalogue declares).
+    A service the bindings name that is not in the file is left out (a file may list some of the
+    platform's services); one in the file without a queue is an error."""
     try:
         document = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise PlanError(f"cannot read the accounts file {path}: {error}") from error
-    return [_service_access(name, entry) for name, entry in document.items()]
+    plan = [_service_access(name, entry) for name, entry in document.items()]
+    bound = bindings or {}
+    for i, access in enumerate(plan):
+        events = tuple(bound.get(access.service, ()))
+        if events and access.queue is None:
+            raise PlanError(
+                f"{access.service}: the event catalogue names it a consumer of {list(events)},"
+                " but it has no rabbitmq.queue"
+            )
+        plan[i] = replace(access, events=events)
+    return plan
+
+
+def catalogue_bindings(module: str = EVENTS_CATALOGUE) -> dict[str, tuple[str, ...]]:
+    """Service -> the routing keys its queue is bound to, from the events of the generated
+    module `module` (each event's option names its `consumers`)."""
+    try:
+        catalogue = importlib.import_module(module)
+    except ImportError as error:
+        raise PlanError(f"cannot import the event catalogue {module!r}: {error}") from error
+    return bindings_of(catalogue)
 
 
 def _service_access(name: str, entry: Any) -> ServiceAccess:
@@ -75,11 +106,11 @@ def _service_access(name: str, entry: Any) -> ServiceAccess:
         raise PlanError(f"{name}: redis.commands is a list of command names")
     if redis and not isinstance(redis.get("keys"), str):
         raise PlanError(f"{name}: redis.keys is the prefix of the service's keys")
-    events = rabbitmq.get("events", [])
-    if not isinstance(events, list) or not all(isinstance(key, str) and key for key in events):
-        raise PlanError(f"{name}: rabbitmq.events is a list of routing keys")
-    if events and not isinstance(rabbitmq.get("queue"), str):
-        raise PlanError(f"{name}: rabbitmq.events needs rabbitmq.queue")
+    if "events" in rabbitmq:
+        raise PlanError(
+            f"{name}: rabbitmq.events is no longer read: an event names its consumers in its"
+            " proto option (`consumers`), and the bootstrap binds their queues from that"
+        )
     return ServiceAccess(
         service=name,
         variables=entry["variables"],
@@ -88,7 +119,6 @@ def _service_access(name: str, entry: Any) -> ServiceAccess:
         redis_commands=tuple(command.lower() for command in commands),
         redis_optional=bool(redis.get("optional", False)),
         queue=rabbitmq.get("queue"),
-        events=tuple(events),
     )
 
 

@@ -1,16 +1,22 @@
-"""What an integration event declares about itself in its `.proto`: its routing key and the field
-whose value is its correlation id.
+"""What an integration event declares about itself in its `.proto`: its routing key, the field
+whose value is its correlation id, and the services that consume it.
 
 An event message carries the message option `event`: a `google.protobuf.MessageOptions`
 extension (whatever package declares it; the platform's is `ecommerce.events.v1.event` in
-proto-definitions) whose value has the string fields `routing_key` and `correlation_field`. It
-also has a string `event_id` and a `google.protobuf.Timestamp occurred_at`. The chassis reads all
-of it from the message descriptor, so it imports no module of the platform and no service writes
+proto-definitions) whose value has the string fields `routing_key` and `correlation_field`, and
+the repeated string `consumers` (the services subscribed to it, by their names in the accounts
+file: `platform-bootstrap` binds their queues from it, `bindings_of`). It also has a string
+`event_id` and a `google.protobuf.Timestamp occurred_at`. The chassis reads all of it from the
+message descriptor, so it imports no module of the platform and no service writes
 a routing key: `uow.publish(event)` and `Subscription.of(EventType, handler)` derive it.
 
 ```proto
 message OrderCreated {
-  option (ecommerce.events.v1.event) = {routing_key: "order.created" correlation_field: "order_id"};
+  option (ecommerce.events.v1.event) = {
+    routing_key: "order.created"
+    correlation_field: "order_id"
+    consumers: ["service-product", "service-payment"]
+  };
   string event_id = 1;
   string order_id = 2;
   google.protobuf.Timestamp occurred_at = 7;
@@ -23,6 +29,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -49,6 +56,7 @@ class EventDeclaration:
     type_name: str  # the full protobuf name, the AMQP `type`
     routing_key: str
     correlation_field: str  # the string field whose value is the AMQP correlation_id
+    consumers: tuple[str, ...] = ()  # the services subscribed to it (accounts-file names)
 
 
 def declaration_of(event: Message | type[Message]) -> EventDeclaration:
@@ -81,7 +89,27 @@ def _declared(descriptor: Descriptor) -> EventDeclaration:
     occurred_at = _require_field(descriptor, "occurred_at", FieldDescriptor.TYPE_MESSAGE)
     if occurred_at.message_type is None or occurred_at.message_type.full_name != _TIMESTAMP:
         raise UndeclaredEvent(f"{name}.occurred_at is not a {_TIMESTAMP}")
-    return EventDeclaration(name, routing_key, correlation_field)
+    consumers = tuple(str(c) for c in getattr(option, "consumers", ()))
+    if len(set(consumers)) != len(consumers) or not all(consumers):
+        raise UndeclaredEvent(f"{name}: consumers {list(consumers)} name a service twice or none")
+    return EventDeclaration(name, routing_key, correlation_field, consumers)
+
+
+def catalogue(module: ModuleType) -> tuple[EventDeclaration, ...]:
+    """Every event declared in a generated `_pb2` module (its messages with the `event`
+    option), in the order of the `.proto`; `UndeclaredEvent` for one that is malformed."""
+    descriptors = module.DESCRIPTOR.message_types_by_name.values()
+    return tuple(_declared(d) for d in descriptors if _event_option(d) is not None)
+
+
+def bindings_of(module: ModuleType) -> dict[str, tuple[str, ...]]:
+    """Service name -> the routing keys its queue is bound to: the events whose `consumers`
+    name it, from the catalogue of `module` (what `platform-bootstrap` declares)."""
+    bindings: dict[str, list[str]] = {}
+    for declaration in catalogue(module):
+        for service in declaration.consumers:
+            bindings.setdefault(service, []).append(declaration.routing_key)
+    return {service: tuple(keys) for service, keys in bindings.items()}
 
 
 def _event_option(descriptor: Any) -> Message | None:

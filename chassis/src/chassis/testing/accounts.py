@@ -14,7 +14,15 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
-from chassis.accounts import Accounts, RabbitmqAdmin, bootstrap, load_plan, redis_users, resolve
+from chassis.accounts import (
+    Accounts,
+    RabbitmqAdmin,
+    bootstrap,
+    catalogue_bindings,
+    load_plan,
+    redis_users,
+    resolve,
+)
 from chassis.postgres import database_url
 from chassis.settings import AmqpSettings
 
@@ -48,7 +56,7 @@ class RunAccounts:
         """Accounts for the platform `env` configures (its database names, REDIS_KEY_PREFIX,
         EVENTS_EXCHANGE, QUEUE_PREFIX), each named `t_<run_id>_<label>_<service>`. Returns each
         service's URL variables (`USER_POSTGRES_URL`, ...) as `make dev` gives them."""
-        plan = load_plan(accounts_file)
+        plan = load_plan(accounts_file, catalogue_bindings())
         servers = {
             "postgres": self.postgres_url,
             "redis": self.redis_url,

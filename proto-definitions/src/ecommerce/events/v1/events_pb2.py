@@ -26,7 +26,7 @@ from ecommerce.events.v1 import options_pb2 as ecommerce_dot_events_dot_v1_dot_o
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ecommerce/events/v1/events.proto\x12\x13\x65\x63ommerce.events.v1\x1a!ecommerce/events/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"K\n\tOrderLine\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\"\x80\x02\n\x0cOrderCreated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x05lines\x18\x04 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12\x13\n\x0btotal_cents\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rpayment_token\x18\x08 \x01(\t:\x1d\x8a\xb5\x18\x19\n\rorder.created\x12\x08order_id\"\xc6\x01\n\x0eOrderConfirmed\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x05lines\x18\x04 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x1f\x8a\xb5\x18\x1b\n\x0forder.confirmed\x12\x08order_id\"\xe6\x01\n\x0eOrderCancelled\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x36\n\x06reason\x18\x04 \x01(\x0e\x32&.ecommerce.events.v1.OrderCancelReason\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rwas_confirmed\x18\x06 \x01(\x08:\x1f\x8a\xb5\x18\x1b\n\x0forder.cancelled\x12\x08order_id\"\xb3\x01\n\rStockReserved\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x1e\x8a\xb5\x18\x1a\n\x0estock.reserved\x12\x08order_id\"\xd1\x01\n\x16StockReservationFailed\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x11\n\trequested\x18\x04 \x01(\x05\x12\x11\n\tavailable\x18\x05 \x01(\x05\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:(\x8a\xb5\x18$\n\x18stock.reservation_failed\x12\x08order_id\"\xb3\x01\n\rStockReleased\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x1e\x8a\xb5\x18\x1a\n\x0estock.released\x12\x08order_id\"\xb4\x01\n\x11PaymentAuthorized\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\"\x8a\xb5\x18\x1e\n\x12payment.authorized\x12\x08order_id\"\x98\x01\n\x0fPaymentDeclined\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp: \x8a\xb5\x18\x1c\n\x10payment.declined\x12\x08order_id\"\xb0\x01\n\x0fPaymentRefunded\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp: \x8a\xb5\x18\x1c\n\x10payment.refunded\x12\x08order_id\"\x84\x01\n\rPaymentVoided\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x1e\x8a\xb5\x18\x1a\n\x0epayment.voided\x12\x08order_id*\xd1\x01\n\x11OrderCancelReason\x12#\n\x1fORDER_CANCEL_REASON_UNSPECIFIED\x10\x00\x12$\n ORDER_CANCEL_REASON_OUT_OF_STOCK\x10\x01\x12&\n\"ORDER_CANCEL_REASON_USER_CANCELLED\x10\x02\x12\x1f\n\x1bORDER_CANCEL_REASON_TIMEOUT\x10\x03\x12(\n$ORDER_CANCEL_REASON_PAYMENT_DECLINED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ecommerce/events/v1/events.proto\x12\x13\x65\x63ommerce.events.v1\x1a!ecommerce/events/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"K\n\tOrderLine\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\"\xa2\x02\n\x0cOrderCreated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x05lines\x18\x04 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12\x13\n\x0btotal_cents\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rpayment_token\x18\x08 \x01(\t:?\x8a\xb5\x18;\n\rorder.created\x12\x08order_id\x1a\x0fservice-product\x1a\x0fservice-payment\"\xe5\x01\n\x0eOrderConfirmed\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x05lines\x18\x04 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:>\x8a\xb5\x18:\n\x0forder.confirmed\x12\x08order_id\x1a\x0cservice-cart\x1a\x0fservice-payment\"\x88\x02\n\x0eOrderCancelled\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x36\n\x06reason\x18\x04 \x01(\x0e\x32&.ecommerce.events.v1.OrderCancelReason\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rwas_confirmed\x18\x06 \x01(\x08:A\x8a\xb5\x18=\n\x0forder.cancelled\x12\x08order_id\x1a\x0fservice-product\x1a\x0fservice-payment\"\xd3\x01\n\rStockReserved\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:>\x8a\xb5\x18:\n\x0estock.reserved\x12\x08order_id\x1a\rservice-order\x1a\x0fservice-payment\"\xf1\x01\n\x16StockReservationFailed\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x11\n\trequested\x18\x04 \x01(\x05\x12\x11\n\tavailable\x18\x05 \x01(\x05\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:H\x8a\xb5\x18\x44\n\x18stock.reservation_failed\x12\x08order_id\x1a\rservice-order\x1a\x0fservice-payment\"\xc2\x01\n\rStockReleased\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ecommerce.events.v1.OrderLine\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:-\x8a\xb5\x18)\n\x0estock.released\x12\x08order_id\x1a\rservice-order\"\xc3\x01\n\x11PaymentAuthorized\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:1\x8a\xb5\x18-\n\x12payment.authorized\x12\x08order_id\x1a\rservice-order\"\xa7\x01\n\x0fPaymentDeclined\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:/\x8a\xb5\x18+\n\x10payment.declined\x12\x08order_id\x1a\rservice-order\"\xbf\x01\n\x0fPaymentRefunded\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:/\x8a\xb5\x18+\n\x10payment.refunded\x12\x08order_id\x1a\rservice-order\"\x93\x01\n\rPaymentVoided\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:-\x8a\xb5\x18)\n\x0epayment.voided\x12\x08order_id\x1a\rservice-order*\xd1\x01\n\x11OrderCancelReason\x12#\n\x1fORDER_CANCEL_REASON_UNSPECIFIED\x10\x00\x12$\n ORDER_CANCEL_REASON_OUT_OF_STOCK\x10\x01\x12&\n\"ORDER_CANCEL_REASON_USER_CANCELLED\x10\x02\x12\x1f\n\x1bORDER_CANCEL_REASON_TIMEOUT\x10\x03\x12(\n$ORDER_CANCEL_REASON_PAYMENT_DECLINED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,47 +34,47 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ecommerce.events.v1.events_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ORDERCREATED']._loaded_options = None
-  _globals['_ORDERCREATED']._serialized_options = b'\212\265\030\031\n\rorder.created\022\010order_id'
+  _globals['_ORDERCREATED']._serialized_options = b'\212\265\030;\n\rorder.created\022\010order_id\032\017service-product\032\017service-payment'
   _globals['_ORDERCONFIRMED']._loaded_options = None
-  _globals['_ORDERCONFIRMED']._serialized_options = b'\212\265\030\033\n\017order.confirmed\022\010order_id'
+  _globals['_ORDERCONFIRMED']._serialized_options = b'\212\265\030:\n\017order.confirmed\022\010order_id\032\014service-cart\032\017service-payment'
   _globals['_ORDERCANCELLED']._loaded_options = None
-  _globals['_ORDERCANCELLED']._serialized_options = b'\212\265\030\033\n\017order.cancelled\022\010order_id'
+  _globals['_ORDERCANCELLED']._serialized_options = b'\212\265\030=\n\017order.cancelled\022\010order_id\032\017service-product\032\017service-payment'
   _globals['_STOCKRESERVED']._loaded_options = None
-  _globals['_STOCKRESERVED']._serialized_options = b'\212\265\030\032\n\016stock.reserved\022\010order_id'
+  _globals['_STOCKRESERVED']._serialized_options = b'\212\265\030:\n\016stock.reserved\022\010order_id\032\rservice-order\032\017service-payment'
   _globals['_STOCKRESERVATIONFAILED']._loaded_options = None
-  _globals['_STOCKRESERVATIONFAILED']._serialized_options = b'\212\265\030$\n\030stock.reservation_failed\022\010order_id'
+  _globals['_STOCKRESERVATIONFAILED']._serialized_options = b'\212\265\030D\n\030stock.reservation_failed\022\010order_id\032\rservice-order\032\017service-payment'
   _globals['_STOCKRELEASED']._loaded_options = None
-  _globals['_STOCKRELEASED']._serialized_options = b'\212\265\030\032\n\016stock.released\022\010order_id'
+  _globals['_STOCKRELEASED']._serialized_options = b'\212\265\030)\n\016stock.released\022\010order_id\032\rservice-order'
   _globals['_PAYMENTAUTHORIZED']._loaded_options = None
-  _globals['_PAYMENTAUTHORIZED']._serialized_options = b'\212\265\030\036\n\022payment.authorized\022\010order_id'
+  _globals['_PAYMENTAUTHORIZED']._serialized_options = b'\212\265\030-\n\022payment.authorized\022\010order_id\032\rservice-order'
   _globals['_PAYMENTDECLINED']._loaded_options = None
-  _globals['_PAYMENTDECLINED']._serialized_options = b'\212\265\030\034\n\020payment.declined\022\010order_id'
+  _globals['_PAYMENTDECLINED']._serialized_options = b'\212\265\030+\n\020payment.declined\022\010order_id\032\rservice-order'
   _globals['_PAYMENTREFUNDED']._loaded_options = None
-  _globals['_PAYMENTREFUNDED']._serialized_options = b'\212\265\030\034\n\020payment.refunded\022\010order_id'
+  _globals['_PAYMENTREFUNDED']._serialized_options = b'\212\265\030+\n\020payment.refunded\022\010order_id\032\rservice-order'
   _globals['_PAYMENTVOIDED']._loaded_options = None
-  _globals['_PAYMENTVOIDED']._serialized_options = b'\212\265\030\032\n\016payment.voided\022\010order_id'
-  _globals['_ORDERCANCELREASON']._serialized_start=2124
-  _globals['_ORDERCANCELREASON']._serialized_end=2333
+  _globals['_PAYMENTVOIDED']._serialized_options = b'\212\265\030)\n\016payment.voided\022\010order_id\032\rservice-order'
+  _globals['_ORDERCANCELREASON']._serialized_start=2362
+  _globals['_ORDERCANCELREASON']._serialized_end=2571
   _globals['_ORDERLINE']._serialized_start=125
   _globals['_ORDERLINE']._serialized_end=200
   _globals['_ORDERCREATED']._serialized_start=203
-  _globals['_ORDERCREATED']._serialized_end=459
-  _globals['_ORDERCONFIRMED']._serialized_start=462
-  _globals['_ORDERCONFIRMED']._serialized_end=660
-  _globals['_ORDERCANCELLED']._serialized_start=663
-  _globals['_ORDERCANCELLED']._serialized_end=893
-  _globals['_STOCKRESERVED']._serialized_start=896
-  _globals['_STOCKRESERVED']._serialized_end=1075
-  _globals['_STOCKRESERVATIONFAILED']._serialized_start=1078
-  _globals['_STOCKRESERVATIONFAILED']._serialized_end=1287
-  _globals['_STOCKRELEASED']._serialized_start=1290
-  _globals['_STOCKRELEASED']._serialized_end=1469
-  _globals['_PAYMENTAUTHORIZED']._serialized_start=1472
-  _globals['_PAYMENTAUTHORIZED']._serialized_end=1652
-  _globals['_PAYMENTDECLINED']._serialized_start=1655
-  _globals['_PAYMENTDECLINED']._serialized_end=1807
-  _globals['_PAYMENTREFUNDED']._serialized_start=1810
-  _globals['_PAYMENTREFUNDED']._serialized_end=1986
-  _globals['_PAYMENTVOIDED']._serialized_start=1989
-  _globals['_PAYMENTVOIDED']._serialized_end=2121
+  _globals['_ORDERCREATED']._serialized_end=493
+  _globals['_ORDERCONFIRMED']._serialized_start=496
+  _globals['_ORDERCONFIRMED']._serialized_end=725
+  _globals['_ORDERCANCELLED']._serialized_start=728
+  _globals['_ORDERCANCELLED']._serialized_end=992
+  _globals['_STOCKRESERVED']._serialized_start=995
+  _globals['_STOCKRESERVED']._serialized_end=1206
+  _globals['_STOCKRESERVATIONFAILED']._serialized_start=1209
+  _globals['_STOCKRESERVATIONFAILED']._serialized_end=1450
+  _globals['_STOCKRELEASED']._serialized_start=1453
+  _globals['_STOCKRELEASED']._serialized_end=1647
+  _globals['_PAYMENTAUTHORIZED']._serialized_start=1650
+  _globals['_PAYMENTAUTHORIZED']._serialized_end=1845
+  _globals['_PAYMENTDECLINED']._serialized_start=1848
+  _globals['_PAYMENTDECLINED']._serialized_end=2015
+  _globals['_PAYMENTREFUNDED']._serialized_start=2018
+  _globals['_PAYMENTREFUNDED']._serialized_end=2209
+  _globals['_PAYMENTVOIDED']._serialized_start=2212
+  _globals['_PAYMENTVOIDED']._serialized_end=2359
 # @@protoc_insertion_point(module_scope)

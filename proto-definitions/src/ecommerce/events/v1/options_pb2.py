@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ecommerce/events/v1/options.proto\x12\x13\x65\x63ommerce.events.v1\x1a google/protobuf/descriptor.proto\">\n\x0c\x45ventOptions\x12\x13\n\x0brouting_key\x18\x01 \x01(\t\x12\x19\n\x11\x63orrelation_field\x18\x02 \x01(\t:S\n\x05\x65vent\x12\x1f.google.protobuf.MessageOptions\x18\xd1\x86\x03 \x01(\x0b\x32!.ecommerce.events.v1.EventOptionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ecommerce/events/v1/options.proto\x12\x13\x65\x63ommerce.events.v1\x1a google/protobuf/descriptor.proto\"Q\n\x0c\x45ventOptions\x12\x13\n\x0brouting_key\x18\x01 \x01(\t\x12\x19\n\x11\x63orrelation_field\x18\x02 \x01(\t\x12\x11\n\tconsumers\x18\x03 \x03(\t:S\n\x05\x65vent\x12\x1f.google.protobuf.MessageOptions\x18\xd1\x86\x03 \x01(\x0b\x32!.ecommerce.events.v1.EventOptionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ecommerce.events.v1.options
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENTOPTIONS']._serialized_start=92
-  _globals['_EVENTOPTIONS']._serialized_end=154
+  _globals['_EVENTOPTIONS']._serialized_end=173
 # @@protoc_insertion_point(module_scope)

@@ -6,9 +6,11 @@ chassis: `uow.publish(event)` and `Subscription.of(EventType, handler)` derive t
 routing key and the AMQP correlation_id from it, so no code writes either by hand.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import extension_dict as _extension_dict
 import builtins as _builtins
 import sys
@@ -23,12 +25,13 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class EventOptions(_message.Message):
-    """What the broker needs to know about one event type."""
+    """What the broker needs to know about one event type, and who consumes it."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ROUTING_KEY_FIELD_NUMBER: _builtins.int
     CORRELATION_FIELD_FIELD_NUMBER: _builtins.int
+    CONSUMERS_FIELD_NUMBER: _builtins.int
     routing_key: _builtins.str
     """Routing key on the topic exchange `ecommerce.events`: `<aggregate>.<what happened>`,
     for example `order.created`. Never changes once released (queues are bound to it).
@@ -37,15 +40,25 @@ class EventOptions(_message.Message):
     """Name of the string field of the event whose value is the AMQP correlation_id: the
     saga's order id (`order_id`) for every event of the checkout.
     """
+    @_builtins.property
+    def consumers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The services that subscribe to it, by their names in deploy/accounts/accounts.toml
+        (`service-order`, ...): `platform-bootstrap` declares each one's queue bound to the
+        routing key before any service starts, so an event published by the first service up
+        waits for a consumer that starts after it. Each service's `Subscription.of` lines
+        must name exactly the events that list it (a test holds the two together).
+        """
+
     def __init__(
         self,
         *,
         routing_key: _builtins.str = ...,
         correlation_field: _builtins.str = ...,
+        consumers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_field", b"correlation_field", "routing_key", b"routing_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumers", b"consumers", "correlation_field", b"correlation_field", "routing_key", b"routing_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
