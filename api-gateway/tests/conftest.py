@@ -87,6 +87,8 @@ def start_gateway(env: dict[str, str], metrics_port: int = 0) -> tuple[ServicePr
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(port),
             "GATEWAY_METRICS_PORT": str(metrics_port),
+            # No load balancer to leave: stop at once (the draining test sets its own delay).
+            "GATEWAY_SHUTDOWN_DRAIN_DELAY_SECONDS": "0",
             **env,
         },
         name="api-gateway",
