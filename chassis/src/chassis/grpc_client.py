@@ -7,6 +7,7 @@ policy for UNAVAILABLE on the methods the caller names as idempotent reads.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -39,14 +40,20 @@ KEEPALIVE_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-    # A server that went away (restarted, redeployed) is dialled again at most a second apart:
+    # A server that went away (restarted, redeployed) is dialled again at most 250 ms apart:
     # gRPC's default backoff grows to two minutes, and every call meanwhile fails at once with
-    # UNAVAILABLE although the server is long back. (The minimum, which is also how long one
-    # connection attempt may take, keeps its default: a server that accepts and stays silent is
-    # waited for until the call's deadline, not given up on after the backoff.)
+    # UNAVAILABLE although the server is long back (at 1 s, the first checkout after a
+    # restarted service-product still met the backoff in CI). (The minimum, which is also how
+    # long one connection attempt may take, keeps its default: a server that accepts and stays
+    # silent is waited for until the call's deadline, not given up on after the backoff.)
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1_000),
+    ("grpc.max_reconnect_backoff_ms", 250),
 ]
+# How long an idempotent call that found no replica ready (every connection down: the upstream
+# restarting) waits for one to come back before it is tried once more, leaving the rest of its
+# deadline for that attempt. A server that is really down is still a prompt UNAVAILABLE.
+READY_WAIT_SECONDS = 1.0
+READY_WAIT_RESERVE_SECONDS = 0.25
 
 
 def service_config(idempotent_methods: Sequence[str] = ()) -> str:
@@ -109,10 +116,13 @@ def _method_name(details: grpc.aio.ClientCallDetails) -> str:
 
 
 class _DeadlineAndMetrics(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Fills in the default deadline when the caller gave none, and records the RED metrics."""
+    """Fills in the default deadline when the caller gave none, records the RED metrics, and
+    gives an idempotent call that found no replica connected one more try once one is back."""
 
-    def __init__(self, default_timeout: float) -> None:
+    def __init__(self, default_timeout: float, idempotent_methods: Sequence[str] = ()) -> None:
         self._default_timeout = default_timeout
+        self._idempotent = frozenset(idempotent_methods)
+        self.channel: grpc.aio.Channel | None = None  # set once the channel exists
 
     async def intercept_unary_unary(
         self,
@@ -125,13 +135,49 @@ class _DeadlineAndMetrics(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore
         method = _method_name(client_call_details)
         started = time.perf_counter()
         call = await continuation(client_call_details, request)
-        try:
-            code = await call.code()
-        except Exception:  # the call was cancelled locally; the caller sees that itself
-            code = grpc.StatusCode.CANCELLED
+        code = await _code(call)
+        if code == grpc.StatusCode.UNAVAILABLE and method in self._idempotent:
+            call, code = await self._again_once_connected(
+                continuation, client_call_details, request, call, code, started
+            )
         RPC_CLIENT_HANDLED.labels(method, code.name).inc()
         RPC_CLIENT_LATENCY.labels(method).observe(time.perf_counter() - started)
         return call
+
+    async def _again_once_connected(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+        call: Any,
+        code: grpc.StatusCode,
+        started: float,
+    ) -> tuple[Any, grpc.StatusCode]:
+        """The upstream restarting: no connection was ready, so the call (gRPC's retries
+        included) failed at once without reaching a server. Wait, within the deadline, for a
+        replica to be connected and serving again, then try once more. An UNAVAILABLE that a
+        connected server answered (its own store down) is not tried again here."""
+        channel = self.channel
+        if channel is None or channel.get_state() == grpc.ChannelConnectivity.READY:
+            return call, code
+        remaining = float(details.timeout) - (time.perf_counter() - started)
+        wait = min(READY_WAIT_SECONDS, remaining - READY_WAIT_RESERVE_SECONDS)
+        if wait <= 0:
+            return call, code
+        try:
+            await asyncio.wait_for(channel.channel_ready(), wait)
+        except TimeoutError:
+            return call, code
+        remaining = float(details.timeout) - (time.perf_counter() - started)
+        again = await continuation(details._replace(timeout=remaining), request)
+        return again, await _code(again)
+
+
+async def _code(call: Any) -> grpc.StatusCode:
+    try:
+        return await call.code()  # type: ignore[no-any-return]
+    except Exception:  # the call was cancelled locally; the caller sees that itself
+        return grpc.StatusCode.CANCELLED
 
 
 def create_channel(
@@ -146,9 +192,11 @@ def create_channel(
 
     `default_timeout` bounds every call that does not pass its own `timeout=`; methods in
     `idempotent_methods` (full names, `/pkg.Service/Method`) are retried on UNAVAILABLE within
-    that deadline. Writes are never retried by policy: only their caller knows whether that is
-    safe. (gRPC's transparent retry stays on: it only resends a call that never left this client,
-    such as one that met a replica's GOAWAY while it drained.)
+    that deadline, and, when no replica was connected at all (the upstream restarting), tried
+    once more as soon as one is, if that comes within a second and the deadline. Writes are
+    never retried by policy: only their caller knows whether that is safe. (gRPC's transparent
+    retry stays on: it only resends a call that never left this client, such as one that met a
+    replica's GOAWAY while it drained.)
     """
     expose(RPC_CLIENT_HANDLED, RPC_CLIENT_LATENCY)
     options = [
@@ -156,13 +204,16 @@ def create_channel(
         ("grpc.enable_retries", 1),
         ("grpc.service_config", service_config(idempotent_methods)),
     ]
+    deadline_and_metrics = _DeadlineAndMetrics(default_timeout, idempotent_methods)
     interceptors: list[grpc.aio.ClientInterceptor] = [
         *grpc_client_interceptors(),
-        _DeadlineAndMetrics(default_timeout),
+        deadline_and_metrics,
     ]
-    return grpc.aio.insecure_channel(
+    channel = grpc.aio.insecure_channel(
         channel_target(address), options=options, interceptors=interceptors
     )
+    deadline_and_metrics.channel = channel
+    return channel
 
 
 def full_method_names(service_descriptor: Any, *methods: str) -> list[str]:
