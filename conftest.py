@@ -4,8 +4,10 @@ Tests that share an expensive session fixture run in one group, so each worker s
 needs once: the shared e2e platform, and the fault platforms (the fault tests are split over two
 platforms of their own, process kills and store cuts, since each cut stops every process of its
 platform). Any other test is grouped with its file; the replicas' platform (two of every process,
-about 33 connections) is module-scoped, so it stops as soon as its file is done. The heaviest
-groups are collected first, so they start at once instead of lengthening the tail of the run.
+about 33 connections) is module-scoped, so it stops as soon as its file is done. A group's tests
+run together, and the processes its session fixtures started stop when its last test is done
+(`pytest_runtest_teardown`), not when the worker ends. The heaviest groups are collected first,
+so they start at once instead of lengthening the tail of the run.
 
 Tests that stop or restart a server the whole machine shares are marked `serial`: `make test` runs
 them alone, after the parallel part (they are also gated by their own variables).
@@ -16,9 +18,10 @@ every `serial` test, and elsewhere every test that starts service processes of i
 through an outage or a timeout, or fills a queue to its bound (each marked where it is written).
 
 How many workers (`-n auto`): up to 4, fewer when the PostgreSQL server cannot hold 4 workers'
-connections. A worker keeps the services its session fixtures started (a platform of five
-processes, the upstreams of a service's suite) until it ends, about 35 PostgreSQL connections at
-its peak; the server's default `max_connections` of 100 gives 2 workers.
+connections. A worker holds the connections of the group it runs (a platform of five processes,
+the upstreams of a service's suite, the replicas' platform): with three workers, 88 at the run's
+busiest moment while finished platforms still ran until their worker's end, fewer since. The
+server's default `max_connections` of 100 gives 3 workers.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import pytest
 from chassis.postgres import database_url
 
 MAX_WORKERS = 4
-CONNECTIONS_PER_WORKER = 35
+CONNECTIONS_PER_WORKER = 28
 CONNECTIONS_KEPT_FREE = 15  # the serial tests, psql sessions, the server's reserved slots
 
 
@@ -56,6 +59,10 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 SUITE_PROCESS_FIXTURES = ("platform", "upstreams", "provider")
+# Session fixtures that keep processes running (platforms, a suite's upstreams, the payment
+# provider, the storefront, Chromium): stopped as soon as their worker leaves the group that
+# uses them, not at the worker's end (see `pytest_runtest_teardown`).
+PROCESS_FIXTURES = (*SUITE_PROCESS_FIXTURES, "fault_platform", "storefront", "chromium")
 SHARED_SERVER_MARKERS = ("broker_restart", "postgres_restart", "redis_restart")
 END_TO_END_TIER = "tests/e2e/"
 # Group name -> rank in the collection order (lower starts first); unlisted groups come after.
@@ -119,5 +126,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.xdist_group(group))
         if loadgroup:
             _tag_with_group(item, group)
-    # Stable: within a rank, the collection order (and so every worker's) is kept.
-    items.sort(key=lambda item: HEAVY_GROUPS.get(scheduling_group(item), len(HEAVY_GROUPS)))
+    # By rank, then each group's tests together, in the order their groups first appear (so
+    # every worker's order is the same, and a group's session fixtures start once, also without
+    # xdist: see `pytest_runtest_teardown`).
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first_seen.setdefault(scheduling_group(item), index)
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        group = scheduling_group(item)
+        return HEAVY_GROUPS.get(group, len(HEAVY_GROUPS)), first_seen[group]
+
+    items.sort(key=order)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own teardown of the test's narrower fixtures
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The last test of a group on this worker stops the processes the group's session fixtures
+    started (a platform of five processes keeps about ten PostgreSQL connections and some CPU
+    while idle). They used to run until the worker's end: three workers' finished platforms held
+    45 connections at once. A later test that asks for one again gets a new one.
+    """
+    if nextitem is None or scheduling_group(nextitem) == scheduling_group(item):
+        return  # the session's end stops what is left
+    still_needed = set(getattr(nextitem, "fixturenames", ()))
+    fixtures = getattr(item, "_fixtureinfo", None)
+    if fixtures is None:
+        return
+    for name in PROCESS_FIXTURES:
+        if name in still_needed:
+            continue
+        for fixturedef in fixtures.name2fixturedefs.get(name, ()):
+            if fixturedef.scope == "session":
+                fixturedef.finish(item._request)  # type: ignore[attr-defined]
