@@ -29,7 +29,7 @@ test: install ## run the whole test suite against the servers named in the envir
 	$(PYTEST) -m "not serial"
 	$(PYTEST) -n 0 -m serial || [ $$? -eq 5 ]
 
-test-quick: install ## the quick round (80 s to two minutes, by machine): unit and service suites, gateway over HTTP, manifests, compose; no end-to-end platform, process or outage test
+test-quick: install ## the quick round (about 70 s here): unit and service suites, gateway over HTTP, manifests, compose; no end-to-end platform, process or outage test
 	$(PYTEST) -m "not slow"
 
 lint: install proto-check ## ruff, formatting, mypy and the proto checks

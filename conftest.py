@@ -20,7 +20,7 @@ through an outage or a timeout, or fills a queue to its bound (each marked where
 How many workers (`-n auto`): up to 4, fewer when the PostgreSQL server cannot hold 4 workers'
 connections. A worker holds the connections of the group it runs (a platform of five processes,
 the upstreams of a service's suite, the replicas' platform): with three workers, 88 at the run's
-busiest moment while finished platforms still ran until their worker's end, fewer since. The
+busiest moment while finished platforms still ran until their worker's end, 77 since. The
 server's default `max_connections` of 100 gives 3 workers.
 """
 

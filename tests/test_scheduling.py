@@ -4,6 +4,7 @@ started stop when the group is done, not at the end of the session."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -68,8 +69,10 @@ def test_a_groups_tests_run_together_and_its_session_processes_stop_when_it_ends
     (suite / "test_z.py").write_text(USES_PLATFORM.format(name="second_with_platform"))
 
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=tmp_path,
+        # Only this suite's conftest: none of the plugins installed in the workspace.
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         capture_output=True,
         text=True,
         timeout=60,
