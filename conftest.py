@@ -78,7 +78,7 @@ HEAVY_GROUPS = {
 
 def scheduling_group(item: pytest.Item) -> str:
     """The xdist group of a test: what session fixture it shares, else its file."""
-    fixtures = item.fixturenames
+    fixtures: list[str] = getattr(item, "fixturenames", [])
     path = item.nodeid.split("::")[0]
     if "fault_platform" in fixtures:
         if path.endswith("test_dead_letters.py"):
