@@ -12,9 +12,11 @@ as it is, e.g. capturing a voided authorisation: the caller decides again from i
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
+import yarl
 from opentelemetry import propagate, trace
 from opentelemetry.util.types import AttributeValue
 
@@ -62,32 +64,37 @@ class PaymentProvider(Protocol):
 
 class HttpPaymentProvider:
     """`PaymentProvider` over the simulated provider's HTTP API; each call is bounded by
-    `timeout_seconds` as a whole (connect, send, answer)."""
+    `timeout_seconds` as a whole (connect, send, answer).
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout_seconds: float,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    The client is aiohttp's, on one keep-alive connection pool: httpx cost ten times the CPU
+    per request here (1.7 ms against 0.15 ms with 32 calls in flight, measured against the
+    same local server), its pool checking every pooled connection's socket on each request.
+    The session is opened on the first call, inside the event loop that makes the calls."""
+
+    def __init__(self, base_url: str, *, timeout_seconds: float) -> None:
+        self._base_url = yarl.URL(base_url.rstrip("/"))
         self._timeout = timeout_seconds
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            timeout=httpx.Timeout(timeout_seconds),
-            transport=transport,
-            headers={"accept": "application/json"},
-        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                headers={"accept": "application/json"},
+                raise_for_status=False,
+            )
+        return self._session
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        url = self._client.base_url.join(path)
+        url = self._base_url.with_path(self._base_url.path.rstrip("/") + path)
         attributes: dict[str, AttributeValue] = {
             "http.request.method": "POST",
             "url.full": str(url),
-            "server.address": url.host,
+            "server.address": url.host or "",
             "server.port": url.port or (443 if url.scheme == "https" else 80),
         }
         # The HTTP client span of the call (OpenTelemetry's HTTP conventions), in the trace of
@@ -98,36 +105,41 @@ class HttpPaymentProvider:
             headers: dict[str, str] = {}
             propagate.inject(headers)
             try:
-                async with asyncio.timeout(self._timeout):
-                    reply = await self._client.post(path, json=body, headers=headers)
-            except (httpx.TransportError, TimeoutError) as error:
+                async with (
+                    asyncio.timeout(self._timeout),
+                    self._client().post(url, json=body, headers=headers) as reply,
+                ):
+                    status_code = reply.status
+                    content = await reply.read()
+            except (aiohttp.ClientError, TimeoutError) as error:
                 span.set_attribute("error.type", type(error).__name__)
                 span.set_status(trace.StatusCode.ERROR)
                 raise ProviderUnavailable(f"{type(error).__name__}: {error}") from error
-            span.set_attribute("http.response.status_code", reply.status_code)
-            if reply.status_code >= 500:
-                span.set_attribute("error.type", str(reply.status_code))
+            span.set_attribute("http.response.status_code", status_code)
+            if status_code >= 500:
+                span.set_attribute("error.type", str(status_code))
                 span.set_status(trace.StatusCode.ERROR)
-        return self._reply(reply)
+        return self._reply(status_code, content)
 
-    def _reply(self, reply: httpx.Response) -> dict[str, Any]:
-        if reply.status_code >= 500 or reply.status_code == 429:
-            raise ProviderUnavailable(f"the provider answered {reply.status_code}")
+    @staticmethod
+    def _reply(status_code: int, content: bytes) -> dict[str, Any]:
+        if status_code >= 500 or status_code == 429:
+            raise ProviderUnavailable(f"the provider answered {status_code}")
         try:
-            answer = reply.json()
+            answer = json.loads(content)
         except ValueError as error:
-            if reply.status_code >= 400:
+            if status_code >= 400:
                 raise ProviderRefused(
-                    f"the provider answered {reply.status_code}", status_code=reply.status_code
+                    f"the provider answered {status_code}", status_code=status_code
                 ) from error
             raise ProviderUnavailable("the provider answered no JSON") from error
         if not isinstance(answer, dict):
             raise ProviderUnavailable("the provider answered no JSON object")
-        if reply.status_code >= 400:
+        if status_code >= 400:
             status = answer.get("status")
             raise ProviderRefused(
-                f"the provider answered {reply.status_code}: {answer}",
-                status_code=reply.status_code,
+                f"the provider answered {status_code}: {answer}",
+                status_code=status_code,
                 status=status if isinstance(status, str) else None,
             )
         return answer
