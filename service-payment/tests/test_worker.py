@@ -18,8 +18,9 @@ from chassis.testing.plugin import CreateDatabase
 from ecommerce.events.v1 import events_pb2
 from payment_service import handlers
 from payment_service.domain import Answer
+from payment_service.handlers import Handoff
 from payment_service.provider import ProviderUnavailable
-from payment_service.store import MIGRATIONS_DIR, PaymentStore, PaymentUnitOfWork
+from payment_service.store import MIGRATIONS_DIR, Lease, PaymentStore, PaymentUnitOfWork
 from payment_service.worker import PaymentWorker, WorkerSettings
 
 from .support import sample
@@ -70,8 +71,12 @@ async def pool(create_database: CreateDatabase) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-async def nothing() -> None:
+async def _given(_: Lease | None) -> None:
     return None
+
+
+# Handlers' payments made due for any worker's next round (no lease handed over).
+ANY_WORKER = Handoff(lease_seconds=None, give=_given)
 
 
 def new_worker(
@@ -96,11 +101,15 @@ async def deliver(
     event: object,
 ) -> None:
     async with new_unit_of_work() as uow:
-        await effect(uow, event, wake=nothing)
+        await effect(uow, event, handoff=ANY_WORKER)
 
 
-async def wanted(new_unit_of_work: Callable[[], PaymentUnitOfWork], order_id: str) -> None:
-    """An intent with its stock reserved: AUTHORIZING and due."""
+async def wanted(
+    new_unit_of_work: Callable[[], PaymentUnitOfWork],
+    order_id: str,
+    handoff: Handoff = ANY_WORKER,
+) -> None:
+    """An intent with its stock reserved: AUTHORIZING and due (handed over to `handoff`)."""
     await deliver(
         new_unit_of_work,
         handlers.on_order_created,
@@ -112,9 +121,10 @@ async def wanted(new_unit_of_work: Callable[[], PaymentUnitOfWork], order_id: st
             payment_token="pm_card_ok",
         ),
     )
-    await deliver(
-        new_unit_of_work, handlers.on_stock_reserved, events_pb2.StockReserved(order_id=order_id)
-    )
+    async with new_unit_of_work() as uow:
+        await handlers.on_stock_reserved(
+            uow, events_pb2.StockReserved(order_id=order_id), handoff=handoff
+        )
 
 
 async def row(pool: asyncpg.Pool, order_id: str) -> asyncpg.Record:
@@ -190,6 +200,37 @@ async def test_an_authorisation_answered_after_the_payment_was_voided_is_recorde
     assert (await row(pool, order_id))["state"] == "VOIDED"
     assert await outbox(pool, order_id) == ["PaymentVoided"]
     assert provider.calls == [("authorize", order_id), ("void", order_id)]
+
+
+async def test_a_handler_hands_the_payment_it_made_due_to_its_worker_leased_in_its_commit(
+    pool: asyncpg.Pool,
+) -> None:
+    """The handler's own statement leases the payment to this process's worker, which calls the
+    provider when the commit is done, with no round of its own; another worker (a replica)
+    finds nothing due meanwhile."""
+    provider = ScriptedProvider(hold=asyncio.Event())
+    worker, new_unit_of_work = new_worker(pool, provider)
+    replica_provider = ScriptedProvider()
+    replica, _ = new_worker(pool, replica_provider)
+    order_id = str(uuid.uuid4())
+
+    await wanted(new_unit_of_work, order_id, worker.handoff)
+    await asyncio.wait_for(provider.called.wait(), 5)  # called without run_once
+    leased = await row(pool, order_id)
+    await replica.run_once()  # another replica: the payment is leased, not due
+    assert provider.hold is not None
+    provider.hold.set()
+    for _ in range(100):
+        if (await row(pool, order_id))["state"] == "AUTHORIZED":
+            break
+        await asyncio.sleep(0.05)
+
+    assert leased["state"] == "AUTHORIZING"
+    assert leased["next_attempt_at"] > leased["updated_at"]  # a lease, not "due now"
+    assert [call for call in replica_provider.calls if call[1] == order_id] == []
+    assert provider.calls == [("authorize", order_id)]
+    assert (await row(pool, order_id))["state"] == "AUTHORIZED"
+    assert await outbox(pool, order_id) == ["PaymentAuthorized"]
 
 
 async def test_a_payment_leased_by_a_worker_that_died_is_taken_again_with_the_same_key(

@@ -1,10 +1,10 @@
 """The SQL of service-payment: the `payments` table on a unit of work's connection (writes) or
 the pool (reads), and the unit of work that binds it.
 
-Handlers change a payment under its row lock (`lock` then `save` / `move`). The worker changes
+Handlers change a payment under its row lock (`lock`, then one `write`). The worker changes
 one without holding a lock across the provider call: it leases due rows (pushing
 `next_attempt_at` on), calls the provider, then records the answer with a guard on the state it
-started from (`move(..., source=...)`), so an answer that arrives after the payment moved on
+started from (`write(..., source=...)`), so an answer that arrives after the payment moved on
 changes nothing.
 """
 
@@ -64,7 +64,8 @@ def _payment(row: asyncpg.Record) -> Payment:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A payment the worker has taken: the row as leased, and the database's clock then."""
+    """A payment as a statement left it, with the database's clock then: for the worker, a
+    payment it has taken (leased)."""
 
     payment: Payment
     now: datetime
@@ -99,14 +100,57 @@ class PaymentStore:
         return _payment(row)
 
     @_outage
-    async def save_facts(self, payment: Payment) -> Payment:
-        """Write what the saga told the payment (intent and flags; the state is not touched)."""
+    async def write(
+        self,
+        payment: Payment,
+        *,
+        source: PaymentState,
+        facts: bool = False,
+        target: PaymentState | None = None,
+        decline_reason: str | None = None,
+        attempted: bool = False,
+        start_wanting: bool = False,
+        due: bool = False,
+        lease_seconds: float | None = None,
+    ) -> Lease | None:
+        """Everything a step changes in one statement, if the payment is still in `source`
+        (None otherwise: it moved on meanwhile and nothing changes):
+
+        - `facts`: what the saga told the payment (intent and flags, from `payment`);
+        - `target`: the move (the payment is left not due unless `due`); `attempted` counts a
+          provider call and clears the failures; `start_wanting` stamps when the authorisation
+          became wanted; `decline_reason` is kept when given;
+        - `due`: the provider is needed next, with the current trace context (the worker's call
+          continues the trace of this event): leased for `lease_seconds` to the worker this
+          transaction hands it to after the commit, or, with no lease, due now for any worker.
+          This replaces a lease held by a worker in the middle of a call: its answer is recorded
+          with a guard on the state, and every provider operation is idempotent.
+
+        Returns the payment as written, with the database's clock (a lease when `due`)."""
         row = await self._db.fetchrow(
-            "UPDATE payments SET user_id = $2, amount_cents = $3, currency = $4,"  # noqa: S608
-            " payment_token = $5, intent_known = $6, stock_reserved = $7, confirmed = $8,"
-            " cancel_requested = $9, cancelled_after_confirmation = $10"
-            f" WHERE order_id = $1 RETURNING {_COLUMNS}",
+            "UPDATE payments SET"  # noqa: S608 - constant columns
+            " user_id = CASE WHEN $2 THEN $3 ELSE user_id END,"
+            " amount_cents = CASE WHEN $2 THEN $4 ELSE amount_cents END,"
+            " currency = CASE WHEN $2 THEN $5 ELSE currency END,"
+            " payment_token = CASE WHEN $2 THEN $6 ELSE payment_token END,"
+            " intent_known = CASE WHEN $2 THEN $7 ELSE intent_known END,"
+            " stock_reserved = CASE WHEN $2 THEN $8 ELSE stock_reserved END,"
+            " confirmed = CASE WHEN $2 THEN $9 ELSE confirmed END,"
+            " cancel_requested = CASE WHEN $2 THEN $10 ELSE cancel_requested END,"
+            " cancelled_after_confirmation = CASE WHEN $2 THEN $11"
+            "   ELSE cancelled_after_confirmation END,"
+            " state = COALESCE($13, state),"
+            " decline_reason = COALESCE($14, decline_reason),"
+            " provider_attempts = provider_attempts + $15::int,"
+            " consecutive_failures = CASE WHEN $15::int > 0 THEN 0 ELSE consecutive_failures END,"
+            " wanted_since = CASE WHEN $16 THEN now() ELSE wanted_since END,"
+            " next_attempt_at = CASE WHEN $17 THEN now() + make_interval(secs => $18::float8)"
+            "   WHEN $13 IS NOT NULL THEN NULL ELSE next_attempt_at END,"
+            " trace_context = CASE WHEN $17 THEN $19::jsonb ELSE trace_context END,"
+            " updated_at = CASE WHEN $13 IS NOT NULL THEN now() ELSE updated_at END"
+            f" WHERE order_id = $1 AND state = $12 RETURNING {_COLUMNS}, now() AS db_now",
             payment.order_id,
+            facts,
             payment.user_id,
             payment.amount_cents,
             payment.currency,
@@ -116,54 +160,16 @@ class PaymentStore:
             payment.confirmed,
             payment.cancel_requested,
             payment.cancelled_after_confirmation,
-        )
-        if row is None:
-            raise RuntimeError(f"payment {payment.order_id} vanished under its lock")
-        return _payment(row)
-
-    @_outage
-    async def move(
-        self,
-        order_id: uuid.UUID,
-        *,
-        source: PaymentState,
-        target: PaymentState,
-        decline_reason: str | None = None,
-        attempted: bool = False,
-        start_wanting: bool = False,
-    ) -> Payment | None:
-        """`source` -> `target` if the payment is still in `source`; None otherwise (it moved
-        on meanwhile: nothing changes). `attempted` counts a provider call and clears the
-        failures; `start_wanting` stamps when the authorisation became wanted. The move leaves
-        the payment not due (`make_due` after it when it needs another call)."""
-        row = await self._db.fetchrow(
-            "UPDATE payments SET state = $3, decline_reason = COALESCE($4, decline_reason),"  # noqa: S608
-            " provider_attempts = provider_attempts + $5::int,"
-            " consecutive_failures = CASE WHEN $5::int > 0 THEN 0 ELSE consecutive_failures END,"
-            " wanted_since = CASE WHEN $6 THEN now() ELSE wanted_since END,"
-            " next_attempt_at = NULL, updated_at = now()"
-            f" WHERE order_id = $1 AND state = $2 RETURNING {_COLUMNS}",
-            order_id,
             source.value,
-            target.value,
+            None if target is None else target.value,
             decline_reason,
             1 if attempted else 0,
             start_wanting,
+            due,
+            lease_seconds or 0.0,
+            current_context() if due else None,
         )
-        return None if row is None else _payment(row)
-
-    @_outage
-    async def make_due(self, order_id: uuid.UUID) -> None:
-        """The worker should call the provider for this payment now (this replaces a lease held
-        by a worker in the middle of a call: its answer is recorded with a guard on the state,
-        and every provider operation is idempotent, so a second call is harmless). The current
-        trace context goes with it: the worker's call continues the trace of this event."""
-        await self._db.execute(
-            "UPDATE payments SET next_attempt_at = now(), trace_context = $2::jsonb"
-            " WHERE order_id = $1",
-            order_id,
-            current_context(),
-        )
+        return None if row is None else Lease(payment=_payment(row), now=row["db_now"])
 
     @_outage
     async def lease_due(self, *, limit: int, lease_seconds: float) -> list[Lease]:

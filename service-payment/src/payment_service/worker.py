@@ -1,15 +1,18 @@
 """The provider worker: the only place service-payment calls the provider, never inside a
 database transaction.
 
-A background task of the runtime, woken right after a handler commits a payment that needs the
-provider, and otherwise looking every PAYMENT_WORKER_INTERVAL_SECONDS (other replicas' changes,
-retries coming due, leases of a worker that died). Each round:
+A payment a handler of this process made due comes leased to this worker with the handler's
+commit (`handoff`: the statement that wrote the event's effect also leased the payment), and is
+processed at once. Besides, a background task of the runtime looks every
+PAYMENT_WORKER_INTERVAL_SECONDS (retries coming due, leases of a worker that died, payments made
+due without a lease). Each round:
 
 1. leases the due payments (`UPDATE ... SET next_attempt_at = now() + lease ... FOR UPDATE SKIP
    LOCKED ... RETURNING`), so replicas share the work and a crashed worker's rows come back when
    the lease ends;
-2. for each, decides the operation from the row (`domain.next_step`) and calls the provider with
-   the order id as idempotency key, all of them concurrently;
+2. for each (and for each lease handed over), decides the operation from the row
+   (`domain.next_step`) and calls the provider with the order id as idempotency key, all of
+   them concurrently;
 3. records each answer in a new unit of work, guarded by the state the call started from, with
    the event of the move in the outbox (one per outcome; a capture publishes none), then goes on
    with what the payment needs next. A transient failure is counted and retried with jittered
@@ -40,7 +43,7 @@ from chassis.errors import Unavailable
 from chassis.logging import get_logger
 from payment_service import domain, reporting
 from payment_service.domain import Answer, Call, Operation, Payment
-from payment_service.handlers import advance
+from payment_service.handlers import Handoff, advance
 from payment_service.proto_mapping import payment_event
 from payment_service.provider import PaymentProvider, ProviderRefused, ProviderUnavailable
 from payment_service.store import Lease, PaymentStore, PaymentUnitOfWork
@@ -88,28 +91,45 @@ class PaymentWorker:
         self._provider = provider
         self._settings = settings
         self._woken = asyncio.Event()
+        # Leases handed over by this process's handlers, being processed (each in its task).
+        self._handed: set[asyncio.Task[None]] = set()
         # Leases this worker still holds whose processing failed (a database outage mid-way),
         # with when they first failed: processed again in the next rounds, for as long as a
         # lease lasts (after that another worker may have taken the payment over).
         self._stalled: dict[uuid.UUID, tuple[Lease, float]] = {}
 
-    async def wake(self) -> None:
-        """Look for due payments now (a handler committed one)."""
-        self._woken.set()
+    @property
+    def handoff(self) -> Handoff:
+        """What this process's handlers hand payments that need the provider to."""
+        return Handoff(lease_seconds=self._settings.lease_seconds, give=self._take)
+
+    async def _take(self, lease: Lease | None) -> None:
+        """A handler committed a payment leased to this worker: process it now. (None: one was
+        made due for any worker: look now.)"""
+        if lease is None:
+            self._woken.set()
+            return
+        task = asyncio.create_task(self._process_all([lease]))
+        self._handed.add(task)
+        task.add_done_callback(self._handed.discard)
 
     async def run(self) -> None:
         """Work forever; a database outage is logged and the next round tries again."""
-        while True:
-            self._woken.clear()
-            try:
-                leased = await self.run_once()
-            except Unavailable as error:
-                _log.warning("payment_worker_round_failed", error=str(error))
-                leased = 0
-            if leased >= LEASE_BATCH:
-                continue  # more may be due
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self._settings.interval_seconds)
+        try:
+            while True:
+                self._woken.clear()
+                try:
+                    leased = await self.run_once()
+                except Unavailable as error:
+                    _log.warning("payment_worker_round_failed", error=str(error))
+                    leased = 0
+                if leased >= LEASE_BATCH:
+                    continue  # more may be due
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), self._settings.interval_seconds)
+        finally:
+            for task in list(self._handed):
+                task.cancel()
 
     async def run_once(self) -> int:
         """One round: lease what is due and process it all, with the leases of this worker whose
@@ -126,26 +146,35 @@ class PaymentWorker:
             if order_id not in fresh and now - since < self._settings.lease_seconds
         ]
         self._stalled.clear()
-        work = [*leases, *retried]
-        if work:
-            results = await asyncio.gather(
-                *(self._process(lease) for lease in work), return_exceptions=True
-            )
-            for lease, result in zip(work, results, strict=True):
-                if isinstance(result, Exception):
-                    # Usually the database went away between the provider's answer and its
-                    # record: tried again next round, not when the lease runs out (longer
-                    # than a saga's timeout).
-                    order_id = lease.payment.order_id
-                    self._stalled[order_id] = (lease, failed_since.get(order_id, now))
-                    _log.warning(
-                        "payment_processing_failed",
-                        order_id=str(lease.payment.order_id),
-                        error=f"{type(result).__name__}: {result}",
-                    )
-                elif isinstance(result, BaseException):
-                    raise result
+        await self._process_all([*leases, *retried], failed_since)
         return len(leases)
+
+    async def _process_all(
+        self, work: list[Lease], failed_since: dict[uuid.UUID, float] | None = None
+    ) -> None:
+        """Process every lease concurrently; one whose processing failed is kept in `_stalled`
+        (with when it first failed) for the next rounds."""
+        if not work:
+            return
+        now = time.monotonic()
+        results = await asyncio.gather(
+            *(self._process(lease) for lease in work), return_exceptions=True
+        )
+        for lease, result in zip(work, results, strict=True):
+            if isinstance(result, Exception):
+                # Usually the database went away between the provider's answer and its
+                # record: tried again next round, not when the lease runs out (longer than a
+                # saga's timeout).
+                order_id = lease.payment.order_id
+                since = (failed_since or {}).get(order_id, now)
+                self._stalled[order_id] = (lease, since)
+                _log.warning(
+                    "payment_processing_failed",
+                    order_id=str(lease.payment.order_id),
+                    error=f"{type(result).__name__}: {result}",
+                )
+            elif isinstance(result, BaseException):
+                raise result
 
     async def _process(self, lease: Lease) -> None:
         """Continue the trace of the event that made the payment due: the provider call's span
@@ -241,14 +270,14 @@ class PaymentWorker:
         """The provider's answer, in one unit of work: the move (if the payment is still where
         the call started), its event, and whatever the payment needs next."""
         async with self._new_unit_of_work() as uow:
-            moved = await uow.payments.move(
-                payment.order_id,
+            written = await uow.payments.write(
+                payment,
                 source=payment.state,
                 target=move.target,
                 decline_reason=reason,
                 attempted=True,
             )
-            if moved is None:
+            if written is None:
                 _log.info(
                     "provider_answer_superseded",
                     order_id=str(payment.order_id),
@@ -256,15 +285,17 @@ class PaymentWorker:
                     target=move.target.value,
                 )
                 return
+            moved = written.payment
+            uow.saw_time(written.now)
             if move.event is not None:
                 uow.publish(payment_event(moved, move.event))
             uow.after_commit(partial(reporting.payment_moved, moved, payment.state))
-            await advance(uow, moved, self.wake)
+            await advance(uow, moved, self.handoff)
 
     async def _advance(self, payment: Payment) -> None:
         async with self._new_unit_of_work() as uow:
             locked = await uow.payments.lock(payment.order_id)
-            await advance(uow, locked, self.wake)
+            await advance(uow, locked, self.handoff)
 
     async def _retry_later(self, payment: Payment, operation: Operation) -> None:
         """After a transient failure or a refusal: count the call and try again later, unless
