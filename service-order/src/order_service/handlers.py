@@ -160,6 +160,7 @@ async def _place(
         placed = await uow.orders.insert(
             order_id, user_id, priced, orders.saga_version, payment_token
         )
+        uow.saw_time(placed.created_at)  # the column's default, now(): the event's time
         uow.publish(proto_mapping.order_created(placed))
         uow.after_commit(partial(reporting.order_placed, placed))
     return placed

@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 from aiormq.exceptions import ChannelClosed, ChannelInvalidStateError, ChannelPreconditionFailed
@@ -105,16 +106,20 @@ class PendingEvent:
         return cls(event=event, envelope=stamp(event), trace_context=tracing.current_context())
 
 
-async def write_outbox(conn: asyncpg.Connection, events: Sequence[PendingEvent]) -> None:
+async def write_outbox(
+    conn: asyncpg.Connection, events: Sequence[PendingEvent], *, now: datetime | None = None
+) -> None:
     """Insert `events` in the caller's open transaction, in one statement. An event without
     `occurred_at` gets the transaction's time (PostgreSQL `now()`): the clock of the rows the
-    same transaction wrote, and of the outbox row (its AMQP timestamp)."""
+    same transaction wrote, and of the outbox row (its AMQP timestamp). `now`: that time, when
+    a statement of the transaction already returned it (else it is asked for)."""
     if not events:
         return
     if not conn.is_in_transaction():
         raise RuntimeError("the outbox is written inside the transaction of the change it reports")
     if not all(has_time(e.event) for e in events):
-        now = await conn.fetchval("SELECT now()")
+        if now is None:
+            now = await conn.fetchval("SELECT now()")
         for pending in events:
             stamp_time(pending.event, now)
     await conn.execute(
