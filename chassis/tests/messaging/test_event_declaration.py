@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import aio_pika
 import asyncpg
-from asyncpg.connection import LoggedQuery
 import pytest
+from asyncpg.connection import LoggedQuery
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
