@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -55,7 +56,8 @@ async def test_first_read_misses_and_fills_then_next_read_hits(
     second = (await get(service.stub, product.id)).product
 
     assert first == second == product
-    assert product_pb2.Product.FromString(cached) == product
+    version, message = cached.removeprefix(b"#").split(b"#", 1)
+    assert (product_pb2.Product.FromString(message), int(version)) == (product, 1)
     assert metric("product_cache_requests_total", result="miss") == misses + 1
     assert metric("product_cache_requests_total", result="hit") == hits + 1
     assert store_reads == [[uuid.UUID(product.id)]]
@@ -115,6 +117,51 @@ async def test_read_that_began_before_an_update_does_not_put_the_old_value_back(
 
 
 @pytest.mark.slow
+async def test_a_refresh_after_a_commit_is_read_from_the_cache_and_never_goes_back(
+    service: Any, make_product: MakeProduct, store_reads: list[list[uuid.UUID]]
+) -> None:
+    """A reservation's commit refreshes the products it changed (reads after it hit the cache
+    and see the new stock); a refresh older than what Redis holds changes nothing, whichever
+    lands last; a tombstone (a catalogue change) is not overwritten."""
+    product = await make_product(stock=5)
+    product_id = uuid.UUID(product.id)
+    await get(service.stub, product.id)  # cached at version 1
+    stored = await service.app.store.get(product_id)
+    assert stored is not None
+    assert stored.version == 1
+    cache = service.app.cache
+    reserved, older = replace(stored, stock=4, version=2), replace(stored, stock=9, version=1)
+    store_reads.clear()
+
+    await cache.refresh([reserved])
+    after_refresh = (await get(service.stub, product.id)).product.stock
+    await cache.refresh([older])
+    after_older = (await get(service.stub, product.id)).product.stock
+    reads_while_cached = list(store_reads)
+    await cache.invalidate([product_id])
+    await cache.refresh([replace(stored, stock=3, version=3)])
+    after_tombstone = await cache._redis.get(cache.key(product_id))
+
+    assert (after_refresh, after_older) == (4, 4)
+    assert reads_while_cached == []
+    assert after_tombstone == TOMBSTONE
+
+
+async def test_every_update_of_a_product_bumps_its_version(
+    service: Any, make_product: MakeProduct
+) -> None:
+    """Every update bumps the row's version (the trigger), whoever writes it."""
+    product = await make_product(stock=5)
+    product_id = uuid.UUID(product.id)
+    await service.stub.UpdateProduct(product_pb2.UpdateProductRequest(id=product.id, stock=6))
+    await service.stub.UpdateProduct(product_pb2.UpdateProductRequest(id=product.id, stock=7))
+
+    stored = await service.app.store.get(product_id)
+
+    assert stored is not None
+    assert (stored.stock, stored.version) == (7, 3)
+
+
 async def test_concurrent_misses_for_one_product_make_one_database_read(
     service: Any, make_product: MakeProduct, store_reads: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,10 +1,11 @@
 """ProductCache: Redis cache-aside in front of ProductStore reads, with in-process single-flight.
 
-Values are serialized `ecommerce.product.v1.Product` messages under `<prefix>product:<id>`.
-Redis is an optimisation only: any Redis failure is counted and the read goes to Postgres. Every
-command here lands harmlessly twice (MGET, SCAN, SET of a tombstone, SET NX of a fill), so one
-whose connection broke under it runs once more on a fresh connection, inside the same deadline
-(`chassis.redis_client.idempotent`).
+Values are serialized `ecommerce.product.v1.Product` messages under `<prefix>product:<id>`,
+behind the product's version (`#<version>#<message>`: the row's `version`, bumped by every
+update). Redis is an optimisation only: any Redis failure is counted and the read goes to
+Postgres. Every command here lands harmlessly twice (MGET, SCAN, SET of a tombstone, a
+versioned write), so one whose connection broke under it runs once more on a fresh connection,
+inside the same deadline (`chassis.redis_client.idempotent`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import TypeVar, cast
 
 from google.protobuf.message import DecodeError
@@ -36,24 +38,54 @@ CACHE_ERRORS = Counter(
     ["operation"],
 )
 
-# A real serialized Product starts with field 1's tag (0x0A), so this can never be one.
+# A cached value starts with "#" (a version), so this can never be one.
 TOMBSTONE = b"tombstone"
+
+# Write each product (KEYS[i], version ARGV[2i], value ARGV[2i+1], for ARGV[1] seconds) unless
+# Redis holds a tombstone or the same or a newer version: a write never takes a product back
+# to an older state, whichever of two writes lands last. A value of another format counts as
+# older. Returns how many were written.
+WRITE_NEWER = """
+local written = 0
+for i, key in ipairs(KEYS) do
+  local version = tonumber(ARGV[2 * i])
+  local current = redis.call('GET', key)
+  if current ~= 'tombstone' then
+    local held = -1
+    if current then
+      held = tonumber(string.match(current, '^#(%d+)#')) or -1
+    end
+    if held < version then
+      redis.call('SET', key, ARGV[2 * i + 1], 'EX', ARGV[1])
+      written = written + 1
+    end
+  end
+end
+return written
+"""
 
 T = TypeVar("T")
 log = get_logger(__name__)
 
 
 class ProductCache:
-    """Cache-aside reads; `invalidate` after every commit that changes a product.
+    """Cache-aside reads; after every commit that changes a product, `refresh` with the products
+    as the commit left them (a stock change: the saga's reservations, whose every checkout
+    would otherwise empty the cache of the products it touched) or `invalidate` (a change of
+    the catalogue).
+
+    Versions: every write here (a fill after a miss, a refresh after a commit) is conditional
+    on Redis holding no tombstone and no newer version of the product, in one script: two
+    refreshes of one product from two replicas land in any order and the newer stays, and a
+    fill of a row read before a commit cannot overwrite the refresh of that commit.
 
     The stale-set race: a reader misses, reads the OLD row, the writer commits and invalidates,
     then the reader would write the old row back for a whole TTL. We prevent it with a
-    short-lived tombstone instead of a plain DEL: invalidation overwrites the key with TOMBSTONE
-    for `tombstone_seconds`, readers treat a tombstone as a miss, and readers fill with SET NX,
-    which a tombstone blocks. A reader only fills when its own database read started less than
-    half a tombstone lifetime ago, so any commit after that read began left a tombstone that is
-    still alive when the fill arrives. Comparing updated_at would need a Lua script and a
-    versioned value format; this keeps the values plain protobuf bytes readable with MGET.
+    short-lived tombstone instead of a plain DEL: invalidation overwrites the key with TOMBSTONE for
+    `tombstone_seconds`, readers treat a tombstone as a miss, and a tombstone blocks fills. A
+    reader only fills when its own database read started less than half a tombstone lifetime
+    ago, so any commit after that read began left a tombstone that is still alive when the fill
+    arrives.
 
     An invalidation Redis does not take (unreachable) is remembered and retried before every
     read; until it lands, those products are read from Postgres and not filled, so the value
@@ -72,6 +104,7 @@ class ProductCache:
         timeout_seconds: float = 0.25,
     ) -> None:
         self._redis = redis
+        self._write_newer = redis.register_script(WRITE_NEWER)
         self._store = store
         self._prefix = key_prefix
         self._ttl = ttl_seconds
@@ -131,6 +164,22 @@ class ProductCache:
             await self._confirm_invalidations()
         finally:
             detach_inflight()
+
+    async def refresh(self, products: Sequence[Product]) -> None:
+        """Call after the commit that changed these products, with the products as it left
+        them: Redis gets them (unless it holds a newer version, or a tombstone), so reads after
+        a reservation hit the cache. When Redis does not take them, they are invalidated."""
+        product_ids = [product.id for product in products]
+        for product_id in product_ids:
+            self._inflight.pop(product_id, None)
+        if product_ids and await self._write(products, "refresh") is not None:
+            # Redis now holds this version, a newer one or a tombstone for each: an older
+            # invalidation that did not land is overtaken.
+            self._unconfirmed.difference_update(product_ids)
+            for product_id in product_ids:
+                self._inflight.pop(product_id, None)
+            return
+        await self.invalidate(product_ids)
 
     async def _confirm_invalidations(self) -> None:
         """Tombstones for every product whose invalidation is not known to have landed; those
@@ -209,20 +258,34 @@ class ProductCache:
         if value is None or value == TOMBSTONE:
             return None
         try:
-            return decode_product(cast(bytes, value))  # the client runs with decode_responses off
+            # The client runs with decode_responses off: `#<version>#<message>`.
+            data = cast(bytes, value)
+            if not data.startswith(b"#"):
+                raise ValueError("a cached value without a version")
+            _, version, message = data.split(b"#", 2)
+            return replace(decode_product(message), version=int(version))
         except (DecodeError, ValueError):
             # Written by something else (an old format, a hand edit): read through instead.
             CACHE_ERRORS.labels(operation="decode").inc()
             return None
 
-    async def _fill(self, products: Iterable[Product]) -> None:
-        async def set_missing() -> None:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for product in products:
-                    pipe.set(self.key(product.id), encode_product(product), ex=self._ttl, nx=True)
-                await pipe.execute()
+    async def _fill(self, products: Sequence[Product]) -> None:
+        await self._write(products, "fill")
 
-        await self._redis_call("fill", set_missing)
+    async def _write(self, products: Sequence[Product], operation: str) -> int | None:
+        """Each product unless Redis holds it newer or a tombstone; None when Redis failed."""
+        arguments: list[bytes | int] = [self._ttl]
+        for product in products:
+            arguments += [product.version, _versioned(product)]
+
+        async def write() -> int:
+            return int(
+                await self._write_newer(
+                    keys=[self.key(product.id) for product in products], args=arguments
+                )
+            )
+
+        return await self._redis_call(operation, write)
 
     async def _redis_call(
         self, operation: str, call: Callable[[], Awaitable[T]], *, within: float | None = None
@@ -234,6 +297,10 @@ class ProductCache:
             CACHE_ERRORS.labels(operation=operation).inc()
             log.warning("product_cache_unavailable", operation=operation, error=repr(error))
             return None
+
+
+def _versioned(product: Product) -> bytes:
+    return b"#%d#" % product.version + encode_product(product)
 
 
 async def _batches(keys: AsyncIterator[bytes], size: int = 500) -> AsyncIterator[list[bytes]]:

@@ -43,6 +43,8 @@ class Product:
     stock: int
     created_at: datetime
     updated_at: datetime
+    # Bumped by every update of the row (a trigger): orders the product's states for the cache.
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

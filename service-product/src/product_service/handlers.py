@@ -156,10 +156,9 @@ class Stock:
             uow.publish(proto_mapping.reservation_failed(order_id, shortage))
             uow.after_commit(_counted("failed", order_id))
             return
-        await uow.stock.take(order_id, lines)
+        taken = await uow.stock.take(order_id, lines)
         uow.publish(proto_mapping.stock_reserved(order_id, lines))
-        touched = [line.product_id for line in lines]
-        uow.after_commit(lambda: self._cache.invalidate(touched))
+        uow.after_commit(lambda: self._cache.refresh(taken))
         uow.after_commit(_counted("reserved", order_id))
 
     async def on_order_cancelled(
@@ -168,12 +167,11 @@ class Stock:
         """Give a reservation back once (`stock.released`); a cancellation that comes before
         its order is remembered so the late `order.created` reserves nothing."""
         order_id = parse_order_id(event.order_id)
-        lines = await uow.stock.release(order_id)
-        if lines is None:
+        released = await uow.stock.release(order_id)
+        if released is None:
             return
-        uow.publish(proto_mapping.stock_released(order_id, lines))
-        touched = [line.product_id for line in lines]
-        uow.after_commit(lambda: self._cache.invalidate(touched))
+        uow.publish(proto_mapping.stock_released(order_id, released.lines))
+        uow.after_commit(lambda: self._cache.refresh(released.products))
         uow.after_commit(_released(order_id))
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
-from product_service.domain import StockLine
+from product_service.domain import Product, StockLine
+from product_service.store import PRODUCT_COLUMNS, product_of
 
 QUERY_TIMEOUT_SECONDS = 5.0
 
@@ -26,6 +28,12 @@ class ReservationStatus(enum.StrEnum):
     REJECTED = "REJECTED"
     RELEASED = "RELEASED"
     CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    lines: list[StockLine]
+    products: list[Product]  # as the release left them
 
 
 class StockRepository:
@@ -52,21 +60,21 @@ class StockRepository:
         )
         return {row["id"]: row["stock"] for row in rows}
 
-    async def take(self, order_id: uuid.UUID, lines: Sequence[StockLine]) -> None:
-        """Decrement stock by every line (the caller checked it suffices, rows locked) and
-        record the lines on the order's reservation."""
+    async def take(self, order_id: uuid.UUID, lines: Sequence[StockLine]) -> list[Product]:
+        """Decrement stock by every line (the caller checked it suffices, rows locked), record
+        the lines on the order's reservation, and return the products as they now are."""
         ids, quantities = [line.product_id for line in lines], [line.quantity for line in lines]
-        status = await self._conn.execute(
-            "UPDATE products p SET stock = p.stock - l.quantity, updated_at = now()"
+        rows = await self._conn.fetch(
+            "UPDATE products p SET stock = p.stock - l.quantity, updated_at = now()"  # noqa: S608
             " FROM unnest($1::uuid[], $2::int[]) AS l(product_id, quantity)"
-            " WHERE p.id = l.product_id AND p.stock >= l.quantity",
+            f" WHERE p.id = l.product_id AND p.stock >= l.quantity RETURNING {PRODUCT_COLUMNS}",
             ids,
             quantities,
             timeout=QUERY_TIMEOUT_SECONDS,
         )
-        if status != f"UPDATE {len(lines)}":
+        if len(rows) != len(lines):
             # Cannot happen with the rows locked and checked; refuse rather than half-reserve.
-            raise RuntimeError(f"stock changed under a lock: {status} for {len(lines)} lines")
+            raise RuntimeError(f"stock changed under a lock: {len(rows)} of {len(lines)} lines")
         await self._conn.execute(
             "INSERT INTO stock_reservation_lines (order_id, product_id, quantity)"
             " SELECT $1, * FROM unnest($2::uuid[], $3::int[])",
@@ -75,14 +83,16 @@ class StockRepository:
             quantities,
             timeout=QUERY_TIMEOUT_SECONDS,
         )
+        return [product_of(row) for row in rows]
 
     async def reject(self, order_id: uuid.UUID) -> None:
         await self._set_status(order_id, ReservationStatus.REJECTED)
 
-    async def release(self, order_id: uuid.UUID) -> list[StockLine] | None:
+    async def release(self, order_id: uuid.UUID) -> Released | None:
         """Give a RESERVED order's stock back (once: the reservation becomes RELEASED) and
-        return its lines. With no record yet, remember the cancellation (None); with any other
-        record (rejected, released, cancelled), do nothing (None)."""
+        return its lines and the products as they now are. With no record yet, remember the
+        cancellation (None); with any other record (rejected, released, cancelled), do nothing
+        (None)."""
         remembered = await self._conn.fetchval(
             "INSERT INTO stock_reservations (order_id, status) VALUES ($1, 'CANCELLED')"
             " ON CONFLICT (order_id) DO NOTHING RETURNING true",
@@ -107,15 +117,15 @@ class StockRepository:
         )
         lines = [StockLine(row["product_id"], row["quantity"]) for row in rows]
         await self.lock_stock([line.product_id for line in lines])
-        await self._conn.execute(
-            "UPDATE products p SET stock = p.stock + l.quantity, updated_at = now()"
+        products = await self._conn.fetch(
+            "UPDATE products p SET stock = p.stock + l.quantity, updated_at = now()"  # noqa: S608
             " FROM unnest($1::uuid[], $2::int[]) AS l(product_id, quantity)"
-            " WHERE p.id = l.product_id",
+            f" WHERE p.id = l.product_id RETURNING {PRODUCT_COLUMNS}",
             [line.product_id for line in lines],
             [line.quantity for line in lines],
             timeout=QUERY_TIMEOUT_SECONDS,
         )
-        return lines
+        return Released(lines, [product_of(row) for row in products])
 
     async def _set_status(self, order_id: uuid.UUID, status: ReservationStatus) -> None:
         await self._conn.execute(

@@ -21,7 +21,9 @@ from product_service.domain import (
 # The schema this store reads and writes, shipped inside the package.
 MIGRATIONS_DIR = package_migrations("product_service")
 
-_COLUMNS = "id, sku, name, description, price_cents, currency, stock, created_at, updated_at"
+PRODUCT_COLUMNS = (
+    "id, sku, name, description, price_cents, currency, stock, created_at, updated_at, version"
+)
 QUERY_TIMEOUT_SECONDS = 5.0
 
 _unavailable_on_outage = unavailable_on_outage("the product database")
@@ -29,7 +31,7 @@ _unavailable_on_outage = unavailable_on_outage("the product database")
 _read = unavailable_on_outage("the product database", idempotent=True)
 
 
-def _product(row: asyncpg.Record) -> Product:
+def product_of(row: asyncpg.Record) -> Product:
     return Product(
         id=row["id"],
         sku=row["sku"],
@@ -40,6 +42,7 @@ def _product(row: asyncpg.Record) -> Product:
         stock=row["stock"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        version=row["version"],
     )
 
 
@@ -50,20 +53,20 @@ class ProductStore:
     @_read
     async def get(self, product_id: uuid.UUID) -> Product | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM products WHERE id = $1",  # noqa: S608 - constant columns
+            f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1",  # noqa: S608 - constant columns
             product_id,
             timeout=QUERY_TIMEOUT_SECONDS,
         )
-        return None if row is None else _product(row)
+        return None if row is None else product_of(row)
 
     @_read
     async def get_many(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM products WHERE id = ANY($1::uuid[])",  # noqa: S608
+            f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ANY($1::uuid[])",  # noqa: S608
             list(product_ids),
             timeout=QUERY_TIMEOUT_SECONDS,
         )
-        return {row["id"]: _product(row) for row in rows}
+        return {row["id"]: product_of(row) for row in rows}
 
     @_read
     async def list_page(self, page: PageRequest) -> tuple[list[Product], PageCursor | None]:
@@ -85,13 +88,13 @@ class ProductStore:
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         args.append(page.size + 1)
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS}, lower(name) AS name_key FROM products {where} "  # noqa: S608
+            f"SELECT {PRODUCT_COLUMNS}, lower(name) AS name_key FROM products {where} "  # noqa: S608
             f"ORDER BY lower(name), id LIMIT ${len(args)}",
             *args,
             timeout=QUERY_TIMEOUT_SECONDS,
         )
         page_rows = rows[: page.size]
-        products = [_product(row) for row in page_rows]
+        products = [product_of(row) for row in page_rows]
         if len(rows) <= page.size:
             return products, None
         last = page_rows[-1]
@@ -104,7 +107,7 @@ class ProductStore:
         try:
             row = await self._pool.fetchrow(
                 "INSERT INTO products (sku, name, description, price_cents, currency, stock) "  # noqa: S608
-                f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
+                f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {PRODUCT_COLUMNS}",
                 new.sku,
                 new.name,
                 new.description,
@@ -115,7 +118,7 @@ class ProductStore:
             )
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"sku {new.sku!r} is already taken", field="sku") from None
-        return _product(_returned(row))
+        return product_of(_returned(row))
 
     @_unavailable_on_outage
     async def insert_missing(self, products: Sequence[NewProduct]) -> int:
@@ -152,16 +155,16 @@ class ProductRepository:
         """Apply the patch in one statement; None when no such product."""
         if patch.is_empty():
             row = await self._conn.fetchrow(
-                f"SELECT {_COLUMNS} FROM products WHERE id = $1",  # noqa: S608
+                f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1",  # noqa: S608
                 product_id,
                 timeout=QUERY_TIMEOUT_SECONDS,
             )
-            return None if row is None else _product(row)
+            return None if row is None else product_of(row)
         row = await self._conn.fetchrow(
             "UPDATE products SET name = COALESCE($2, name), "  # noqa: S608 - constant columns
             "description = COALESCE($3, description), "
             "price_cents = COALESCE($4, price_cents), stock = COALESCE($5, stock), "
-            f"updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",
+            f"updated_at = now() WHERE id = $1 RETURNING {PRODUCT_COLUMNS}",
             product_id,
             patch.name,
             patch.description,
@@ -169,7 +172,7 @@ class ProductRepository:
             patch.stock,
             timeout=QUERY_TIMEOUT_SECONDS,
         )
-        return None if row is None else _product(row)
+        return None if row is None else product_of(row)
 
 
 def _returned(row: asyncpg.Record | None) -> asyncpg.Record:
