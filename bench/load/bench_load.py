@@ -130,7 +130,7 @@ async def main() -> None:
         saga.progress(f"locust: {rate:,.1f} confirmed/s")
     finally:
         for shopper in shoppers:
-            await shopper.client.aclose()
+            await shopper.close()
         for process in processes:
             process.stop()
         await saga.cleanup(env, databases)

@@ -401,7 +401,7 @@ async def main() -> None:
         memory = resident_mib(processes)
     finally:
         for shopper in shoppers:
-            await shopper.client.aclose()
+            await shopper.close()
         for process in processes:
             process.stop()
         await cleanup(env, databases)
