@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterable
 
 import grpc
 import pytest
 
+from cart_service import handlers
+from cart_service.domain import ProductSnapshot
+from cart_service.handlers import Carts
+from cart_service.products import ProductCatalog
+from cart_service.store import CartStore
 from chassis.errors import field_of
 from chassis.testing.tokens import OwnerTokenInterceptor
 from ecommerce.cart.v1 import cart_pb2, cart_pb2_grpc
@@ -249,3 +255,70 @@ async def test_with_service_product_silent_writes_answer_unavailable_within_the_
 
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert empty == cart_pb2.Cart(user_id=user, currency="USD")
+
+
+class CountingCatalog(ProductCatalog):
+    """The real client of the test's service-product, counting the calls it makes."""
+
+    def __init__(self, address: str) -> None:
+        connected = ProductCatalog.connect(address, timeout_seconds=5)
+        super().__init__(connected._channel, timeout_seconds=5)
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def get(self, product_id: str) -> ProductSnapshot:
+        self.calls.append(("GetProduct", [product_id]))
+        return await super().get(product_id)
+
+    async def batch_get(self, product_ids: Iterable[str]) -> dict[str, ProductSnapshot]:
+        ids = list(product_ids)
+        self.calls.append(("BatchGetProducts", ids))
+        return await super().batch_get(ids)
+
+
+async def test_an_add_reads_the_added_product_once_and_only_the_other_lines_prices(
+    platform: Platform, store: CartStore, user_id: str
+) -> None:
+    lamp, desk = await platform.create_product(), await platform.create_product()
+    catalog = CountingCatalog(platform.product_address)
+    carts = Carts(catalog)
+    carts.attach(store)
+    try:
+        first = await handlers.add_item(carts, user_id=user_id, product_id=lamp.id, quantity=1)
+        calls_of_the_first = list(catalog.calls)
+        catalog.calls.clear()
+        second = await handlers.add_item(carts, user_id=user_id, product_id=desk.id, quantity=2)
+    finally:
+        await catalog.close()
+
+    assert calls_of_the_first == [("GetProduct", [lamp.id])]
+    assert catalog.calls == [("GetProduct", [desk.id]), ("BatchGetProducts", [lamp.id])]
+    assert [(item.product_id, item.quantity) for item in first.items] == [(lamp.id, 1)]
+    assert sorted((item.product_id, item.name, item.quantity) for item in second.items) == sorted(
+        [(lamp.id, lamp.name, 1), (desk.id, desk.name, 2)]
+    )
+
+
+async def test_a_cart_read_for_its_lines_only_reads_no_product(
+    platform: Platform, store: CartStore, user_id: str
+) -> None:
+    lamp = await platform.create_product(price_cents=700)
+    catalog = CountingCatalog(platform.product_address)
+    carts = Carts(catalog)
+    carts.attach(store)
+    try:
+        await handlers.add_item(carts, user_id=user_id, product_id=lamp.id, quantity=3)
+        catalog.calls.clear()
+        lines = await handlers.get_cart(carts, user_id=user_id, lines_only=True)
+        calls_for_the_lines = list(catalog.calls)
+        priced = await handlers.get_cart(carts, user_id=user_id)
+    finally:
+        await catalog.close()
+
+    assert calls_for_the_lines == []
+    assert [(item.product_id, item.quantity, item.name) for item in lines.items] == [
+        (lamp.id, 3, "")
+    ]
+    assert [(item.product_id, item.quantity, item.unit_price_cents) for item in priced.items] == [
+        (lamp.id, 3, 700)
+    ]
+    assert catalog.calls == [("BatchGetProducts", [lamp.id])]

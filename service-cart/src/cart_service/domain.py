@@ -157,6 +157,14 @@ def priced(cart: Cart, products: Mapping[str, ProductSnapshot]) -> PricedCart:
     return PricedCart(cart.user_id, items, currency, cleared)
 
 
+def unpriced(cart: Cart) -> PricedCart:
+    """The cart's lines as they are, no product read: names empty, prices 0 (for a caller that
+    prices the lines itself)."""
+    items = tuple(PricedLine(line.product_id, "", line.quantity, 0) for line in cart.lines)
+    cleared = tuple(order.order_id for order in cart.cleared_orders)
+    return PricedCart(cart.user_id, items, cart.currency or DEFAULT_CURRENCY, cleared)
+
+
 def parse_id(value: str, field: str) -> str:
     """Canonical form of a UUID argument; INVALID_ARGUMENT naming `field` otherwise."""
     try:

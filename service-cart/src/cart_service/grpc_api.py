@@ -33,7 +33,9 @@ class CartServicer(cart_pb2_grpc.CartServiceServicer):
         self, request: cart_pb2.GetCartRequest, context: grpc.aio.ServicerContext
     ) -> cart_pb2.GetCartResponse:
         await self._authorise(context, request.user_id)
-        cart = await handlers.get_cart(self._carts, user_id=request.user_id)
+        cart = await handlers.get_cart(
+            self._carts, user_id=request.user_id, lines_only=request.lines_only
+        )
         return cart_pb2.GetCartResponse(
             cart=cart_to_proto(cart), cleared_order_ids=cart.cleared_order_ids
         )

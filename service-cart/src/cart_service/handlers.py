@@ -7,7 +7,7 @@ import functools
 from dataclasses import dataclass, field
 
 from cart_service import domain
-from cart_service.domain import Cart, PricedCart
+from cart_service.domain import Cart, PricedCart, ProductSnapshot
 from cart_service.products import ProductCatalog
 from cart_service.store import CartStore, now_ms
 from chassis.errors import InvalidArgument, Unavailable
@@ -40,13 +40,20 @@ class Carts:
         return self._store
 
 
-async def _priced(carts: Carts, cart: Cart) -> PricedCart:
-    return domain.priced(cart, await carts.products.batch_get(cart.product_ids))
+async def _priced(carts: Carts, cart: Cart, *, known: ProductSnapshot | None = None) -> PricedCart:
+    """The cart with its products' current names and prices; `known`: a product this request
+    has just read (the one added or changed), not asked for twice."""
+    have = {} if known is None else {known.product_id: known}
+    missing = [product_id for product_id in cart.product_ids if product_id not in have]
+    fetched = await carts.products.batch_get(missing) if missing else {}
+    return domain.priced(cart, {**have, **fetched})
 
 
-async def get_cart(carts: Carts, *, user_id: str) -> PricedCart:
+async def get_cart(carts: Carts, *, user_id: str, lines_only: bool = False) -> PricedCart:
+    """The cart priced now; with `lines_only`, its lines as they are (no product read)."""
     user_id = domain.parse_id(user_id, "user_id")
-    return await _priced(carts, await carts.store.get(user_id))
+    cart = await carts.store.get(user_id)
+    return domain.unpriced(cart) if lines_only else await _priced(carts, cart)
 
 
 async def add_item(carts: Carts, *, user_id: str, product_id: str, quantity: int) -> PricedCart:
@@ -58,7 +65,7 @@ async def add_item(carts: Carts, *, user_id: str, product_id: str, quantity: int
     cart = await carts.store.add_item(
         user_id, product_id, quantity, stock=product.stock, currency=product.currency
     )
-    return await _priced(carts, cart)
+    return await _priced(carts, cart, known=product)
 
 
 async def set_item_quantity(
@@ -76,6 +83,7 @@ async def set_item_quantity(
         cart = await carts.store.set_quantity(
             user_id, product_id, quantity, stock=product.stock, currency=product.currency
         )
+        return await _priced(carts, cart, known=product)
     return await _priced(carts, cart)
 
 

@@ -61,7 +61,7 @@ class CartClient:
         and the orders whose lines the cart has given up."""
         try:
             reply = await self._stub.GetCart(
-                cart_pb2.GetCartRequest(user_id=caller.user_id),
+                cart_pb2.GetCartRequest(user_id=caller.user_id, lines_only=True),
                 metadata=bearer_metadata(caller.token),
                 timeout=self._timeout,
             )

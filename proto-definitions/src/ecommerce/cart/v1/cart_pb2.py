@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x63ommerce/cart/v1/cart.proto\x12\x11\x65\x63ommerce.cart.v1\"r\n\x08\x43\x61rtItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x04 \x01(\x03\x12\x18\n\x10line_total_cents\x18\x05 \x01(\x03\"j\n\x04\x43\x61rt\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.ecommerce.cart.v1.CartItem\x12\x13\n\x0btotal_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"!\n\x0eGetCartRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"S\n\x0fGetCartResponse\x12%\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x17.ecommerce.cart.v1.Cart\x12\x19\n\x11\x63leared_order_ids\x18\x02 \x03(\t\"G\n\x0e\x41\x64\x64ItemRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\"8\n\x0f\x41\x64\x64ItemResponse\x12%\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x17.ecommerce.cart.v1.Cart\"O\n\x16SetItemQuantityRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\"@\n\x17SetItemQuantityResponse\x12%\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x17.ecommerce.cart.v1.Cart\"8\n\x11RemoveItemRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\";\n\x12RemoveItemResponse\x12%\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x17.ecommerce.cart.v1.Cart\"#\n\x10\x43learCartRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x13\n\x11\x43learCartResponse2\xce\x03\n\x0b\x43\x61rtService\x12P\n\x07GetCart\x12!.ecommerce.cart.v1.GetCartRequest\x1a\".ecommerce.cart.v1.GetCartResponse\x12P\n\x07\x41\x64\x64Item\x12!.ecommerce.cart.v1.AddItemRequest\x1a\".ecommerce.cart.v1.AddItemResponse\x12h\n\x0fSetItemQuantity\x12).ecommerce.cart.v1.SetItemQuantityRequest\x1a*.ecommerce.cart.v1.SetItemQuantityResponse\x12Y\n\nRemoveItem\x12$.ecommerce.cart.v1.RemoveItemRequest\x1a%.ecommerce.cart.v1.RemoveItemResponse\x12V\n\tClearCart\x12#.ecommerce.cart.v1.ClearCartRequest\x1a$.ecommerce.cart.v1.ClearCartResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x63ommerce/cart/v1/cart.proto\x12\x11\x65\x63ommerce.cart.v1\"r\n\x08\x43\x61rtItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x04 \x01(\x03\x12\x18\n\x10line_total_cents\x18\x05 \x01(\x03\"j\n\x04\x43\x61rt\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.ecommerce.cart.v1.CartItem\x12\x13\n\x0btotal_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"5\n\x0eGetCartRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nlines_only\x18\x02 \x01(\x08\"S\n\x0fGetCartResponse\x12%\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x17.ecommerce.cart.v1.Cart\x12\x19\n\x11\x63leared_order_ids\x18\x02 \x03(\t\"G\n\x0e\x41\x64\x64ItemRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\"8\n\x0f\x41\x64\x64ItemResponse\x12%\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x17.ecommerce.cart.v1.Cart\"O\n\x16SetItemQuantityRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\"@\n\x17SetItemQuantityResponse\x12%\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x17.ecommerce.cart.v1.Cart\"8\n\x11RemoveItemRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\";\n\x12RemoveItemResponse\x12%\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x17.ecommerce.cart.v1.Cart\"#\n\x10\x43learCartRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x13\n\x11\x43learCartResponse2\xce\x03\n\x0b\x43\x61rtService\x12P\n\x07GetCart\x12!.ecommerce.cart.v1.GetCartRequest\x1a\".ecommerce.cart.v1.GetCartResponse\x12P\n\x07\x41\x64\x64Item\x12!.ecommerce.cart.v1.AddItemRequest\x1a\".ecommerce.cart.v1.AddItemResponse\x12h\n\x0fSetItemQuantity\x12).ecommerce.cart.v1.SetItemQuantityRequest\x1a*.ecommerce.cart.v1.SetItemQuantityResponse\x12Y\n\nRemoveItem\x12$.ecommerce.cart.v1.RemoveItemRequest\x1a%.ecommerce.cart.v1.RemoveItemResponse\x12V\n\tClearCart\x12#.ecommerce.cart.v1.ClearCartRequest\x1a$.ecommerce.cart.v1.ClearCartResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,25 +36,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CART']._serialized_start=167
   _globals['_CART']._serialized_end=273
   _globals['_GETCARTREQUEST']._serialized_start=275
-  _globals['_GETCARTREQUEST']._serialized_end=308
-  _globals['_GETCARTRESPONSE']._serialized_start=310
-  _globals['_GETCARTRESPONSE']._serialized_end=393
-  _globals['_ADDITEMREQUEST']._serialized_start=395
-  _globals['_ADDITEMREQUEST']._serialized_end=466
-  _globals['_ADDITEMRESPONSE']._serialized_start=468
-  _globals['_ADDITEMRESPONSE']._serialized_end=524
-  _globals['_SETITEMQUANTITYREQUEST']._serialized_start=526
-  _globals['_SETITEMQUANTITYREQUEST']._serialized_end=605
-  _globals['_SETITEMQUANTITYRESPONSE']._serialized_start=607
-  _globals['_SETITEMQUANTITYRESPONSE']._serialized_end=671
-  _globals['_REMOVEITEMREQUEST']._serialized_start=673
-  _globals['_REMOVEITEMREQUEST']._serialized_end=729
-  _globals['_REMOVEITEMRESPONSE']._serialized_start=731
-  _globals['_REMOVEITEMRESPONSE']._serialized_end=790
-  _globals['_CLEARCARTREQUEST']._serialized_start=792
-  _globals['_CLEARCARTREQUEST']._serialized_end=827
-  _globals['_CLEARCARTRESPONSE']._serialized_start=829
-  _globals['_CLEARCARTRESPONSE']._serialized_end=848
-  _globals['_CARTSERVICE']._serialized_start=851
-  _globals['_CARTSERVICE']._serialized_end=1313
+  _globals['_GETCARTREQUEST']._serialized_end=328
+  _globals['_GETCARTRESPONSE']._serialized_start=330
+  _globals['_GETCARTRESPONSE']._serialized_end=413
+  _globals['_ADDITEMREQUEST']._serialized_start=415
+  _globals['_ADDITEMREQUEST']._serialized_end=486
+  _globals['_ADDITEMRESPONSE']._serialized_start=488
+  _globals['_ADDITEMRESPONSE']._serialized_end=544
+  _globals['_SETITEMQUANTITYREQUEST']._serialized_start=546
+  _globals['_SETITEMQUANTITYREQUEST']._serialized_end=625
+  _globals['_SETITEMQUANTITYRESPONSE']._serialized_start=627
+  _globals['_SETITEMQUANTITYRESPONSE']._serialized_end=691
+  _globals['_REMOVEITEMREQUEST']._serialized_start=693
+  _globals['_REMOVEITEMREQUEST']._serialized_end=749
+  _globals['_REMOVEITEMRESPONSE']._serialized_start=751
+  _globals['_REMOVEITEMRESPONSE']._serialized_end=810
+  _globals['_CLEARCARTREQUEST']._serialized_start=812
+  _globals['_CLEARCARTREQUEST']._serialized_end=847
+  _globals['_CLEARCARTRESPONSE']._serialized_start=849
+  _globals['_CLEARCARTRESPONSE']._serialized_end=868
+  _globals['_CARTSERVICE']._serialized_start=871
+  _globals['_CARTSERVICE']._serialized_end=1333
 # @@protoc_insertion_point(module_scope)

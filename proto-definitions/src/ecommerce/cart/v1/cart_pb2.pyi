@@ -99,16 +99,23 @@ class GetCartRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_ID_FIELD_NUMBER: _builtins.int
+    LINES_ONLY_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Owner's user id (UUID)."""
+    lines_only: _builtins.bool
+    """Only the lines (product ids and quantities) and the cleared orders: no product is read, so
+    names, prices and totals are left empty. For a caller that prices the lines itself
+    (service-order at checkout), one call to service-product less.
+    """
     def __init__(
         self,
         *,
         user_id: _builtins.str = ...,
+        lines_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines_only", b"lines_only", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
