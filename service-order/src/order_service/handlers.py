@@ -9,13 +9,13 @@ commit. A saga event that finds its order already moved changes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 
 from chassis.auth import Principal
 from chassis.logging import get_logger
-from chassis.messaging import PoisonMessage, Subscription
+from chassis.messaging import Outcome, PoisonMessage, Subscription
 from chassis.unit_of_work import HandledOnce
 from ecommerce.events.v1 import events_pb2
 from order_service import proto_mapping, reporting
@@ -261,20 +261,37 @@ async def _publish_confirmed(
 
 
 async def on_stock_reserved(uow: OrderUnitOfWork, event: events_pb2.StockReserved) -> None:
-    """Saga version 1: PENDING -> CONFIRMED with `order.confirmed`. A version-2 order waits
-    for `payment.authorized` (service-payment authorises on this same event): no effect."""
+    """Saga version 1: PENDING -> CONFIRMED with `order.confirmed` (see `stock_reserved`)."""
     order_id = _order_id(event)
     moved = await uow.orders.move(order_id, CONFIRM)
     if moved is not None:
         await _publish_confirmed(uow, moved, CONFIRM)
         return
-    state = await uow.orders.state(order_id)
-    if state is not None and state.saga_version is SagaVersion.PAYMENT:
-        why = "saga version 2: the order is confirmed on payment.authorized"
-    else:
-        # Cancelled meanwhile (service-product releases on order.cancelled), or not ours.
-        why = "the order is not PENDING or does not exist"
-    _without_effect(order_id, event, why)
+    # Cancelled meanwhile (service-product releases on order.cancelled), or not ours.
+    _without_effect(order_id, event, "the order is not PENDING or does not exist")
+
+
+def stock_reserved(
+    store: OrderStore, confirm: Callable[[events_pb2.StockReserved], Awaitable[Outcome]]
+) -> Callable[[events_pb2.StockReserved], Awaitable[Outcome]]:
+    """The handler of `stock.reserved`. A saga-version-2 order (every order but during an
+    upgrade) waits for `payment.authorized`: its `stock.reserved` is answered by one read, with
+    no transaction and nothing written, since nothing can ever move it on this event (there is
+    no effect to make once, so nothing to claim). Any other (a version-1 order, an unknown id)
+    goes to `confirm`: `on_stock_reserved` in a unit of work with its inbox claim."""
+
+    async def handle(event: events_pb2.StockReserved) -> Outcome:
+        order_id = _order_id(event)
+        state = await store.state(order_id)
+        if state is None or state.saga_version is not SagaVersion.PAYMENT:
+            return await confirm(event)
+        _without_effect(
+            order_id, event, "saga version 2: the order is confirmed on payment.authorized"
+        )
+        return Outcome.PROCESSED
+
+    handle.__qualname__ = "stock_reserved"
+    return handle
 
 
 async def on_stock_reservation_failed(
@@ -354,13 +371,15 @@ async def expire_pending_orders(uow: OrderUnitOfWork, *, timeout_seconds: float)
     return len(expired)
 
 
-def subscriptions(new_unit_of_work: Callable[[], OrderUnitOfWork]) -> list[Subscription]:
+def subscriptions(
+    new_unit_of_work: Callable[[], OrderUnitOfWork], store: OrderStore
+) -> list[Subscription]:
     """The saga events service-order consumes, one line each (the queue's bindings, decoding, the
     inbox and the metrics follow from the type), each handler in a unit of work that claims the
     event in the inbox first: a redelivered event is acknowledged with no effect."""
     once = HandledOnce(new_unit_of_work)
     return [
-        Subscription.of(events_pb2.StockReserved, once(on_stock_reserved)),
+        Subscription.of(events_pb2.StockReserved, stock_reserved(store, once(on_stock_reserved))),
         Subscription.of(events_pb2.StockReservationFailed, once(on_stock_reservation_failed)),
         Subscription.of(events_pb2.StockReleased, once(on_stock_released)),
         Subscription.of(events_pb2.PaymentAuthorized, once(on_payment_authorized)),

@@ -95,7 +95,7 @@ async def build_app(settings: OrderSettings) -> OrderApp:
         runtime,
         settings,
         queue=QUEUE,
-        subscriptions=subscriptions(new_unit_of_work),
+        subscriptions=subscriptions(new_unit_of_work, orders.store),
         outbox=Outbox(database_url=url, pool=pool),
     )
     sweeper = SagaTimeoutSweeper(
