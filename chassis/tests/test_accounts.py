@@ -335,7 +335,7 @@ def test_each_queue_is_bound_to_exactly_its_services_subscriptions() -> None:
     subscribed = {
         "service-product": product(anything, anything),
         "service-cart": cart(anything),
-        "service-order": order(anything),
+        "service-order": order(anything, anything),
         "service-payment": payment(anything, anything),
     }
     bindings = catalogue_bindings()
