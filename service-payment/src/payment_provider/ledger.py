@@ -115,25 +115,29 @@ async def _locked(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:
 
 
 async def _set_status(
-    conn: asyncpg.Connection, key: str, status: str, *, decline_reason: str | None = None
+    conn: asyncpg.Connection,
+    key: str,
+    status: str,
+    *,
+    decline_reason: str | None = None,
+    entry: str | None = None,
+    attempts: int | None = None,
 ) -> None:
+    """The key's new status (and decline reason, and authorise attempts when given) and, with
+    `entry`, its ledger entry of that kind for the key's amount: one statement."""
     await conn.execute(
-        "UPDATE authorizations SET status = $2, decline_reason = $3, updated_at = now()"
-        " WHERE idempotency_key = $1",
+        "WITH changed AS ("
+        " UPDATE authorizations SET status = $2, decline_reason = $3,"
+        " authorize_attempts = COALESCE($5::int, authorize_attempts), updated_at = now()"
+        " WHERE idempotency_key = $1 RETURNING idempotency_key, amount_cents, currency"
+        ") INSERT INTO ledger (idempotency_key, kind, amount_cents, currency)"
+        " SELECT idempotency_key, $4::text, amount_cents, currency FROM changed"
+        " WHERE $4::text IS NOT NULL",
         key,
         status,
         decline_reason,
-    )
-
-
-async def _enter(conn: asyncpg.Connection, row: asyncpg.Record, kind: str) -> None:
-    await conn.execute(
-        "INSERT INTO ledger (idempotency_key, kind, amount_cents, currency)"
-        " VALUES ($1, $2, $3, $4)",
-        row["idempotency_key"],
-        kind,
-        row["amount_cents"],
-        row["currency"],
+        entry,
+        attempts,
     )
 
 
@@ -179,21 +183,16 @@ async def authorize(conn: asyncpg.Connection, request: AuthorizeRequest) -> Repl
         if status == "declined":
             return Reply(200, {"status": "declined", "reason": row["decline_reason"]})
         attempts = row["authorize_attempts"] + 1
-        await conn.execute(
-            "UPDATE authorizations SET authorize_attempts = $2, updated_at = now()"
-            " WHERE idempotency_key = $1",
-            key,
-            attempts,
-        )
         token = request.payment_token
         if token == TOKEN_FLAKY and attempts <= FLAKY_FAILURES:
-            return TRANSIENT  # the attempt is counted: the transaction commits
+            # The attempt is counted (the transaction commits); the status stays `new`.
+            await _set_status(conn, key, status, attempts=attempts)
+            return TRANSIENT
         if token in AUTHORISED_TOKENS:
-            await _set_status(conn, key, "authorized")
-            await _enter(conn, row, "authorize")
+            await _set_status(conn, key, "authorized", entry="authorize", attempts=attempts)
             return Reply(200, {"status": "authorized"})
         reason = "card_declined" if token == TOKEN_DECLINED else "unknown_payment_method"
-        await _set_status(conn, key, "declined", decline_reason=reason)
+        await _set_status(conn, key, "declined", decline_reason=reason, attempts=attempts)
         return Reply(200, {"status": "declined", "reason": reason})
 
 
@@ -204,8 +203,7 @@ async def capture(conn: asyncpg.Connection, key: str) -> Reply:
             return NOT_FOUND
         status = row["status"]
         if status == "authorized":
-            await _set_status(conn, key, "captured")
-            await _enter(conn, row, "capture")
+            await _set_status(conn, key, "captured", entry="capture")
             return Reply(200, {"status": "captured"})
         if status == "captured":
             return Reply(200, {"status": "captured"})
@@ -226,8 +224,7 @@ async def void(conn: asyncpg.Connection, key: str) -> Reply:
             raise RuntimeError(f"authorization {key} vanished under its lock")
         status = row["status"]
         if status == "authorized":
-            await _set_status(conn, key, "voided")
-            await _enter(conn, row, "void")
+            await _set_status(conn, key, "voided", entry="void")
         elif status in ("new", "declined"):
             await _set_status(conn, key, "voided", decline_reason=row["decline_reason"])
         elif status != "voided":
@@ -242,12 +239,10 @@ async def refund(conn: asyncpg.Connection, key: str) -> Reply:
             return NOT_FOUND
         status = row["status"]
         if status == "captured":
-            await _set_status(conn, key, "refunded")
-            await _enter(conn, row, "refund")
+            await _set_status(conn, key, "refunded", entry="refund")
         elif status == "authorized":
             # Nothing was taken yet: the hold is released (a `void` entry) and reported refunded.
-            await _set_status(conn, key, "refunded")
-            await _enter(conn, row, "void")
+            await _set_status(conn, key, "refunded", entry="void")
         elif status != "refunded":
             return Reply(409, {"status": status})
         return Reply(200, {"status": "refunded", "amount_cents": row["amount_cents"]})
