@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -135,6 +136,7 @@ async def main() -> None:
             process.stop()
         await saga.cleanup(env, databases)
         await monitor.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"### Load generator vs checkout benchmark, {time.strftime('%Y-%m-%d %H:%M')}\n")
     print(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -296,7 +297,8 @@ async def start_platform(
                  for service in services}  # fmt: skip
         ports.update({variable(service, "METRICS_PORT"): [0] * replicas
                       for service in services})  # fmt: skip
-        procfile = Path(tempfile.mkdtemp(prefix="bench-replicas-")) / "Procfile"
+        # Beside the run's signing key: `cleanup` removes the folder.
+        procfile = Path(env["JWT_PRIVATE_KEY_FILE"]).parent / "Procfile"
         procfile.write_text(replica_procfile(procfile_text(), ports))
         names = [f"{s}-{k}" for s in services for k in range(1, replicas + 1)]
         names += [name for name in PROCESSES if not name.startswith("service-")]
@@ -438,6 +440,8 @@ async def cleanup(env: dict[str, str], databases: list[str]) -> None:
     import aio_pika
     import redis.asyncio as redis
 
+    # The run's folder: its signing key (a private key: never left behind) and Procfile.
+    shutil.rmtree(Path(env["JWT_PRIVATE_KEY_FILE"]).parent, ignore_errors=True)
     conn = await asyncpg.connect(database_url(POSTGRES_URL, "postgres"))
     try:
         for name in databases:
