@@ -38,6 +38,7 @@ import httpx
 
 from chassis.postgres import database_url, ensure_database
 from chassis.testing.process import ServiceProcess, free_port
+from chassis.testing.redis_keys import delete_keys
 
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
@@ -299,6 +300,7 @@ async def main() -> None:
         for process in processes:
             process.stop()
         await cleanup(server, databases, amqp_url, common)
+        await delete_keys(redis_url, f"bench:{run}:")
         shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"### Gateway (`bench/gateway/bench_gateway.py`), {time.strftime('%Y-%m-%d %H:%M')}\n")

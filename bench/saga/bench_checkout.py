@@ -58,6 +58,7 @@ from chassis.procfile import replica_procfile, variable
 from chassis.settings import AmqpSettings
 from chassis.testing.events import EventTap
 from chassis.testing.process import ServiceProcess, free_port
+from chassis.testing.redis_keys import delete_keys
 from ecommerce.events.v1 import events_pb2
 
 T = TypeVar("T")
@@ -438,7 +439,6 @@ async def main() -> None:
 
 async def cleanup(env: dict[str, str], databases: list[str]) -> None:
     import aio_pika
-    import redis.asyncio as redis
 
     # The run's folder: its signing key (a private key: never left behind) and Procfile.
     shutil.rmtree(Path(env["JWT_PRIVATE_KEY_FILE"]).parent, ignore_errors=True)
@@ -448,11 +448,7 @@ async def cleanup(env: dict[str, str], databases: list[str]) -> None:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
-    client = redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{env['REDIS_KEY_PREFIX']}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    await delete_keys(REDIS_URL, env["REDIS_KEY_PREFIX"])
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         exchange = env["EVENTS_EXCHANGE"]

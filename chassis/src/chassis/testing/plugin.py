@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 
 from chassis.postgres import database_url, ensure_database
+from chassis.testing.redis_keys import delete_keys
 
 if TYPE_CHECKING:
     from chassis.testing.accounts import RunAccounts
@@ -156,15 +157,7 @@ async def redis_key_prefix(redis_url: str, run_id: str) -> AsyncIterator[str]:
     """`test:<run_id>:`; every key under it is deleted at the end of the session."""
     prefix = f"test:{run_id}:"
     yield prefix
-    import redis.asyncio as redis
-
-    client = redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await delete_keys(redis_url, prefix)
 
 
 @pytest.fixture(scope="session")
