@@ -58,8 +58,8 @@ async def server(reply: Reply, *, close_after_answer: bool = False) -> AsyncIter
                 await writer.drain()
                 if close_after_answer:
                     return
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # the client closed or reset the connection: this one is done
         finally:
             writer.close()
 
