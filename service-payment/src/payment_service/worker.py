@@ -1,18 +1,16 @@
 """The provider worker: the only place service-payment calls the provider, never inside a
 database transaction.
 
-A payment a handler of this process made due comes leased to this worker with the handler's
-commit (`handoff`: the statement that wrote the event's effect also leased the payment), and is
-processed at once. Besides, a background task of the runtime looks every
-PAYMENT_WORKER_INTERVAL_SECONDS (retries coming due, leases of a worker that died, payments made
-due without a lease). Each round:
+A background task of the runtime, woken right after a handler commits a payment that needs the
+provider (`handoff`), and otherwise looking every PAYMENT_WORKER_INTERVAL_SECONDS (other
+replicas' changes, retries coming due, leases of a worker that died). Each round:
 
 1. leases the due payments (`UPDATE ... SET next_attempt_at = now() + lease ... FOR UPDATE SKIP
    LOCKED ... RETURNING`), so replicas share the work and a crashed worker's rows come back when
    the lease ends;
-2. for each (and for each lease handed over), decides the operation from the row
-   (`domain.next_step`) and calls the provider with the order id as idempotency key, all of
-   them concurrently;
+2. for each (and each lease a `Handoff` with a lease gives it), decides the operation from
+   the row (`domain.next_step`) and calls the provider with the order id as idempotency key,
+   all of them concurrently;
 3. records each answer in a new unit of work, guarded by the state the call started from, with
    the event of the move in the outbox (one per outcome; a capture publishes none), then goes on
    with what the payment needs next. A transient failure is counted and retried with jittered
@@ -101,7 +99,11 @@ class PaymentWorker:
     @property
     def handoff(self) -> Handoff:
         """What this process's handlers hand payments that need the provider to."""
-        return Handoff(lease_seconds=self._settings.lease_seconds, give=self._take)
+        # Due now for any worker, not leased to this one: the hand-over runs after the commit, and
+        # a consumer's task cancelled in between (a broker connection closing under it) would
+        # lose it, leaving the payment leased to nobody until the lease ran out (past a saga's
+        # timeout: seen in the broker-restart stream). The woken round leases it.
+        return Handoff(lease_seconds=None, give=self._take)
 
     async def _take(self, lease: Lease | None) -> None:
         """A handler committed a payment leased to this worker: process it now. (None: one was
