@@ -130,3 +130,59 @@ async def test_zero_ttl_disables_caching_but_keeps_single_flight() -> None:
     await asyncio.gather(*readers)
     await cache.get("p", load)
     assert load.calls == 2
+
+
+async def test_past_half_the_ttl_a_read_is_served_at_once_and_refreshes_in_the_background() -> None:
+    clock = FakeClock()
+    cache, load = ProductMicroCache(ttl_seconds=1.0, clock=clock), CountingLoader()
+    await cache.get("p", load)
+    clock.now += 0.4
+    assert await cache.get("p", load) == b'{"v":1}'
+    assert load.calls == 1  # young: no refresh
+
+    clock.now += 0.2
+    load.body = b'{"v":2}'
+    load.release.clear()  # the refresh hangs: reads must not wait for it
+    assert await asyncio.wait_for(cache.get("p", load), 1) == b'{"v":1}'
+    assert await asyncio.wait_for(cache.get("p", load), 1) == b'{"v":1}'
+    assert load.calls == 2  # one refresh, however many reads see the entry meanwhile
+
+    load.release.set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert await cache.get("p", load) == b'{"v":2}'
+    clock.now += 0.9  # the refreshed entry lives a TTL from its refresh
+    assert await cache.get("p", load) == b'{"v":2}'
+    assert load.calls == 2
+
+
+async def test_a_failed_refresh_keeps_the_entry_only_until_it_expires() -> None:
+    clock = FakeClock()
+    cache, load = ProductMicroCache(ttl_seconds=1.0, clock=clock), CountingLoader()
+    await cache.get("p", load)
+    clock.now += 0.6
+    load.error = RuntimeError("upstream down")
+    assert await cache.get("p", load) == b'{"v":1}'
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert await cache.get("p", load) == b'{"v":1}'
+    clock.now += 0.5  # now past the TTL since the last successful load
+    with pytest.raises(RuntimeError, match="upstream down"):
+        await cache.get("p", load)
+
+
+async def test_an_eviction_detaches_a_refresh_in_flight() -> None:
+    clock = FakeClock()
+    cache, before = ProductMicroCache(ttl_seconds=1.0, clock=clock), CountingLoader()
+    await cache.get("p", before)
+    clock.now += 0.6
+    before.release.clear()
+    await cache.get("p", before)  # starts a refresh that will land with the value before the change
+    cache.evict("p")
+    after = CountingLoader(b'{"v":2}')
+    assert await cache.get("p", after) == b'{"v":2}'
+    before.release.set()  # the detached refresh lands last
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert await cache.get("p", after) == b'{"v":2}'
+    assert (before.calls, after.calls) == (2, 1)

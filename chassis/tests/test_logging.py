@@ -3,9 +3,12 @@ LOG_FORMAT=console, one readable line per event carrying the same fields."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import re
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -118,3 +121,49 @@ def test_auto_means_console_on_a_terminal_and_json_when_piped() -> None:
     assert not uses_console("auto", Stream(terminal=False))
     assert uses_console("console", Stream(terminal=False))
     assert not uses_console("json", Stream(terminal=True))
+
+
+class CountingStdout(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_access_lines_of_one_loop_turn_leave_in_one_write_and_in_order(
+    restore_logging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = CountingStdout()
+    monkeypatch.setattr(sys, "stdout", out)
+    configure_logging("service-test", "INFO")
+    access = logging.getLogger("chassis.rpc")
+
+    write_access_line(access, "rpc", {"n": 1})
+    write_access_line(access, "rpc", {"n": 2})
+    assert out.getvalue() == ""  # held until the loop turns
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [json.loads(line)["n"] for line in out.getvalue().splitlines()] == [1, 2]
+    assert out.writes == 1
+
+    # Another line written before the loop turns goes out after the access lines before it.
+    write_access_line(access, "rpc", {"n": 3})
+    get_logger("orders").info("order_created")
+    write_access_line(access, "rpc", {"n": 4})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    events = [json.loads(line) for line in out.getvalue().splitlines()[2:]]
+    assert [line.get("n", line["event"]) for line in events] == [3, "order_created", 4]
+
+
+def test_access_lines_outside_a_loop_are_written_at_once(
+    restore_logging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = CountingStdout()
+    monkeypatch.setattr(sys, "stdout", out)
+    configure_logging("service-test", "INFO")
+    write_access_line(logging.getLogger("chassis.rpc"), "rpc", {"n": 1})
+    assert json.loads(out.getvalue())["n"] == 1

@@ -29,7 +29,12 @@ Loader = Callable[[], Awaitable[bytes]]
 
 
 class ProductMicroCache:
-    """Maps product id -> (expiry, response body bytes)."""
+    """Maps product id -> (refresh time, expiry, response body bytes).
+
+    Past half its TTL an entry is still served, and the first read that sees it so starts a
+    load in the background (refresh-ahead): a hot product is renewed before it expires, so no
+    read waits for the upstream call, and none is ever served older than the TTL. Under load
+    the reads that all waited on one expired entry's refresh were the gateway's slowest."""
 
     def __init__(
         self,
@@ -40,7 +45,7 @@ class ProductMicroCache:
         self._ttl = ttl_seconds
         self._max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, float, bytes]] = OrderedDict()
         self._in_flight: dict[str, asyncio.Future[bytes]] = {}
 
     def __len__(self) -> int:
@@ -49,21 +54,28 @@ class ProductMicroCache:
     async def get(self, product_id: str, load: Loader) -> bytes:
         entry = self._entries.get(product_id)
         if entry is not None:
-            if entry[0] > self._clock():
+            now = self._clock()
+            if entry[1] > now:
                 _HIT.inc()
-                return entry[1]
+                if entry[0] <= now and product_id not in self._in_flight:
+                    self._start(product_id, load)
+                return entry[2]
             del self._entries[product_id]
         flight = self._in_flight.get(product_id)
         if flight is None:
             _MISS.inc()
-            # The load runs as its own task so a leader whose client goes away does not
-            # cancel it for the requests sharing it.
-            flight = asyncio.ensure_future(load())
-            self._in_flight[product_id] = flight
-            flight.add_done_callback(partial(self._landed, product_id))
+            flight = self._start(product_id, load)
         else:
             _SHARED.inc()
         return await asyncio.shield(flight)
+
+    def _start(self, product_id: str, load: Loader) -> asyncio.Future[bytes]:
+        # The load runs as its own task so a leader whose client goes away does not cancel it
+        # for the requests sharing it.
+        flight = asyncio.ensure_future(load())
+        self._in_flight[product_id] = flight
+        flight.add_done_callback(partial(self._landed, product_id))
+        return flight
 
     def _landed(self, product_id: str, flight: asyncio.Future[bytes]) -> None:
         # An eviction during the load detached this flight: its body may predate the change.
@@ -75,7 +87,8 @@ class ProductMicroCache:
         self._store(product_id, flight.result())
 
     def _store(self, product_id: str, body: bytes) -> None:
-        self._entries[product_id] = (self._clock() + self._ttl, body)
+        now = self._clock()
+        self._entries[product_id] = (now + self._ttl / 2, now + self._ttl, body)
         self._entries.move_to_end(product_id)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
