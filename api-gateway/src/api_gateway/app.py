@@ -92,9 +92,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    # The catalogue first: route matching is linear and GET product is the hot path.
+    # The catalogue first: route matching is linear and GET product is the hot path. The routes
+    # join the application's own router: FastAPI 0.165 keeps an included router as a layer that
+    # recounts its routes and re-enters its own matching on every request (a tenth of a cached
+    # read). Each module's routes are complete as declared (paths with the prefix, tags, their
+    # responses); the routers carry no dependencies, lifespans or handlers of their own.
     for module in (products, cart, orders, auth, users, health):
-        app.include_router(module.router)
+        if module.router.dependencies:
+            raise RuntimeError(f"{module.__name__}: router-wide dependencies would be lost")
+        app.router.routes.extend(module.router.routes)
     install_api_docs(app)
     # Inside GatewayMiddleware (added last, so outermost): a refusal still gets its request id,
     # metrics and access line.

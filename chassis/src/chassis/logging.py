@@ -167,12 +167,14 @@ def write_access_line(logger: logging.Logger, event: str, fields: dict[str, Any]
 
 
 class _AccessLines:
-    """Access lines written during one turn of the event loop leave in one write at the start of
-    its next turn: a write and a flush per line were a tenth of a cached gateway read. Lines stay
-    in order with every other line (each other line writes the pending ones first), and nothing
-    waits a timer: an idle service still writes each line at once. Outside a running loop, or
-    past `MAX_PENDING` lines, they are written at once."""
+    """Access lines leave in batches: the first line held starts a `DELAY` timer on the running
+    event loop, and the lines held by then leave in one write. A write and a flush per line were
+    a tenth of a cached gateway read and 5% of a short RPC. Lines stay in order with every other
+    line (any other line writes the held ones first), a clean exit writes them, and outside a
+    running loop, or past `MAX_PENDING` held lines, they are written at once. A process killed
+    outright loses at most `DELAY` of access lines."""
 
+    DELAY = 0.01
     MAX_PENDING = 256
 
     def __init__(self) -> None:
@@ -191,7 +193,7 @@ class _AccessLines:
                 loop = None
             elif self._scheduled_on is not loop:
                 self._scheduled_on = loop
-                loop.call_soon(self.flush)
+                loop.call_later(self.DELAY, self.flush)
         if loop is None:
             self.flush()
 
@@ -205,11 +207,6 @@ class _AccessLines:
 
 _access_lines = _AccessLines()
 atexit.register(_access_lines.flush)
-
-
-def flush_access_lines() -> None:
-    """Write the access lines still waiting for the end of their loop turn."""
-    _access_lines.flush()
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
