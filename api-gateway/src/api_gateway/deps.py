@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from api_gateway.forwarded import TrustedProxies
 from api_gateway.product_cache import ProductMicroCache
 from api_gateway.upstreams import Upstreams
 from chassis.auth import InvalidToken, Principal, SigningKeysUnavailable, TokenVerifier
 
-_BEARER = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/login")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -31,21 +30,32 @@ UpstreamsDep = Annotated[Upstreams, Depends(get_upstreams)]
 ProductCacheDep = Annotated[ProductMicroCache, Depends(get_product_cache)]
 
 
-async def current_user(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
-) -> Principal:
-    if credentials is None:
-        raise HTTPException(401, "missing bearer token", headers=_CHALLENGE)
-    verifier: TokenVerifier = request.app.state.token_verifier
-    try:
-        return await verifier.verify(credentials.credentials)
-    except InvalidToken as exc:
-        raise HTTPException(401, exc.message, headers=_CHALLENGE) from exc
-    except SigningKeysUnavailable as exc:
-        raise HTTPException(503, "token verification keys are unavailable, retry later") from exc
+class BearerUser(HTTPBearer):
+    """The caller, from the `Authorization: Bearer` token, verified. It is FastAPI's HTTP bearer
+    scheme itself (OpenAPI shows the same `HTTPBearer` scheme), so a route that needs the caller
+    solves one dependency, not a scheme and a verifier on top of it: each level FastAPI solves
+    costs about a twentieth of a short request."""
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        if credentials is None:
+            raise HTTPException(401, "missing bearer token", headers=_CHALLENGE)
+        verifier: TokenVerifier = request.app.state.token_verifier
+        try:
+            return await verifier.verify(credentials.credentials)
+        except InvalidToken as exc:
+            raise HTTPException(401, exc.message, headers=_CHALLENGE) from exc
+        except SigningKeysUnavailable as exc:
+            raise HTTPException(
+                503, "token verification keys are unavailable, retry later"
+            ) from exc
 
 
+current_user = BearerUser(
+    auto_error=False,
+    scheme_name="HTTPBearer",
+    description="Access token from POST /api/v1/login",
+)
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
