@@ -18,9 +18,9 @@ from chassis.testing.plugin import CreateDatabase
 from ecommerce.events.v1 import events_pb2
 from payment_service import handlers
 from payment_service.domain import Answer
-from payment_service.handlers import Handoff
+from payment_service.handlers import Wake
 from payment_service.provider import ProviderUnavailable
-from payment_service.store import MIGRATIONS_DIR, Lease, PaymentStore, PaymentUnitOfWork
+from payment_service.store import MIGRATIONS_DIR, PaymentStore, PaymentUnitOfWork
 from payment_service.worker import PaymentWorker, WorkerSettings
 
 from .support import sample
@@ -71,12 +71,8 @@ async def pool(create_database: CreateDatabase) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-async def _given(_: Lease | None) -> None:
-    return None
-
-
-# Handlers' payments made due for any worker's next round (no lease handed over).
-ANY_WORKER = Handoff(lease_seconds=None, give=_given)
+async def wake_nobody() -> None:
+    """Handlers' payments are made due for any worker's next round; here no worker is woken."""
 
 
 def new_worker(
@@ -101,15 +97,15 @@ async def deliver(
     event: object,
 ) -> None:
     async with new_unit_of_work() as uow:
-        await effect(uow, event, handoff=ANY_WORKER)
+        await effect(uow, event, wake=wake_nobody)
 
 
 async def wanted(
     new_unit_of_work: Callable[[], PaymentUnitOfWork],
     order_id: str,
-    handoff: Handoff = ANY_WORKER,
+    wake: Wake = wake_nobody,
 ) -> None:
-    """An intent with its stock reserved: AUTHORIZING and due (handed over to `handoff`)."""
+    """An intent with its stock reserved: AUTHORIZING and due (`wake` woken after the commit)."""
     await deliver(
         new_unit_of_work,
         handlers.on_order_created,
@@ -123,7 +119,7 @@ async def wanted(
     )
     async with new_unit_of_work() as uow:
         await handlers.on_stock_reserved(
-            uow, events_pb2.StockReserved(order_id=order_id), handoff=handoff
+            uow, events_pb2.StockReserved(order_id=order_id), wake=wake
         )
 
 
@@ -214,7 +210,7 @@ async def test_a_payment_a_handler_made_due_is_due_at_once_for_any_worker(
     replica, _ = new_worker(pool, replica_provider)
     order_id = str(uuid.uuid4())
 
-    await wanted(new_unit_of_work, order_id, worker.handoff)  # the worker's task never runs
+    await wanted(new_unit_of_work, order_id, worker.wake)  # the worker itself never runs
     due = await row(pool, order_id)
     await replica.run_once()
 

@@ -6,15 +6,16 @@ Every handler runs in a unit of work that claims the event in the inbox first (a
 event changes nothing), holds the payment's row lock, applies what the event says (pure, in
 `domain`), and advances the payment: a move that needs no provider (PENDING -> AUTHORIZING, or
 PENDING -> VOIDED with `payment.voided`) happens in that same transaction, in the one statement
-that writes what the event said; a provider call is only marked due (leased to this process's
-worker, see `Handoff`), and the worker makes it after the commit (never inside a transaction).
+that writes what the event said; a provider call is only marked due, for whichever worker looks
+next, and this process's worker is woken after the commit (`Wake`): the provider is never called
+inside a transaction.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -27,7 +28,7 @@ from ecommerce.events.v1 import events_pb2
 from payment_service import domain, reporting
 from payment_service.domain import Call, Move, Payment, check_reader
 from payment_service.proto_mapping import payment_event
-from payment_service.store import Lease, PaymentStore, PaymentUnitOfWork
+from payment_service.store import PaymentStore, PaymentUnitOfWork
 
 _log = get_logger(__name__)
 # The service's queue, and the inbox's consumer name (the event ids this service has handled).
@@ -53,31 +54,25 @@ def _order_id(event: SagaEvent) -> uuid.UUID:
         ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class Handoff:
-    """How a unit of work passes a payment that needs the provider to a worker. With
-    `lease_seconds`, the statement that makes it due leases it to this process's worker, which
-    is given the lease after the commit and calls at once: no round trip of its own to find it,
-    and no other replica takes it while the lease lasts (if this process dies first, the lease
-    runs out and any worker takes it). Without, it is made due now for whichever worker looks
-    next, and `give(None)` after the commit wakes this process's."""
-
-    lease_seconds: float | None
-    give: Callable[[Lease | None], Awaitable[None]]
+# Called after a commit that made a payment due: wakes this process's worker. The payment is due
+# now for any worker, not leased to this one: a hand-over made after the commit is lost when the
+# consumer's task is cancelled in between (a broker connection closing under it), and a lease
+# nobody holds would keep the payment from every worker until it ran out, past a saga's timeout.
+Wake = Callable[[], Awaitable[None]]
 
 
 async def advance(
     uow: PaymentUnitOfWork,
     payment: Payment,
-    handoff: Handoff,
+    wake: Wake,
     *,
     facts: Payment | None = None,
 ) -> Payment:
     """Take `payment` (locked by this transaction, or just moved by it) as far as it goes
     without the provider, publishing the event of each move, and hand it to a worker when the
     provider is needed next. `facts`: the payment as an event changed it, not written yet. Each
-    step is one statement: the facts, the move and the lease together. Returns the payment as
-    it ends."""
+    step is one statement: the facts, the move and the due mark together. Returns the payment
+    as it ends."""
     while True:
         current = facts or payment
         step = domain.next_step(current)
@@ -95,7 +90,6 @@ async def advance(
             target=None if move is None else move.target,
             start_wanting=move is not None and move.target is domain.PaymentState.AUTHORIZING,
             due=due,
-            lease_seconds=handoff.lease_seconds,
         )
         if written is None:
             raise RuntimeError(f"payment {payment.order_id} moved while this transaction held it")
@@ -104,8 +98,7 @@ async def advance(
                 uow.publish(payment_event(written.payment, move.event))
             uow.after_commit(partial(reporting.payment_moved, written.payment, payment.state))
         if due:
-            handed = written if handoff.lease_seconds is not None else None
-            uow.after_commit(partial(handoff.give, handed))
+            uow.after_commit(wake)
             return written.payment
         if move is None or not isinstance(domain.next_step(written.payment), Move):
             return written.payment
@@ -116,7 +109,7 @@ async def _apply(
     uow: PaymentUnitOfWork,
     event: SagaEvent,
     change: Callable[[Payment], Payment],
-    handoff: Handoff,
+    wake: Wake,
 ) -> None:
     order_id = _order_id(event)
     before = await uow.payments.lock(order_id)
@@ -129,11 +122,11 @@ async def _apply(
             state=before.state.value,
         )
         return
-    await advance(uow, before, handoff, facts=after)
+    await advance(uow, before, wake, facts=after)
 
 
 async def on_order_created(
-    uow: PaymentUnitOfWork, event: events_pb2.OrderCreated, *, handoff: Handoff
+    uow: PaymentUnitOfWork, event: events_pb2.OrderCreated, *, wake: Wake
 ) -> None:
     """Record the payment intent: the order's total, currency, buyer and payment token. An
     order placed without a token (before the payment step existed) has nothing to charge."""
@@ -155,37 +148,37 @@ async def on_order_created(
         currency=event.currency,
         payment_token=event.payment_token,
     )
-    await _apply(uow, event, change, handoff)
+    await _apply(uow, event, change, wake)
 
 
 async def on_stock_reserved(
-    uow: PaymentUnitOfWork, event: events_pb2.StockReserved, *, handoff: Handoff
+    uow: PaymentUnitOfWork, event: events_pb2.StockReserved, *, wake: Wake
 ) -> None:
     """Stock is held: authorise (once the intent is known)."""
-    await _apply(uow, event, domain.with_stock_reserved, handoff)
+    await _apply(uow, event, domain.with_stock_reserved, wake)
 
 
 async def on_stock_reservation_failed(
-    uow: PaymentUnitOfWork, event: events_pb2.StockReservationFailed, *, handoff: Handoff
+    uow: PaymentUnitOfWork, event: events_pb2.StockReservationFailed, *, wake: Wake
 ) -> None:
     """Nothing to charge: the intent is closed (VOIDED, with `payment.voided`)."""
-    await _apply(uow, event, domain.with_reservation_failed, handoff)
+    await _apply(uow, event, domain.with_reservation_failed, wake)
 
 
 async def on_order_confirmed(
-    uow: PaymentUnitOfWork, event: events_pb2.OrderConfirmed, *, handoff: Handoff
+    uow: PaymentUnitOfWork, event: events_pb2.OrderConfirmed, *, wake: Wake
 ) -> None:
     """Capture the authorisation."""
-    await _apply(uow, event, domain.with_confirmed, handoff)
+    await _apply(uow, event, domain.with_confirmed, wake)
 
 
 async def on_order_cancelled(
-    uow: PaymentUnitOfWork, event: events_pb2.OrderCancelled, *, handoff: Handoff
+    uow: PaymentUnitOfWork, event: events_pb2.OrderCancelled, *, wake: Wake
 ) -> None:
     """Void what is not captured, refund what is (or what a confirmed order held); an intent
     never sent to the provider is closed at once. Remembered when it comes first."""
     change = partial(domain.with_cancelled, was_confirmed=event.was_confirmed)
-    await _apply(uow, event, change, handoff)
+    await _apply(uow, event, change, wake)
 
 
 async def get_payment(store: PaymentStore, *, caller: Principal, order_id: uuid.UUID) -> Payment:
@@ -194,7 +187,7 @@ async def get_payment(store: PaymentStore, *, caller: Principal, order_id: uuid.
 
 
 def subscriptions(
-    new_unit_of_work: Callable[[], PaymentUnitOfWork], handoff: Handoff
+    new_unit_of_work: Callable[[], PaymentUnitOfWork], wake: Wake
 ) -> list[Subscription]:
     """The saga events service-payment consumes, one line each (the queue's bindings, decoding,
     the inbox and the metrics follow from the type), each handler in a unit of work that claims
@@ -202,7 +195,7 @@ def subscriptions(
     once = HandledOnce(new_unit_of_work)
 
     def handled(effect: Callable[..., Awaitable[None]]) -> Callable[[Any], Awaitable[Outcome]]:
-        return once(partial(effect, handoff=handoff))
+        return once(partial(effect, wake=wake))
 
     return [
         Subscription.of(events_pb2.OrderCreated, handled(on_order_created)),

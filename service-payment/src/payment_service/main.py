@@ -89,7 +89,7 @@ async def build_app(
         runtime,
         settings,
         queue=QUEUE,
-        subscriptions=subscriptions(new_unit_of_work, worker.handoff),
+        subscriptions=subscriptions(new_unit_of_work, worker.wake),
         outbox=Outbox(database_url=url, pool=pool),
     )
     runtime.background("payment_worker", worker.run)

@@ -111,7 +111,6 @@ class PaymentStore:
         attempted: bool = False,
         start_wanting: bool = False,
         due: bool = False,
-        lease_seconds: float | None = None,
     ) -> Lease | None:
         """Everything a step changes in one statement, if the payment is still in `source`
         (None otherwise: it moved on meanwhile and nothing changes):
@@ -120,13 +119,12 @@ class PaymentStore:
         - `target`: the move (the payment is left not due unless `due`); `attempted` counts a
           provider call and clears the failures; `start_wanting` stamps when the authorisation
           became wanted; `decline_reason` is kept when given;
-        - `due`: the provider is needed next, with the current trace context (the worker's call
-          continues the trace of this event): leased for `lease_seconds` to the worker this
-          transaction hands it to after the commit, or, with no lease, due now for any worker.
-          This replaces a lease held by a worker in the middle of a call: its answer is recorded
-          with a guard on the state, and every provider operation is idempotent.
+        - `due`: the provider is needed next, now, by any worker, with the current trace context
+          (the worker's call continues the trace of this event). This replaces a lease held by
+          a worker in the middle of a call: its answer is recorded with a guard on the state,
+          and every provider operation is idempotent.
 
-        Returns the payment as written, with the database's clock (a lease when `due`)."""
+        Returns the payment as written, with the database's clock."""
         row = await self._db.fetchrow(
             "UPDATE payments SET"  # noqa: S608 - constant columns
             " user_id = CASE WHEN $2 THEN $3 ELSE user_id END,"
@@ -144,9 +142,9 @@ class PaymentStore:
             " provider_attempts = provider_attempts + $15::int,"
             " consecutive_failures = CASE WHEN $15::int > 0 THEN 0 ELSE consecutive_failures END,"
             " wanted_since = CASE WHEN $16 THEN now() ELSE wanted_since END,"
-            " next_attempt_at = CASE WHEN $17 THEN now() + make_interval(secs => $18::float8)"
+            " next_attempt_at = CASE WHEN $17 THEN now()"
             "   WHEN $13 IS NOT NULL THEN NULL ELSE next_attempt_at END,"
-            " trace_context = CASE WHEN $17 THEN $19::jsonb ELSE trace_context END,"
+            " trace_context = CASE WHEN $17 THEN $18::jsonb ELSE trace_context END,"
             " updated_at = CASE WHEN $13 IS NOT NULL THEN now() ELSE updated_at END"
             f" WHERE order_id = $1 AND state = $12 RETURNING {_COLUMNS}, now() AS db_now",
             payment.order_id,
@@ -166,7 +164,6 @@ class PaymentStore:
             1 if attempted else 0,
             start_wanting,
             due,
-            lease_seconds or 0.0,
             current_context() if due else None,
         )
         return None if row is None else Lease(payment=_payment(row), now=row["db_now"])

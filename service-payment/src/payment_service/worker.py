@@ -2,13 +2,13 @@
 database transaction.
 
 A background task of the runtime, woken right after a handler commits a payment that needs the
-provider (`handoff`), and otherwise looking every PAYMENT_WORKER_INTERVAL_SECONDS (other
+provider (`wake`), and otherwise looking every PAYMENT_WORKER_INTERVAL_SECONDS (other
 replicas' changes, retries coming due, leases of a worker that died). Each round:
 
 1. leases the due payments (`UPDATE ... SET next_attempt_at = now() + lease ... FOR UPDATE SKIP
    LOCKED ... RETURNING`), so replicas share the work and a crashed worker's rows come back when
    the lease ends;
-2. for each (and each lease a `Handoff` with a lease gives it), decides the operation from
+2. for each, decides the operation from
    the row (`domain.next_step`) and calls the provider with the order id as idempotency key,
    all of them concurrently;
 3. records each answer in a new unit of work, guarded by the state the call started from, with
@@ -41,7 +41,7 @@ from chassis.errors import Unavailable
 from chassis.logging import get_logger
 from payment_service import domain, reporting
 from payment_service.domain import Answer, Call, Operation, Payment
-from payment_service.handlers import Handoff, advance
+from payment_service.handlers import advance
 from payment_service.proto_mapping import payment_event
 from payment_service.provider import PaymentProvider, ProviderRefused, ProviderUnavailable
 from payment_service.store import Lease, PaymentStore, PaymentUnitOfWork
@@ -89,49 +89,28 @@ class PaymentWorker:
         self._provider = provider
         self._settings = settings
         self._woken = asyncio.Event()
-        # Leases handed over by this process's handlers, being processed (each in its task).
-        self._handed: set[asyncio.Task[None]] = set()
         # Leases this worker still holds whose processing failed (a database outage mid-way),
         # with when they first failed: processed again in the next rounds, for as long as a
         # lease lasts (after that another worker may have taken the payment over).
         self._stalled: dict[uuid.UUID, tuple[Lease, float]] = {}
 
-    @property
-    def handoff(self) -> Handoff:
-        """What this process's handlers hand payments that need the provider to."""
-        # Due now for any worker, not leased to this one: the hand-over runs after the commit, and
-        # a consumer's task cancelled in between (a broker connection closing under it) would
-        # lose it, leaving the payment leased to nobody until the lease ran out (past a saga's
-        # timeout: seen in the broker-restart stream). The woken round leases it.
-        return Handoff(lease_seconds=None, give=self._take)
-
-    async def _take(self, lease: Lease | None) -> None:
-        """A handler committed a payment leased to this worker: process it now. (None: one was
-        made due for any worker: look now.)"""
-        if lease is None:
-            self._woken.set()
-            return
-        task = asyncio.create_task(self._process_all([lease]))
-        self._handed.add(task)
-        task.add_done_callback(self._handed.discard)
+    async def wake(self) -> None:
+        """A handler committed a payment that needs the provider: look now."""
+        self._woken.set()
 
     async def run(self) -> None:
         """Work forever; a database outage is logged and the next round tries again."""
-        try:
-            while True:
-                self._woken.clear()
-                try:
-                    leased = await self.run_once()
-                except Unavailable as error:
-                    _log.warning("payment_worker_round_failed", error=str(error))
-                    leased = 0
-                if leased >= LEASE_BATCH:
-                    continue  # more may be due
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), self._settings.interval_seconds)
-        finally:
-            for task in list(self._handed):
-                task.cancel()
+        while True:
+            self._woken.clear()
+            try:
+                leased = await self.run_once()
+            except Unavailable as error:
+                _log.warning("payment_worker_round_failed", error=str(error))
+                leased = 0
+            if leased >= LEASE_BATCH:
+                continue  # more may be due
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self._settings.interval_seconds)
 
     async def run_once(self) -> int:
         """One round: lease what is due and process it all, with the leases of this worker whose
@@ -292,12 +271,12 @@ class PaymentWorker:
             if move.event is not None:
                 uow.publish(payment_event(moved, move.event))
             uow.after_commit(partial(reporting.payment_moved, moved, payment.state))
-            await advance(uow, moved, self.handoff)
+            await advance(uow, moved, self.wake)
 
     async def _advance(self, payment: Payment) -> None:
         async with self._new_unit_of_work() as uow:
             locked = await uow.payments.lock(payment.order_id)
-            await advance(uow, locked, self.handoff)
+            await advance(uow, locked, self.wake)
 
     async def _retry_later(self, payment: Payment, operation: Operation) -> None:
         """After a transient failure or a refusal: count the call and try again later, unless
