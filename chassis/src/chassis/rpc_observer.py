@@ -5,6 +5,7 @@ status (anything unexpected becomes INTERNAL)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from prometheus_client import Counter, Histogram
 
 from chassis.errors import DomainError
 from chassis.logging import get_logger, write_access_line
@@ -40,12 +42,27 @@ def _final_code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> 
     return default
 
 
+@functools.cache
+def _handled(service: str, method: str, code: grpc.StatusCode) -> Counter:
+    # Labelled children looked up once per label set (`labels()` locks and builds a key per call);
+    # the set is bounded: the methods a server serves and the status codes.
+    return RPC_HANDLED.labels(service, method, code.name)
+
+
+@functools.cache
+def _latency(service: str, method: str) -> Histogram:
+    return RPC_LATENCY.labels(service, method)
+
+
 class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Wraps each method handler; sits inside the tracing interceptor so logs carry trace ids."""
 
     def __init__(self, service: str, *, slow_rpc_seconds: float = 1.0) -> None:
         self._service = service
         self._slow_rpc_seconds = slow_rpc_seconds
+        # method -> (the server's handler, its observed version): a method's handler is the same
+        # object on every call, so it is wrapped once, not per call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -56,6 +73,14 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method: str = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        observed = self._observed(handler, method)
+        self._wrapped[method] = (handler, observed)
+        return observed
+
+    def _observed(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             inner = getattr(handler, kind)
             if inner is not None:
@@ -121,8 +146,8 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _record(self, method: str, context: grpc.aio.ServicerContext, outcome: _Outcome) -> None:
         elapsed = time.perf_counter() - outcome.started
-        RPC_HANDLED.labels(self._service, method, outcome.code.name).inc()
-        RPC_LATENCY.labels(self._service, method).observe(elapsed)
+        _handled(self._service, method, outcome.code).inc()
+        _latency(self._service, method).observe(elapsed)
         fields = {
             "method": method,
             "code": outcome.code.name,
