@@ -205,6 +205,16 @@ async def test_concurrent_repeats_of_one_key_make_one_authorisation(
     assert await provider.ledger(key) == [("authorize", 1250)]
 
 
+async def test_concurrent_captures_of_one_key_make_one_capture(
+    provider: Provider, key: str
+) -> None:
+    await authorize(provider, key)
+    replies = await asyncio.gather(*(op(provider, key, "capture") for _ in range(10)))
+
+    assert {(r.status_code, r.json()["status"]) for r in replies} == {(200, "captured")}
+    assert await provider.ledger(key) == [("authorize", 1250), ("capture", 1250)]
+
+
 async def test_the_ledger_refuses_a_second_entry_of_a_kind_for_a_key(
     provider: Provider, key: str
 ) -> None:
