@@ -250,22 +250,18 @@ def _without_effect(order_id: uuid.UUID, event: SagaEvent, why: str) -> None:
     )
 
 
-async def _publish_confirmed(
-    uow: OrderUnitOfWork, moved: MovedOrder, transition: Transition
-) -> None:
-    """`order.confirmed` for an order `transition` just confirmed (the lines from the
-    database)."""
-    lines = (await uow.orders.lines([moved.id])).get(moved.id, ())
-    uow.publish(proto_mapping.order_confirmed(moved, lines))
+def _publish_confirmed(uow: OrderUnitOfWork, moved: MovedOrder, transition: Transition) -> None:
+    """`order.confirmed` for an order `transition` just confirmed (moved `with_lines`)."""
+    uow.publish(proto_mapping.order_confirmed(moved, moved.lines))
     uow.after_commit(partial(reporting.order_moved, moved, OrderStatus.PENDING, transition))
 
 
 async def on_stock_reserved(uow: OrderUnitOfWork, event: events_pb2.StockReserved) -> None:
     """Saga version 1: PENDING -> CONFIRMED with `order.confirmed` (see `stock_reserved`)."""
     order_id = _order_id(event)
-    moved = await uow.orders.move(order_id, CONFIRM)
+    moved = await uow.orders.move(order_id, CONFIRM, with_lines=True)
     if moved is not None:
-        await _publish_confirmed(uow, moved, CONFIRM)
+        _publish_confirmed(uow, moved, CONFIRM)
         return
     # Cancelled meanwhile (service-product releases on order.cancelled), or not ours.
     _without_effect(order_id, event, "the order is not PENDING or does not exist")
@@ -323,12 +319,15 @@ async def _payment_reported(uow: OrderUnitOfWork, event: PaymentEvent, step: Pay
     status the step does not move forward from, an unknown order) has no effect."""
     order_id = _order_id(event)
     transition = step.order_transition
+    confirms = transition is not None and transition.target is OrderStatus.CONFIRMED
     moved = (
-        None if transition is None else await uow.orders.move(order_id, transition, payment=step)
+        None
+        if transition is None
+        else await uow.orders.move(order_id, transition, payment=step, with_lines=confirms)
     )
     if transition is not None and moved is not None:
-        if transition.reason is None:
-            await _publish_confirmed(uow, moved, transition)
+        if confirms:
+            _publish_confirmed(uow, moved, transition)
         else:
             _publish_cancelled(uow, moved, previous=OrderStatus.PENDING, transition=transition)
     elif not await uow.orders.record_payment(order_id, step):

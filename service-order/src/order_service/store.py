@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeAlias
 
@@ -59,6 +59,7 @@ class MovedOrder:
     user_id: uuid.UUID
     created_at: datetime
     moved_at: datetime
+    lines: tuple[OrderLine, ...] = ()  # read with the move when asked for (`with_lines`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,15 @@ def _order(row: asyncpg.Record, lines: Sequence[OrderLine]) -> Order:
         saga_version=SagaVersion(row["saga_version"]),
         payment_status=_payment_status(row["payment_status"]),
         payment_token=row["payment_token"],
+    )
+
+
+def _line(row: asyncpg.Record) -> OrderLine:
+    return OrderLine(
+        product_id=row["product_id"],
+        name=row["name"],
+        quantity=row["quantity"],
+        unit_price_cents=row["unit_price_cents"],
     )
 
 
@@ -211,14 +221,7 @@ class OrderStore:
         )
         result: dict[uuid.UUID, list[OrderLine]] = {}
         for row in rows:
-            result.setdefault(row["order_id"], []).append(
-                OrderLine(
-                    product_id=row["product_id"],
-                    name=row["name"],
-                    quantity=row["quantity"],
-                    unit_price_cents=row["unit_price_cents"],
-                )
-            )
+            result.setdefault(row["order_id"], []).append(_line(row))
         return {order_id: tuple(lines) for order_id, lines in result.items()}
 
     @_outage
@@ -262,19 +265,29 @@ class OrderStore:
 
     @_outage
     async def move(
-        self, order_id: uuid.UUID, transition: Transition, *, payment: PaymentStep | None = None
+        self,
+        order_id: uuid.UUID,
+        transition: Transition,
+        *,
+        payment: PaymentStep | None = None,
+        with_lines: bool = False,
     ) -> MovedOrder | None:
         """Apply `transition` if the order is in one of its source statuses and runs one of its
         saga versions (and, with `payment`, its payment status is one that step moves from, to
         the step's target in the same statement); None otherwise (unknown, or already moved:
-        nothing changes). Confirming also stamps `confirmed_at`."""
-        row = await self._db.fetchrow(
-            "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now(),"
+        nothing changes). Confirming also stamps `confirmed_at`. `with_lines`: the order's lines
+        come back from the same statement (what `order.confirmed` carries)."""
+        rows = await self._db.fetch(
+            "WITH moved AS ("
+            " UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now(),"
             " confirmed_at = CASE WHEN $2 = 'CONFIRMED' THEN now() ELSE confirmed_at END,"
             " payment_status = COALESCE($6, payment_status)"
             " WHERE id = $1 AND status = ANY($4::text[]) AND saga_version = ANY($5::smallint[])"
             " AND ($7::text[] IS NULL OR payment_status = ANY($7::text[]))"
-            " RETURNING id, user_id, created_at, updated_at",
+            " RETURNING id, user_id, created_at, updated_at"
+            ") SELECT m.id, m.user_id, m.created_at, m.updated_at, l.product_id, l.name,"
+            " l.quantity, l.unit_price_cents FROM moved m"
+            " LEFT JOIN order_lines l ON $8 AND l.order_id = m.id ORDER BY l.line_no",
             order_id,
             transition.target.value,
             None if transition.reason is None else transition.reason.value,
@@ -282,8 +295,12 @@ class OrderStore:
             sorted(version.value for version in transition.saga_versions),
             None if payment is None else payment.target.value,
             None if payment is None else sorted(status.value for status in payment.sources),
+            with_lines,
         )
-        return None if row is None else _moved(row)
+        if not rows:
+            return None
+        lines = tuple(_line(row) for row in rows if row["product_id"] is not None)
+        return replace(_moved(rows[0]), lines=lines)
 
     @_outage
     async def record_payment(self, order_id: uuid.UUID, step: PaymentStep) -> bool:
