@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
+import time
 import uuid
 
 import aio_pika
@@ -259,6 +261,30 @@ async def test_a_dependency_outage_pauses_handling_without_burning_delivery_atte
         await eventually(all_handled, within=30)
         assert await broker.queue_depth(consumer.dead_letter_queue_name) == 0
     assert sorted(handled) == sorted(e.event_id for e in events)
+
+
+@pytest.mark.slow
+async def test_a_dependency_outage_is_retried_at_least_every_second_or_so(broker: Broker) -> None:
+    """Retries of an event whose dependency is down stay at most about a second apart however
+    long the outage, so the event is handled soon after the dependency is back (with the 5 s cap
+    of redeliveries, a 6 s outage left gaps of 3.2 s and then 5 s)."""
+    down_until = time.monotonic() + 6.0
+    attempts: list[float] = []
+    handled = asyncio.Event()
+
+    async def needs_database(_: events_pb2.OrderCreated) -> None:
+        attempts.append(time.monotonic())
+        if time.monotonic() < down_until:
+            raise Unavailable("the database is unavailable")
+        handled.set()
+
+    consumer = EventConsumer(broker, "orders", on_order_created(needs_database))
+    async with consuming(consumer):
+        await broker.publish(order_created())
+        await asyncio.wait_for(handled.wait(), 30)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert len(attempts) >= 7
+    assert max(gaps) < 2.5, gaps
 
 
 @pytest.mark.slow

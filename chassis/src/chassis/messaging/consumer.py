@@ -6,8 +6,10 @@ Failures, by kind:
   handler raising `PoisonMessage` for an event it finds malformed): copied to the service's
   dead-letter queue at once, with the reason in its headers;
 - a dependency that is down (`is_transient`: the database, Redis or a service unavailable): retried
-  in place with a growing delay, holding the message, so consuming pauses while the outage lasts
-  and no delivery attempt is burnt;
+  in place with a growing delay of at most a second (`transient_backoff`), holding the message, so
+  consuming pauses while the outage lasts, no delivery attempt is burnt, and the event is handled
+  within a second of the dependency's return (with the 5 s cap of redeliveries, each hop of a
+  saga could wait up to 5 s past it, and a saga has several hops within its timeout);
 - any other handler error: redelivered after a growing delay; the attempt that reaches
   `DELIVERY_LIMIT` copies it to the dead-letter queue with the error, a log line and a metric.
 
@@ -133,6 +135,7 @@ class EventConsumer:
         handler_timeout: float = 30.0,
         dlq_poll_interval: float = 15.0,
         backoff: Backoff = Backoff(),
+        transient_backoff: Backoff = Backoff(first=0.2, cap=1.0),
         transient_retry_window: float = 300.0,
         transient: Callable[[BaseException], bool] = is_transient,
     ) -> None:
@@ -150,6 +153,7 @@ class EventConsumer:
         self._handler_timeout = handler_timeout
         self._dlq_poll_interval = dlq_poll_interval
         self._backoff = backoff
+        self._transient_backoff = transient_backoff
         self._transient_window = transient_retry_window
         self._is_transient = transient
         self.queue_name = topology.queue_name(broker.settings, queue)
@@ -306,7 +310,7 @@ class EventConsumer:
                     time.monotonic() - started < self._transient_window
                 ):
                     transient_attempt += 1
-                    delay = self._backoff.delay(transient_attempt)
+                    delay = self._transient_backoff.delay(transient_attempt)
                     log.warning(
                         "handler_dependency_unavailable",
                         attempt=transient_attempt,
