@@ -5,7 +5,6 @@ path cheap: no extra task, no body re-buffering.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
@@ -14,12 +13,11 @@ import time
 
 import structlog
 from fastapi import HTTPException
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_gateway.errors import problem_response
 from chassis.logging import write_access_line
-from chassis.metrics import HTTP_LATENCY, HTTP_REQUESTS, expose
+from chassis.metrics import HTTP_LATENCY, HTTP_REQUESTS, expose, labelled
 
 ACCESS_LOGGER = logging.getLogger("api_gateway.access")
 
@@ -63,24 +61,6 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-@functools.cache
-def _request_counter(method: str, template: str, status: int) -> Counter:
-    return HTTP_REQUESTS.labels(method, template, str(status))
-
-
-@functools.cache
-def _latency_histogram(method: str, template: str) -> Histogram:
-    return HTTP_LATENCY.labels(method, template)
-
-
-def _metrics(method: str, template: str, status: int, elapsed: float) -> None:
-    """RED metrics of one request. The labelled children are looked up once per label set:
-    `labels()` locks and builds a key each call. The set is bounded: route templates (unmatched
-    paths share one), the methods a route serves and the status codes the gateway answers."""
-    _request_counter(method, template, status).inc()
-    _latency_histogram(method, template).observe(elapsed)
 
 
 class GatewayMiddleware:
@@ -152,7 +132,10 @@ class GatewayMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED_ROUTE
             method = scope["method"]
-            _metrics(method, template, status, elapsed)
+            # Bounded label sets: route templates (unmatched paths share one), the methods a
+            # route serves and the status codes the gateway answers.
+            labelled(HTTP_REQUESTS, method, template, str(status)).inc()
+            labelled(HTTP_LATENCY, method, template).observe(elapsed)
             write_access_line(
                 ACCESS_LOGGER,
                 "http_request",

@@ -4,10 +4,24 @@ its metrics on that registry when it is built."""
 
 from __future__ import annotations
 
+import functools
 import threading
+from typing import TypeVar
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+@functools.cache
+def labelled(metric: M, *values: str) -> M:
+    """`metric.labels(*values)`, looked up once per label set: `labels()` takes a lock and builds
+    a key on every call, a measurable part of a short request on the hot path. Only for label sets
+    known to be bounded (methods, route templates, status codes)."""
+    return metric.labels(*values)
+
 
 RPC_HANDLED = Counter(
     "grpc_server_handled_total",

@@ -5,7 +5,6 @@ status (anything unexpected becomes INTERNAL)."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import time
@@ -13,11 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Histogram
 
 from chassis.errors import DomainError
 from chassis.logging import get_logger, write_access_line
-from chassis.metrics import RPC_HANDLED, RPC_LATENCY
+from chassis.metrics import RPC_HANDLED, RPC_LATENCY, labelled
 
 _log = get_logger("chassis.rpc")
 _ACCESS_LOGGER = logging.getLogger("chassis.rpc")
@@ -40,18 +38,6 @@ def _final_code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> 
     if isinstance(code, int):
         return next((c for c in grpc.StatusCode if c.value[0] == code), default)
     return default
-
-
-@functools.cache
-def _handled(service: str, method: str, code: grpc.StatusCode) -> Counter:
-    # Labelled children looked up once per label set (`labels()` locks and builds a key per call);
-    # the set is bounded: the methods a server serves and the status codes.
-    return RPC_HANDLED.labels(service, method, code.name)
-
-
-@functools.cache
-def _latency(service: str, method: str) -> Histogram:
-    return RPC_LATENCY.labels(service, method)
 
 
 class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -146,8 +132,8 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _record(self, method: str, context: grpc.aio.ServicerContext, outcome: _Outcome) -> None:
         elapsed = time.perf_counter() - outcome.started
-        _handled(self._service, method, outcome.code).inc()
-        _latency(self._service, method).observe(elapsed)
+        labelled(RPC_HANDLED, self._service, method, outcome.code.name).inc()
+        labelled(RPC_LATENCY, self._service, method).observe(elapsed)
         fields = {
             "method": method,
             "code": outcome.code.name,
