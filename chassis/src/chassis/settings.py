@@ -107,6 +107,9 @@ class AmqpSettings(BaseSettings):
     # any redelivery, a re-driven dead letter included).
     outbox_retention_hours: float = Field(24.0, gt=0)
     inbox_retention_days: float = Field(14.0, gt=0)
+    # Events are published by the process that committed them; the relay publishes what that
+    # did not (a crash, a broker away) once the row is this old, and looks twice as often.
+    outbox_relay_grace_seconds: float = Field(2.0, gt=0, le=60)
 
 
 class RedisSettings(BaseSettings):

@@ -11,7 +11,9 @@ async with uow:                                  # BEGIN
 # leaving the block writes the outbox rows and commits, or rolls everything back (outbox included)
 ```
 
-A service subclasses `UnitOfWork` and binds its repositories in `bind(connection)`. A database
+A service subclasses `UnitOfWork` and binds its repositories in `bind(connection)`. Given the
+service's `OutboxPublisher`, the events a transaction committed are published right after the
+commit (the relay publishes whatever that does not). A database
 outage anywhere in the block (acquire, a query, the commit) surfaces as `Unavailable`. A
 connection found dead at BEGIN (it died unnoticed in the pool: a database restart) is replaced
 and the transaction begun again, once: nothing of it had reached the server.
@@ -35,7 +37,7 @@ from google.protobuf.message import Message
 from chassis.errors import Unavailable
 from chassis.logging import get_logger
 from chassis.messaging.inbox import Inbox, Outcome
-from chassis.messaging.outbox import PendingEvent, write_outbox
+from chassis.messaging.outbox import OutboxPublisher, PendingEvent, write_outbox
 from chassis.postgres import OUTAGE_ERRORS, connection_lost
 
 _log = get_logger(__name__)
@@ -48,9 +50,15 @@ class UnitOfWork:
     service's factory) for every use case or event."""
 
     def __init__(
-        self, pool: asyncpg.Pool, *, consumer: str = "", acquire_timeout: float = 5.0
+        self,
+        pool: asyncpg.Pool,
+        *,
+        consumer: str = "",
+        acquire_timeout: float = 5.0,
+        publisher: OutboxPublisher | None = None,
     ) -> None:
         self._pool = pool
+        self._publisher = publisher
         self._consumer = consumer
         self._acquire_timeout = acquire_timeout
         self._conn: asyncpg.Connection | None = None
@@ -133,9 +141,11 @@ class UnitOfWork:
         conn, transaction = self.connection, self._transaction
         try:
             if exc is None:
-                await write_outbox(conn, self._events, now=self._now)
+                rows = await write_outbox(conn, self._events, now=self._now)
                 await transaction.commit()
                 self.committed = True
+                if self._publisher is not None:
+                    self._publisher.submit(rows)
             else:
                 await transaction.rollback()
         except asyncpg.InterfaceError:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from chassis import postgres
 from chassis.auth import TokenVerifier, user_service_jwks
 from chassis.grpc_server import ServiceRuntime, run
+from chassis.messaging import OutboxPublisher
 from chassis.messaging.service import Outbox, attach_messaging
 from chassis.settings import load_settings
 from ecommerce.order.v1 import order_pb2_grpc
@@ -45,8 +46,10 @@ async def build_app(settings: OrderSettings) -> OrderApp:
     fetch_jwks, user_channel = user_service_jwks(settings, user_pb2.GetJwksResponse.FromString)
     verifier = TokenVerifier.from_settings(settings, fetch_jwks)
 
+    publisher = OutboxPublisher(pool)
+
     def new_unit_of_work() -> OrderUnitOfWork:
-        return OrderUnitOfWork(pool, consumer=CONSUMER)
+        return OrderUnitOfWork(pool, consumer=CONSUMER, publisher=publisher)
 
     admission = CheckoutAdmission(
         pool,
@@ -96,7 +99,7 @@ async def build_app(settings: OrderSettings) -> OrderApp:
         settings,
         queue=QUEUE,
         subscriptions=subscriptions(new_unit_of_work, orders.store),
-        outbox=Outbox(database_url=url, pool=pool),
+        outbox=Outbox(database_url=url, pool=pool, publisher=publisher),
     )
     sweeper = SagaTimeoutSweeper(
         new_unit_of_work,

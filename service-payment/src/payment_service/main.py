@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from chassis import postgres
 from chassis.auth import TokenVerifier, user_service_jwks
 from chassis.grpc_server import ServiceRuntime, run
+from chassis.messaging import OutboxPublisher
 from chassis.messaging.service import Outbox, attach_messaging
 from chassis.settings import load_settings
 from ecommerce.payment.v1 import payment_pb2_grpc
@@ -46,8 +47,10 @@ async def build_app(
     fetch_jwks, user_channel = user_service_jwks(settings, user_pb2.GetJwksResponse.FromString)
     verifier = TokenVerifier.from_settings(settings, fetch_jwks)
 
+    publisher = OutboxPublisher(pool)
+
     def new_unit_of_work() -> PaymentUnitOfWork:
-        return PaymentUnitOfWork(pool, consumer=CONSUMER)
+        return PaymentUnitOfWork(pool, consumer=CONSUMER, publisher=publisher)
 
     store = PaymentStore(pool)
     worker = PaymentWorker(
@@ -90,7 +93,7 @@ async def build_app(
         settings,
         queue=QUEUE,
         subscriptions=subscriptions(new_unit_of_work, worker.wake),
-        outbox=Outbox(database_url=url, pool=pool),
+        outbox=Outbox(database_url=url, pool=pool, publisher=publisher),
     )
     runtime.background("payment_worker", worker.run)
     return PaymentApp(runtime=runtime, database_url=url, worker=worker)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from chassis import postgres
 from chassis.auth import TokenVerifier, user_service_jwks
 from chassis.grpc_server import ServiceRuntime, run
+from chassis.messaging import OutboxPublisher
 from chassis.messaging.service import Outbox, attach_messaging
 from chassis.redis_client import create_redis
 from chassis.settings import load_settings
@@ -59,8 +60,10 @@ async def build_app(settings: ProductSettings) -> ProductApp:
     )
     fetch_jwks, user_channel = user_service_jwks(settings, user_pb2.GetJwksResponse.FromString)
 
+    publisher = OutboxPublisher(pool)
+
     def new_unit_of_work() -> ProductUnitOfWork:
-        return ProductUnitOfWork(pool, consumer=CONSUMER)
+        return ProductUnitOfWork(pool, consumer=CONSUMER, publisher=publisher)
 
     catalog = Catalog(store, cache, new_unit_of_work)
     runtime.add_servicer(
@@ -73,7 +76,7 @@ async def build_app(settings: ProductSettings) -> ProductApp:
         settings,
         queue=QUEUE,
         subscriptions=subscriptions(new_unit_of_work, Stock(cache)),
-        outbox=Outbox(database_url, pool),
+        outbox=Outbox(database_url, pool, publisher),
     )
 
     async def prepare_database() -> None:

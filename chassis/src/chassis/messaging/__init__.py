@@ -12,7 +12,13 @@ from chassis.messaging.consumer import Backoff, EventConsumer, Subscription, is_
 from chassis.messaging.declaration import EventDeclaration, UndeclaredEvent, declaration_of
 from chassis.messaging.document_inbox import DocumentInbox
 from chassis.messaging.inbox import INBOX_DDL, Handler, Inbox, Outcome
-from chassis.messaging.outbox import OUTBOX_DDL, OutboxRelay, PendingEvent, add_to_outbox
+from chassis.messaging.outbox import (
+    OUTBOX_DDL,
+    OutboxPublisher,
+    OutboxRelay,
+    PendingEvent,
+    add_to_outbox,
+)
 from chassis.messaging.retention import MessagingRetention
 
 __all__ = [
@@ -30,6 +36,7 @@ __all__ = [
     "InvalidEnvelope",
     "InvalidEventId",
     "MessagingRetention",
+    "OutboxPublisher",
     "OutboxRelay",
     "Outcome",
     "OutgoingEvent",

@@ -197,9 +197,14 @@ class Broker:
         self._channel = None
         self._exchange = None
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open right now."""
+        return self._connection is not None and self._connection.connected.is_set()
+
     async def check(self) -> None:
         """Readiness: raises `BrokerUnavailable` unless the connection is open right now."""
-        if self._connection is None or not self._connection.connected.is_set():
+        if not self.connected:
             raise BrokerUnavailable("broker connection is not open")
 
     async def channel(self, *, prefetch: int = 0) -> AbstractRobustChannel:

@@ -1,10 +1,18 @@
-"""Transactional outbox: events saved with the business change, relayed to the broker after commit.
+"""Transactional outbox: events saved with the business change, published after the commit.
 
-`write_outbox` inserts in the caller's transaction (the unit of work calls it at commit);
-`OutboxRelay` publishes what was committed, woken by NOTIFY (with a slow fallback poll), claiming
-rows with `FOR UPDATE SKIP LOCKED` so any number of relays can run side by side. Each confirmed
-row is marked published on its own: a row the broker keeps refusing is retried a few times, then
-set aside (`parked_at`, with its last error, a log line and a metric) and never blocks the rest.
+`write_outbox` inserts in the caller's transaction (the unit of work calls it at commit).
+
+Two ways out, one table. `OutboxPublisher` publishes a unit of work's rows from the process that
+committed them, right after the commit (no read of the table: the rows are in hand), and marks
+the confirmed ones published with one `UPDATE` for whatever was confirmed together. `OutboxRelay`
+is the guarantee behind it: it claims what is still unpublished with `FOR UPDATE SKIP LOCKED` (so
+any number of relays run side by side), publishes and marks it. With a publisher in front, the
+relay takes only rows older than a grace period (the publisher's, had it been alive) and polls;
+without one, it takes every row and is woken by NOTIFY. A process killed between a commit and its
+publish, a broker that was away, a mark that failed: the relay publishes those rows, at most the
+grace plus a poll later (consumers deduplicate what is published twice). A row the broker keeps
+refusing is retried by the relay a few times, then set aside (`parked_at`, with its last error, a
+log line and a metric) and never blocks the rest.
 """
 
 from __future__ import annotations
@@ -12,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from aiormq.exceptions import ChannelClosed, ChannelInvalidStateError, ChannelPreconditionFailed
@@ -80,6 +89,12 @@ OUTBOX_PUBLISHED = Counter(
     ["event_type"],
     registry=None,
 )
+OUTBOX_DEFERRED = Counter(
+    "outbox_deferred",
+    "Outbox events the committing process did not publish (broker away, no confirm, a failed"
+    " mark, a full queue): the relay publishes them after its grace",
+    registry=None,
+)
 OUTBOX_PUBLISH_FAILURES = Counter(
     "outbox_publish_failures",
     "Publish attempts of one outbox row that failed for that row (not a broker outage)",
@@ -106,15 +121,21 @@ class PendingEvent:
         return cls(event=event, envelope=stamp(event), trace_context=tracing.current_context())
 
 
+# What the relay reads of a row and the publisher builds from a committed unit of work: the same
+# keys, published by the same `_publish_row`.
+OutboxRow = Mapping[str, Any]
+
+
 async def write_outbox(
     conn: asyncpg.Connection, events: Sequence[PendingEvent], *, now: datetime | None = None
-) -> None:
-    """Insert `events` in the caller's open transaction, in one statement. An event without
-    `occurred_at` gets the transaction's time (PostgreSQL `now()`): the clock of the rows the
-    same transaction wrote, and of the outbox row (its AMQP timestamp). `now`: that time, when
-    a statement of the transaction already returned it (else it is asked for)."""
+) -> list[OutboxRow]:
+    """Insert `events` in the caller's open transaction, in one statement; returns the rows as
+    the relay would read them (to publish after the commit). An event without `occurred_at`
+    gets the transaction's time (PostgreSQL `now()`): the clock of the rows the same transaction
+    wrote, and of the outbox row (its AMQP timestamp). `now`: that time, when a statement of the
+    transaction already returned it (else it is asked for)."""
     if not events:
-        return
+        return []
     if not conn.is_in_transaction():
         raise RuntimeError("the outbox is written inside the transaction of the change it reports")
     if not all(has_time(e.event) for e in events):
@@ -122,17 +143,32 @@ async def write_outbox(
             now = await conn.fetchval("SELECT now()")
         for pending in events:
             stamp_time(pending.event, now)
-    await conn.execute(
+    payloads = [e.event.SerializeToString() for e in events]
+    inserted = await conn.fetch(
         "INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, payload,"
         " trace_context) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],"
-        " $5::bytea[], $6::jsonb[])",
+        " $5::bytea[], $6::jsonb[]) RETURNING event_id, id, created_at",
         [e.envelope.event_id for e in events],
         [e.envelope.event_type for e in events],
         [e.envelope.routing_key for e in events],
         [e.envelope.correlation_id for e in events],
-        [e.event.SerializeToString() for e in events],
+        payloads,
         [e.trace_context for e in events],
     )
+    stored = {row["event_id"]: row for row in inserted}
+    return [
+        {
+            "id": stored[e.envelope.event_id]["id"],
+            "event_id": e.envelope.event_id,
+            "event_type": e.envelope.event_type,
+            "routing_key": e.envelope.routing_key,
+            "correlation_id": e.envelope.correlation_id,
+            "payload": payload,
+            "trace_context": e.trace_context,
+            "created_at": stored[e.envelope.event_id]["created_at"],
+        }
+        for e, payload in zip(events, payloads, strict=True)
+    ]
 
 
 async def add_to_outbox(conn: asyncpg.Connection, event: Message) -> None:
@@ -140,8 +176,119 @@ async def add_to_outbox(conn: asyncpg.Connection, event: Message) -> None:
     await write_outbox(conn, [PendingEvent.of(event)])
 
 
+class OutboxPublisher:
+    """Publishes what a unit of work committed from the process that committed it, right after
+    the commit, and marks what the broker confirmed published (one `UPDATE` per round).
+
+    `submit` never waits: rows join the next round of a single background task, so the rows of
+    every commit made while a round is out go together in the next (publishes pipelined, one
+    mark). Nothing here retries: a row that is not confirmed (the broker is away, refuses it, a
+    confirm does not come), or whose mark fails, is left in the table for the relay, which
+    takes rows older than its grace; so is a row submitted while more than `max_pending` wait
+    or after `close`. The broker is attached at wiring (`attach`); until then every row is the
+    relay's.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        db_timeout: float = 5.0,
+        max_pending: int = 10_000,
+        close_timeout: float = 5.0,
+    ) -> None:
+        expose(OUTBOX_PUBLISHED, OUTBOX_DEFERRED)
+        self._pool = pool
+        self._close_timeout = close_timeout
+        self._db_timeout = db_timeout
+        self._max_pending = max_pending
+        self._broker: Broker | None = None
+        self._pending: list[OutboxRow] = []
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def attach(self, broker: Broker) -> None:
+        self._broker = broker
+
+    def submit(self, rows: Sequence[OutboxRow]) -> None:
+        """Publish `rows` (committed, as `write_outbox` returned them) soon; never raises."""
+        broker = self._broker
+        if not rows:
+            return
+        if (
+            self._closed
+            or broker is None
+            or not broker.connected
+            or len(self._pending) + len(rows) > self._max_pending
+        ):
+            OUTBOX_DEFERRED.inc(len(rows))
+            return
+        self._pending.extend(rows)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._drain(broker), name="outbox_publisher"
+            )
+
+    async def _drain(self, broker: Broker) -> None:
+        try:
+            while self._pending:
+                rows, self._pending = self._pending, []
+                await self._publish(broker, rows)
+        finally:
+            self._task = None
+
+    async def _publish(self, broker: Broker, rows: list[OutboxRow]) -> None:
+        results = await asyncio.gather(
+            *(_publish_row(broker, row) for row in rows), return_exceptions=True
+        )
+        published = [row for row, result in zip(rows, results, strict=True) if result is None]
+        errors = [result for result in results if isinstance(result, BaseException)]
+        if errors:
+            OUTBOX_DEFERRED.inc(len(errors))
+            logger.warning(
+                "outbox_publish_deferred",
+                rows=len(errors),
+                error=f"{type(errors[0]).__name__}: {errors[0]}",
+            )
+        if not published:
+            return
+        try:
+            async with self._pool.acquire(timeout=self._db_timeout) as conn:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now()"
+                    " WHERE id = ANY($1::bigint[]) AND published_at IS NULL",
+                    [row["id"] for row in published],
+                    timeout=self._db_timeout,
+                )
+        except Exception as error:  # the database is away: the relay publishes them again
+            OUTBOX_DEFERRED.inc(len(published))
+            logger.warning(
+                "outbox_mark_deferred",
+                rows=len(published),
+                error=f"{type(error).__name__}: {error}",
+            )
+            return
+        for row in published:
+            OUTBOX_PUBLISHED.labels(event_type=row["event_type"]).inc()
+
+    async def close(self) -> None:
+        """Take no more rows; wait at most `close_timeout` for the rounds in flight (what they
+        do not finish is the relay's)."""
+        self._closed = True
+        task = self._task
+        if task is not None:
+            _, pending = await asyncio.wait({task}, timeout=self._close_timeout)
+            for unfinished in pending:
+                unfinished.cancel()
+
+
 class OutboxRelay:
-    """Publishes committed outbox rows with confirms and marks each confirmed row published."""
+    """Publishes committed outbox rows with confirms and marks each confirmed row published.
+
+    `grace` 0 (no publisher in front): every unpublished row, woken by NOTIFY on commit, with a
+    poll every `poll_interval` behind it. `grace` > 0 (an `OutboxPublisher` publishes at
+    commit, and the table has no NOTIFY trigger): only rows whose transaction began at least
+    `grace` seconds ago, looked for every `grace / 2` seconds at most."""
 
     def __init__(
         self,
@@ -153,6 +300,7 @@ class OutboxRelay:
         db_timeout: float = 10.0,
         max_backoff: float = 2.0,
         max_attempts: int = 5,
+        grace: float = 0.0,
     ) -> None:
         expose(
             OUTBOX_BACKLOG,
@@ -164,7 +312,8 @@ class OutboxRelay:
         self._url = pool_url
         self._broker = broker
         self._batch_size = batch_size
-        self._poll_interval = poll_interval
+        self._grace = grace
+        self._poll_interval = min(poll_interval, grace / 2) if grace > 0 else poll_interval
         self._db_timeout = db_timeout
         self._max_backoff = max_backoff
         self._max_attempts = max_attempts
@@ -203,7 +352,8 @@ class OutboxRelay:
             self._url, timeout=self._db_timeout, command_timeout=self._db_timeout
         )
         try:
-            await connection.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
+            if not self._grace:
+                await connection.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
             connection.add_termination_listener(lambda *_: wake.set())
             while True:
                 wake.clear()
@@ -234,14 +384,16 @@ class OutboxRelay:
                 "SELECT id, event_id, event_type, routing_key, correlation_id, payload,"
                 " trace_context, created_at, attempts FROM outbox"
                 " WHERE published_at IS NULL AND parked_at IS NULL"
+                " AND ($2::float8 = 0 OR created_at < now() - make_interval(secs => $2::float8))"
                 " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._batch_size,
+                self._grace,
             )
             if not rows:
                 return 0
             # Confirms arrive in pipeline; waiting for each in turn would cost a round trip per row.
             results = await asyncio.gather(
-                *(self._publish_row(row) for row in rows), return_exceptions=True
+                *(_publish_row(self._broker, row) for row in rows), return_exceptions=True
             )
             published = [row for row, result in zip(rows, results, strict=True) if result is None]
             failed = [
@@ -289,30 +441,6 @@ class OutboxRelay:
             error=message,
         )
 
-    async def _publish_row(self, row: asyncpg.Record) -> None:
-        headers: dict[str, str] = {}
-        payload = bytes(row["payload"])
-        with tracing.publishing(
-            self._broker.settings,
-            routing_key=row["routing_key"],
-            event_id=str(row["event_id"]),
-            correlation_id=row["correlation_id"],
-            body_size=len(payload),
-            stored_context=row["trace_context"],
-            headers=headers,
-        ):
-            await self._broker.publish_outgoing(
-                OutgoingEvent(
-                    event_id=str(row["event_id"]),
-                    event_type=row["event_type"],
-                    routing_key=row["routing_key"],
-                    correlation_id=row["correlation_id"],
-                    body=payload,
-                    headers=headers,
-                    occurred_at=row["created_at"],
-                )
-            )
-
     async def _refresh_gauges(self, conn: asyncpg.Connection) -> None:
         row = await conn.fetchrow(
             "SELECT count(*) FILTER (WHERE parked_at IS NULL) AS backlog,"
@@ -326,6 +454,33 @@ class OutboxRelay:
         OUTBOX_BACKLOG.set(int(row["backlog"]))
         OUTBOX_PARKED.set(int(row["parked"]))
         OUTBOX_OLDEST_AGE.set(float(row["oldest"]))
+
+
+async def _publish_row(broker: Broker, row: OutboxRow) -> None:
+    """Publish one outbox row with its confirm, in a PRODUCER span continuing the trace of the
+    transaction that wrote it."""
+    headers: dict[str, str] = {}
+    payload = bytes(row["payload"])
+    with tracing.publishing(
+        broker.settings,
+        routing_key=row["routing_key"],
+        event_id=str(row["event_id"]),
+        correlation_id=row["correlation_id"],
+        body_size=len(payload),
+        stored_context=row["trace_context"],
+        headers=headers,
+    ):
+        await broker.publish_outgoing(
+            OutgoingEvent(
+                event_id=str(row["event_id"]),
+                event_type=row["event_type"],
+                routing_key=row["routing_key"],
+                correlation_id=row["correlation_id"],
+                body=payload,
+                headers=headers,
+                occurred_at=row["created_at"],
+            )
+        )
 
 
 def _is_outage(error: BaseException) -> bool:

@@ -12,17 +12,20 @@ import asyncpg
 from chassis.grpc_server import ServiceRuntime
 from chassis.messaging.broker import Broker
 from chassis.messaging.consumer import EventConsumer, Subscription
-from chassis.messaging.outbox import OutboxRelay
+from chassis.messaging.outbox import OutboxPublisher, OutboxRelay
 from chassis.messaging.retention import MessagingRetention
 from chassis.settings import AmqpSettings
 
 
 @dataclass(frozen=True, slots=True)
 class Outbox:
-    """Where a service's outbox lives: its database URL (the relay's own connections) and pool."""
+    """Where a service's outbox lives: its database URL (the relay's own connections) and pool,
+    and the publisher its units of work hand their committed events to (None: the relay alone,
+    woken by the table's NOTIFY trigger)."""
 
     database_url: str
     pool: asyncpg.Pool
+    publisher: OutboxPublisher | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,14 @@ def attach_messaging(
     runtime.readiness_check("broker", broker.check)
     runtime.on_shutdown("broker", broker.close)
     if outbox is not None:
-        runtime.background("outbox_relay", OutboxRelay(outbox.database_url, broker).run)
+        grace = 0.0
+        if outbox.publisher is not None:
+            outbox.publisher.attach(broker)
+            # Before the broker closes (hooks run in reverse): the last commits' events go out.
+            runtime.on_shutdown("outbox_publisher", outbox.publisher.close)
+            grace = settings.outbox_relay_grace_seconds
+        relay = OutboxRelay(outbox.database_url, broker, grace=grace)
+        runtime.background("outbox_relay", relay.run)
         retention = MessagingRetention(
             outbox.pool,
             outbox_retention=timedelta(hours=settings.outbox_retention_hours),
