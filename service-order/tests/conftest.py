@@ -165,6 +165,9 @@ def order_settings(**values: Any) -> OrderSettings:
         # sets its own bounds).
         "SAGA_TIMEOUT_SECONDS": 3600,
         "CHECKOUT_BACKLOG_MAX_STALE_ORDERS": 1_000_000,
+        # The relay takes nothing younger than a minute: every event these specs wait for is
+        # published by the service at commit (its units of work are given the publisher).
+        "OUTBOX_RELAY_GRACE_SECONDS": 60,
     }
     return OrderSettings(**{**defaults, **values})
 

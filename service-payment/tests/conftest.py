@@ -140,6 +140,9 @@ def payment_settings(**values: Any) -> PaymentSettings:
         "PAYMENT_RETRY_BASE_SECONDS": 0.05,
         "PAYMENT_RETRY_MAX_SECONDS": 0.3,
         "PAYMENT_WORKER_INTERVAL_SECONDS": 0.1,
+        # The relay takes nothing younger than a minute: every event these specs wait for is
+        # published by the service at commit (its units of work are given the publisher).
+        "OUTBOX_RELAY_GRACE_SECONDS": 60,
     }
     return PaymentSettings(**{**defaults, **values})
 

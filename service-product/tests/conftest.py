@@ -88,6 +88,9 @@ def make_settings(
             "AMQP_URL": amqp_url,
             "EVENTS_EXCHANGE": f"{amqp_isolation.queue_prefix}product-tests.events",
             "QUEUE_PREFIX": f"{amqp_isolation.queue_prefix}product-tests.",
+            # The relay takes nothing younger than a minute: every event these specs wait for is
+            # published by the service at commit (its units of work are given the publisher).
+            "OUTBOX_RELAY_GRACE_SECONDS": 60,
             **overrides,
         }
         return ProductSettings(**values)
