@@ -314,6 +314,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._grace = grace
         self._poll_interval = min(poll_interval, grace / 2) if grace > 0 else poll_interval
+        self._gauge_interval = poll_interval
         self._db_timeout = db_timeout
         self._max_backoff = max_backoff
         self._max_attempts = max_attempts
@@ -361,9 +362,10 @@ class OutboxRelay:
                 while claimed == self._batch_size:
                     claimed = await self._publish_batch(connection)
                 self._backoff = 0.0
-                # At most once per poll interval: under load a wake per commit would
-                # otherwise add a count over the outbox to every batch.
-                if time.monotonic() - self._gauges_at >= self._poll_interval:
+                # At most once per `poll_interval` (5 s), however often the relay looks: under
+                # load a wake per commit, or a poll every second, would otherwise add a count
+                # over the outbox to every batch.
+                if time.monotonic() - self._gauges_at >= self._gauge_interval:
                     await self._refresh_gauges(connection)
                     self._gauges_at = time.monotonic()
                 if connection.is_closed():
