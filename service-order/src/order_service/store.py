@@ -243,24 +243,27 @@ class OrderStore:
         order is confirmed within the saga's timeout of its creation, so none older than the
         look-back plus a day can qualify (the sweeper cancels PENDING ones long before)."""
         rows = await self._db.fetch(
-            "SELECT id, status FROM orders WHERE user_id = $1"
+            "WITH live AS ("
+            " SELECT id, status, created_at FROM orders WHERE user_id = $1"
             " AND created_at > now() - make_interval(secs => $2 + 86400)"
             " AND (status = 'PENDING' OR confirmed_at > now() - make_interval(secs => $2))"
-            " ORDER BY created_at DESC, id DESC LIMIT $3",
+            " ORDER BY created_at DESC, id DESC LIMIT $3"
+            ") SELECT o.id, o.status, l.product_id, l.quantity FROM live o"
+            " LEFT JOIN order_lines l ON l.order_id = o.id"
+            " ORDER BY o.created_at DESC, o.id DESC, l.line_no",
             user_id,
             lookback_seconds,
             limit,
         )
-        lines = await self.lines([row["id"] for row in rows])
+        # One statement: the orders and their lines (an order's rows are adjacent).
+        live: dict[uuid.UUID, tuple[OrderStatus, list[CartLine]]] = {}
+        for row in rows:
+            _, lines = live.setdefault(row["id"], (OrderStatus(row["status"]), []))
+            if row["product_id"] is not None:
+                lines.append(CartLine(row["product_id"], row["quantity"]))
         return [
-            LiveOrder(
-                id=row["id"],
-                status=OrderStatus(row["status"]),
-                lines=tuple(
-                    CartLine(line.product_id, line.quantity) for line in lines.get(row["id"], ())
-                ),
-            )
-            for row in rows
+            LiveOrder(id=order_id, status=status, lines=tuple(lines))
+            for order_id, (status, lines) in live.items()
         ]
 
     @_outage
