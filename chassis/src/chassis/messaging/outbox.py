@@ -182,11 +182,11 @@ class OutboxPublisher:
 
     `submit` never waits: rows join the next round of a single background task, so the rows of
     every commit made while a round is out go together in the next (publishes pipelined, one
-    mark). Nothing here retries: a row that is not confirmed (the broker is away, refuses it, a
-    confirm does not come), or whose mark fails, is left in the table for the relay, which
-    takes rows older than its grace; so is a row submitted while more than `max_pending` wait
-    or after `close`. The broker is attached at wiring (`attach`); until then every row is the
-    relay's.
+    mark; at most `round_size` rows a round). Nothing here retries: a row that is not confirmed
+    (the broker is away, refuses it, a confirm does not come), or whose mark fails, is left in
+    the table for the relay, which takes rows older than its grace; so is a row submitted while
+    more than `max_pending` wait or after `close`. The broker is attached at wiring (`attach`);
+    until then every row is the relay's.
     """
 
     def __init__(
@@ -195,10 +195,12 @@ class OutboxPublisher:
         *,
         db_timeout: float = 5.0,
         max_pending: int = 10_000,
+        round_size: int = 256,
         close_timeout: float = 5.0,
     ) -> None:
         expose(OUTBOX_PUBLISHED, OUTBOX_DEFERRED)
         self._pool = pool
+        self._round_size = round_size
         self._close_timeout = close_timeout
         self._db_timeout = db_timeout
         self._max_pending = max_pending
@@ -232,7 +234,8 @@ class OutboxPublisher:
     async def _drain(self, broker: Broker) -> None:
         try:
             while self._pending:
-                rows, self._pending = self._pending, []
+                rows = self._pending[: self._round_size]
+                del self._pending[: self._round_size]
                 await self._publish(broker, rows)
         finally:
             self._task = None
