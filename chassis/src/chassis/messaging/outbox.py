@@ -384,6 +384,13 @@ class OutboxRelay:
         A broker outage (nothing could be published) raises, so the relay backs off; a row that
         failed on its own is counted against that row and, after `max_attempts`, parked.
         """
+        if self._grace and not await conn.fetchval(
+            "SELECT EXISTS (SELECT FROM outbox WHERE published_at IS NULL AND parked_at IS NULL"
+            " AND created_at < now() - make_interval(secs => $1::float8))",
+            self._grace,
+        ):
+            # Nothing past the grace (the publisher's work): one statement, not a transaction.
+            return 0
         async with conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, event_id, event_type, routing_key, correlation_id, payload,"
