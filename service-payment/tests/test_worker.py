@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import pytest
@@ -93,9 +94,11 @@ def new_worker(
 
 async def deliver(
     new_unit_of_work: Callable[[], PaymentUnitOfWork],
-    effect: Callable[..., Awaitable[None]],
-    event: object,
+    effect: Callable[..., Awaitable[object]],
+    event: Any,
 ) -> None:
+    """`event` handled as the consumer would: with an id of its own, in its own unit of work."""
+    event.event_id = event.event_id or str(uuid.uuid4())
     async with new_unit_of_work() as uow:
         await effect(uow, event, wake=wake_nobody)
 
@@ -119,7 +122,7 @@ async def wanted(
     )
     async with new_unit_of_work() as uow:
         await handlers.on_stock_reserved(
-            uow, events_pb2.StockReserved(order_id=order_id), wake=wake
+            uow, events_pb2.StockReserved(event_id=str(uuid.uuid4()), order_id=order_id), wake=wake
         )
 
 

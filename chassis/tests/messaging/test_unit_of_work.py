@@ -13,6 +13,7 @@ import pytest
 
 from chassis.errors import Unavailable
 from chassis.messaging import Broker, EventConsumer, MessagingRetention, OutboxRelay
+from chassis.messaging.inbox import Outcome
 from chassis.postgres import create_pool
 from chassis.testing.proxy import TcpProxy
 from chassis.unit_of_work import HandledOnce, UnitOfWork
@@ -119,6 +120,100 @@ async def test_concurrent_duplicates_have_one_effect(ledger_pool: asyncpg.Pool) 
     outcomes = await asyncio.gather(*(handle(event) for _ in range(8)))
     assert sorted(outcomes) == ["duplicate"] * 7 + ["processed"]
     assert await counts(ledger_pool) == (1, 0)
+
+
+async def claim_and_record(
+    pool: asyncpg.Pool, event: events_pb2.OrderCreated, *, hold: float = 0.0
+) -> list[asyncpg.Record] | None:
+    """The claim and the effect's first statement as one statement (`Inbox.claim_with`)."""
+    async with LedgerUnitOfWork(pool, consumer="ledger") as uow:
+        rows = await uow.inbox.claim_with(
+            event,
+            "INSERT INTO ledger (order_id, quantity) SELECT $1, $2 FROM claim"
+            " RETURNING order_id, quantity",
+            uuid.UUID(event.order_id),
+            3,
+        )
+        if rows is not None:
+            uow.publish(order_created())
+        await asyncio.sleep(hold)
+    return rows
+
+
+async def test_a_claim_made_with_the_effects_first_statement_has_one_effect(
+    ledger_pool: asyncpg.Pool,
+) -> None:
+    event = order_created()
+    first = await claim_and_record(ledger_pool, event)
+    assert first is not None
+    assert [(str(row["order_id"]), row["quantity"]) for row in first] == [(event.order_id, 3)]
+    assert await claim_and_record(ledger_pool, event) is None
+    assert await counts(ledger_pool) == (1, 1)
+
+
+async def test_concurrent_duplicates_claimed_with_the_effect_have_one_effect(
+    ledger_pool: asyncpg.Pool,
+) -> None:
+    event = order_created()
+    answers = await asyncio.gather(
+        *(claim_and_record(ledger_pool, event, hold=0.05) for _ in range(8))
+    )
+    assert sorted(answer is None for answer in answers) == [False] + [True] * 7
+    assert await counts(ledger_pool) == (1, 1)
+
+
+async def test_a_claimed_effect_that_returns_no_row_is_still_a_claim(
+    ledger_pool: asyncpg.Pool,
+) -> None:
+    event = order_created()
+    async with LedgerUnitOfWork(ledger_pool, consumer="ledger") as uow:
+        rows = await uow.inbox.claim_with(
+            event,
+            "UPDATE ledger SET quantity = quantity + 1"
+            " WHERE order_id = $1 AND EXISTS (SELECT FROM claim) RETURNING quantity",
+            uuid.UUID(event.order_id),
+        )
+    assert rows == []
+    assert await ledger_pool.fetchval("SELECT count(*) FROM inbox") == 1
+
+
+async def test_an_effect_claiming_in_its_own_statement_is_handled_once(
+    ledger_pool: asyncpg.Pool,
+) -> None:
+    """`HandledOnce.claiming`, with the effect's statement built on common table expressions
+    (`ctes`, at the statement's top level beside the claim)."""
+
+    async def effect(uow: LedgerUnitOfWork, received: events_pb2.OrderCreated) -> Outcome:
+        rows = await uow.inbox.claim_with(
+            received,
+            "SELECT order_id, quantity * 10 AS tenfold FROM recorded",
+            uuid.UUID(received.order_id),
+            ctes="recorded AS (INSERT INTO ledger SELECT $1, 2 FROM claim RETURNING *)",
+        )
+        if rows is None:
+            return Outcome.DUPLICATE
+        assert [row["tenfold"] for row in rows] == [20]
+        uow.publish(order_created())
+        return Outcome.PROCESSED
+
+    handle = HandledOnce(lambda: LedgerUnitOfWork(ledger_pool, consumer="ledger")).claiming(effect)
+    event = order_created()
+    outcomes = await asyncio.gather(*(handle(event) for _ in range(4)))
+    outcomes += [await handle(event)]
+    assert sorted(outcomes) == ["duplicate"] * 4 + ["processed"]
+    assert await counts(ledger_pool) == (1, 1)
+
+
+async def test_an_effect_that_does_not_read_the_claim_is_refused(
+    ledger_pool: asyncpg.Pool,
+) -> None:
+    async with LedgerUnitOfWork(ledger_pool, consumer="ledger") as uow:
+        with pytest.raises(ValueError, match="claim"):
+            await uow.inbox.claim_with(
+                order_created(),
+                "INSERT INTO ledger VALUES ($1, 1) RETURNING quantity",
+                uuid.uuid4(),
+            )
 
 
 async def test_an_event_amqp_cannot_carry_fails_its_own_unit_of_work(

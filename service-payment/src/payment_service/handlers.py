@@ -2,8 +2,9 @@
 payment as far as it goes without the provider; and `subscriptions`, the events the service
 consumes (one line each).
 
-Every handler runs in a unit of work that claims the event in the inbox first (a redelivered
-event changes nothing), holds the payment's row lock, applies what the event says (pure, in
+Every handler runs in a unit of work whose first statement claims the event in the inbox and
+takes the payment's row lock together (a redelivered event changes nothing and locks nothing),
+applies what the event says (pure, in
 `domain`), and advances the payment: a move that needs no provider (PENDING -> AUTHORIZING, or
 PENDING -> VOIDED with `payment.voided`) happens in that same transaction, in the one statement
 that writes what the event said; a provider call is only marked due, for whichever worker looks
@@ -110,9 +111,12 @@ async def _apply(
     event: SagaEvent,
     change: Callable[[Payment], Payment],
     wake: Wake,
-) -> None:
+) -> Outcome:
+    """Claim `event` and lock its payment (one statement), then apply `change` and advance."""
     order_id = _order_id(event)
-    before = await uow.payments.lock(order_id)
+    before = await uow.payments.claim_and_lock(uow.inbox, event, order_id)
+    if before is None:
+        return Outcome.DUPLICATE
     after = change(before)
     if after == before:
         _log.info(
@@ -121,18 +125,21 @@ async def _apply(
             event_type=event.DESCRIPTOR.full_name,
             state=before.state.value,
         )
-        return
+        return Outcome.PROCESSED
     await advance(uow, before, wake, facts=after)
+    return Outcome.PROCESSED
 
 
 async def on_order_created(
     uow: PaymentUnitOfWork, event: events_pb2.OrderCreated, *, wake: Wake
-) -> None:
+) -> Outcome:
     """Record the payment intent: the order's total, currency, buyer and payment token. An
     order placed without a token (before the payment step existed) has nothing to charge."""
     if not event.payment_token:
+        if not await uow.inbox.claim(event):
+            return Outcome.DUPLICATE
         _log.info("order_without_payment", order_id=event.order_id)
-        return
+        return Outcome.PROCESSED
     try:
         user_id = uuid.UUID(event.user_id)
     except ValueError:
@@ -148,37 +155,37 @@ async def on_order_created(
         currency=event.currency,
         payment_token=event.payment_token,
     )
-    await _apply(uow, event, change, wake)
+    return await _apply(uow, event, change, wake)
 
 
 async def on_stock_reserved(
     uow: PaymentUnitOfWork, event: events_pb2.StockReserved, *, wake: Wake
-) -> None:
+) -> Outcome:
     """Stock is held: authorise (once the intent is known)."""
-    await _apply(uow, event, domain.with_stock_reserved, wake)
+    return await _apply(uow, event, domain.with_stock_reserved, wake)
 
 
 async def on_stock_reservation_failed(
     uow: PaymentUnitOfWork, event: events_pb2.StockReservationFailed, *, wake: Wake
-) -> None:
+) -> Outcome:
     """Nothing to charge: the intent is closed (VOIDED, with `payment.voided`)."""
-    await _apply(uow, event, domain.with_reservation_failed, wake)
+    return await _apply(uow, event, domain.with_reservation_failed, wake)
 
 
 async def on_order_confirmed(
     uow: PaymentUnitOfWork, event: events_pb2.OrderConfirmed, *, wake: Wake
-) -> None:
+) -> Outcome:
     """Capture the authorisation."""
-    await _apply(uow, event, domain.with_confirmed, wake)
+    return await _apply(uow, event, domain.with_confirmed, wake)
 
 
 async def on_order_cancelled(
     uow: PaymentUnitOfWork, event: events_pb2.OrderCancelled, *, wake: Wake
-) -> None:
+) -> Outcome:
     """Void what is not captured, refund what is (or what a confirmed order held); an intent
     never sent to the provider is closed at once. Remembered when it comes first."""
     change = partial(domain.with_cancelled, was_confirmed=event.was_confirmed)
-    await _apply(uow, event, change, wake)
+    return await _apply(uow, event, change, wake)
 
 
 async def get_payment(store: PaymentStore, *, caller: Principal, order_id: uuid.UUID) -> Payment:
@@ -190,12 +197,14 @@ def subscriptions(
     new_unit_of_work: Callable[[], PaymentUnitOfWork], wake: Wake
 ) -> list[Subscription]:
     """The saga events service-payment consumes, one line each (the queue's bindings, decoding,
-    the inbox and the metrics follow from the type), each handler in a unit of work that claims
-    the event in the inbox first: a redelivered event is acknowledged with no effect."""
+    the inbox and the metrics follow from the type), each handler in a unit of work whose first
+    statement claims the event in the inbox: a redelivered event is acknowledged with no
+    effect."""
+
     once = HandledOnce(new_unit_of_work)
 
-    def handled(effect: Callable[..., Awaitable[None]]) -> Callable[[Any], Awaitable[Outcome]]:
-        return once(partial(effect, wake=wake))
+    def handled(effect: Callable[..., Awaitable[Outcome]]) -> Callable[[Any], Awaitable[Outcome]]:
+        return once.claiming(partial(effect, wake=wake))
 
     return [
         Subscription.of(events_pb2.OrderCreated, handled(on_order_created)),

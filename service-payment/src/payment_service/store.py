@@ -1,7 +1,8 @@
 """The SQL of service-payment: the `payments` table on a unit of work's connection (writes) or
 the pool (reads), and the unit of work that binds it.
 
-Handlers change a payment under its row lock (`lock`, then one `write`). The worker changes
+Handlers change a payment under its row lock (`claim_and_lock`: the event's inbox claim and the
+lock in one statement, then one `write`). The worker changes
 one without holding a lock across the provider call: it leases due rows (pushing
 `next_attempt_at` on), calls the provider, then records the answer with a guard on the state it
 started from (`write(..., source=...)`), so an answer that arrives after the payment moved on
@@ -16,7 +17,9 @@ from datetime import datetime
 from typing import TypeAlias
 
 import asyncpg
+from google.protobuf.message import Message
 
+from chassis.messaging.inbox import Inbox
 from chassis.messaging.tracing import current_context
 from chassis.postgres import package_migrations, unavailable_on_outage
 from chassis.unit_of_work import UnitOfWork
@@ -98,6 +101,25 @@ class PaymentStore:
         if row is None:
             raise RuntimeError("INSERT ... ON CONFLICT DO UPDATE ... RETURNING returned no row")
         return _payment(row)
+
+    @_outage
+    async def claim_and_lock(
+        self, inbox: Inbox, event: Message, order_id: uuid.UUID
+    ) -> Payment | None:
+        """`lock`, in the same statement as the inbox's claim of `event` (one round trip): None
+        for a duplicate, which locks and changes nothing."""
+        rows = await inbox.claim_with(
+            event,
+            "INSERT INTO payments (order_id) SELECT $1::uuid FROM claim"  # noqa: S608 - constant
+            " ON CONFLICT (order_id) DO UPDATE SET order_id = EXCLUDED.order_id"
+            f" RETURNING {_COLUMNS}",
+            order_id,
+        )
+        if rows is None:
+            return None
+        if len(rows) != 1:
+            raise RuntimeError("INSERT ... ON CONFLICT DO UPDATE ... RETURNING returned no row")
+        return _payment(rows[0])
 
     @_outage
     async def write(
