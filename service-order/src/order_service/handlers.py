@@ -312,19 +312,27 @@ async def on_stock_released(uow: OrderUnitOfWork, event: events_pb2.StockRelease
         _log.warning("stock_released_for_live_order", order_id=str(order_id), status=status.value)
 
 
-async def _payment_reported(uow: OrderUnitOfWork, event: PaymentEvent, step: PaymentStep) -> None:
-    """A payment event (`domain.payment_effect`): a PENDING order makes the step's transition
-    with it (confirmed, or cancelled PAYMENT_DECLINED, with its event); a CANCELLED one records
-    the payment status alone; anything else (a version-1 order, a CONFIRMED one, a payment
-    status the step does not move forward from, an unknown order) has no effect."""
+async def _payment_reported(
+    uow: OrderUnitOfWork, event: PaymentEvent, step: PaymentStep
+) -> Outcome:
+    """A payment event (`domain.payment_effect`), claimed in the inbox in the same statement
+    as the move: a PENDING order makes the step's transition with it (confirmed, or cancelled
+    PAYMENT_DECLINED, with its event); a CANCELLED one records the payment status alone;
+    anything else (a version-1 order, a CONFIRMED one, a payment status the step does not move
+    forward from, an unknown order) has no effect."""
     order_id = _order_id(event)
     transition = step.order_transition
     confirms = transition is not None and transition.target is OrderStatus.CONFIRMED
-    moved = (
-        None
-        if transition is None
-        else await uow.orders.move(order_id, transition, payment=step, with_lines=confirms)
-    )
+    if transition is None:
+        if not await uow.inbox.claim(event):
+            return Outcome.DUPLICATE
+        moved = None
+    else:
+        claimed, moved = await uow.orders.claim_and_move(
+            uow.inbox, event, order_id, transition, payment=step, with_lines=confirms
+        )
+        if not claimed:
+            return Outcome.DUPLICATE
     if transition is not None and moved is not None:
         if confirms:
             _publish_confirmed(uow, moved, transition)
@@ -334,31 +342,34 @@ async def _payment_reported(uow: OrderUnitOfWork, event: PaymentEvent, step: Pay
         state = await uow.orders.state(order_id)
         why = "no such order" if state is None else f"nothing moves from {state.describe()}"
         _without_effect(order_id, event, why)
-        return
+        return Outcome.PROCESSED
     uow.after_commit(partial(reporting.payment_recorded, order_id, step))
+    return Outcome.PROCESSED
 
 
-async def on_payment_authorized(uow: OrderUnitOfWork, event: events_pb2.PaymentAuthorized) -> None:
+async def on_payment_authorized(
+    uow: OrderUnitOfWork, event: events_pb2.PaymentAuthorized
+) -> Outcome:
     """PENDING -> CONFIRMED, payment AUTHORIZED, with `order.confirmed` (service-payment
     captures on it, service-cart clears). An order cancelled meanwhile records AUTHORIZED only
     (service-payment voids the authorisation on its `order.cancelled`)."""
-    await _payment_reported(uow, event, AUTHORIZE)
+    return await _payment_reported(uow, event, AUTHORIZE)
 
 
-async def on_payment_declined(uow: OrderUnitOfWork, event: events_pb2.PaymentDeclined) -> None:
+async def on_payment_declined(uow: OrderUnitOfWork, event: events_pb2.PaymentDeclined) -> Outcome:
     """PENDING -> CANCELLED (PAYMENT_DECLINED), payment DECLINED, with `order.cancelled`
     (service-product gives the stock back). A cancelled order records DECLINED only."""
-    await _payment_reported(uow, event, DECLINE)
+    return await _payment_reported(uow, event, DECLINE)
 
 
-async def on_payment_refunded(uow: OrderUnitOfWork, event: events_pb2.PaymentRefunded) -> None:
+async def on_payment_refunded(uow: OrderUnitOfWork, event: events_pb2.PaymentRefunded) -> Outcome:
     """A cancelled order that had been confirmed: payment AUTHORIZED -> REFUNDED."""
-    await _payment_reported(uow, event, REFUND)
+    return await _payment_reported(uow, event, REFUND)
 
 
-async def on_payment_voided(uow: OrderUnitOfWork, event: events_pb2.PaymentVoided) -> None:
+async def on_payment_voided(uow: OrderUnitOfWork, event: events_pb2.PaymentVoided) -> Outcome:
     """An order cancelled before its confirmation: payment PENDING or AUTHORIZED -> VOIDED."""
-    await _payment_reported(uow, event, VOID)
+    return await _payment_reported(uow, event, VOID)
 
 
 async def expire_pending_orders(uow: OrderUnitOfWork, *, timeout_seconds: float) -> int:
@@ -375,14 +386,15 @@ def subscriptions(
 ) -> list[Subscription]:
     """The saga events service-order consumes, one line each (the queue's bindings, decoding, the
     inbox and the metrics follow from the type), each handler in a unit of work that claims the
-    event in the inbox first: a redelivered event is acknowledged with no effect."""
+    event in the inbox first (the payment events: in the statement that moves the order): a
+    redelivered event is acknowledged with no effect."""
     once = HandledOnce(new_unit_of_work)
     return [
         Subscription.of(events_pb2.StockReserved, stock_reserved(store, once(on_stock_reserved))),
         Subscription.of(events_pb2.StockReservationFailed, once(on_stock_reservation_failed)),
         Subscription.of(events_pb2.StockReleased, once(on_stock_released)),
-        Subscription.of(events_pb2.PaymentAuthorized, once(on_payment_authorized)),
-        Subscription.of(events_pb2.PaymentDeclined, once(on_payment_declined)),
-        Subscription.of(events_pb2.PaymentRefunded, once(on_payment_refunded)),
-        Subscription.of(events_pb2.PaymentVoided, once(on_payment_voided)),
+        Subscription.of(events_pb2.PaymentAuthorized, once.claiming(on_payment_authorized)),
+        Subscription.of(events_pb2.PaymentDeclined, once.claiming(on_payment_declined)),
+        Subscription.of(events_pb2.PaymentRefunded, once.claiming(on_payment_refunded)),
+        Subscription.of(events_pb2.PaymentVoided, once.claiming(on_payment_voided)),
     ]

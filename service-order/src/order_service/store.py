@@ -14,7 +14,9 @@ from datetime import datetime
 from typing import TypeAlias
 
 import asyncpg
+from google.protobuf.message import Message
 
+from chassis.messaging.inbox import Inbox
 from chassis.postgres import package_migrations, unavailable_on_outage
 from chassis.unit_of_work import UnitOfWork
 from order_service.domain import (
@@ -104,6 +106,46 @@ def _line(row: asyncpg.Record) -> OrderLine:
         quantity=row["quantity"],
         unit_price_cents=row["unit_price_cents"],
     )
+
+
+# A status change (see `OrderStore.move`), as a common table expression; `gate`: more of its
+# WHERE clause. Its lines come from the statement's query, `_MOVED_WITH_LINES`.
+_MOVE = (
+    "moved AS ("
+    " UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now(),"
+    " confirmed_at = CASE WHEN $2 = 'CONFIRMED' THEN now() ELSE confirmed_at END,"
+    " payment_status = COALESCE($6, payment_status)"
+    " WHERE id = $1 AND status = ANY($4::text[]) AND saga_version = ANY($5::smallint[])"
+    " AND ($7::text[] IS NULL OR payment_status = ANY($7::text[])){gate}"
+    " RETURNING id, user_id, created_at, updated_at)"
+)
+_MOVED_WITH_LINES = (
+    "SELECT m.id, m.user_id, m.created_at, m.updated_at, l.product_id, l.name,"
+    " l.quantity, l.unit_price_cents FROM moved m"
+    " LEFT JOIN order_lines l ON $8 AND l.order_id = m.id ORDER BY l.line_no"
+)
+
+
+def _move_args(
+    order_id: uuid.UUID, transition: Transition, payment: PaymentStep | None, with_lines: bool
+) -> tuple[object, ...]:
+    return (
+        order_id,
+        transition.target.value,
+        None if transition.reason is None else transition.reason.value,
+        sorted(status.value for status in transition.sources),
+        sorted(version.value for version in transition.saga_versions),
+        None if payment is None else payment.target.value,
+        None if payment is None else sorted(status.value for status in payment.sources),
+        with_lines,
+    )
+
+
+def _moved_order(rows: Sequence[asyncpg.Record]) -> MovedOrder | None:
+    if not rows:
+        return None
+    lines = tuple(_line(row) for row in rows if row["product_id"] is not None)
+    return replace(_moved(rows[0]), lines=lines)
 
 
 def _moved(row: asyncpg.Record) -> MovedOrder:
@@ -281,29 +323,33 @@ class OrderStore:
         nothing changes). Confirming also stamps `confirmed_at`. `with_lines`: the order's lines
         come back from the same statement (what `order.confirmed` carries)."""
         rows = await self._db.fetch(
-            "WITH moved AS ("
-            " UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now(),"
-            " confirmed_at = CASE WHEN $2 = 'CONFIRMED' THEN now() ELSE confirmed_at END,"
-            " payment_status = COALESCE($6, payment_status)"
-            " WHERE id = $1 AND status = ANY($4::text[]) AND saga_version = ANY($5::smallint[])"
-            " AND ($7::text[] IS NULL OR payment_status = ANY($7::text[]))"
-            " RETURNING id, user_id, created_at, updated_at"
-            ") SELECT m.id, m.user_id, m.created_at, m.updated_at, l.product_id, l.name,"
-            " l.quantity, l.unit_price_cents FROM moved m"
-            " LEFT JOIN order_lines l ON $8 AND l.order_id = m.id ORDER BY l.line_no",
-            order_id,
-            transition.target.value,
-            None if transition.reason is None else transition.reason.value,
-            sorted(status.value for status in transition.sources),
-            sorted(version.value for version in transition.saga_versions),
-            None if payment is None else payment.target.value,
-            None if payment is None else sorted(status.value for status in payment.sources),
-            with_lines,
+            f"WITH {_MOVE.format(gate='')} {_MOVED_WITH_LINES}",
+            *_move_args(order_id, transition, payment, with_lines),
         )
-        if not rows:
-            return None
-        lines = tuple(_line(row) for row in rows if row["product_id"] is not None)
-        return replace(_moved(rows[0]), lines=lines)
+        return _moved_order(rows)
+
+    @_outage
+    async def claim_and_move(
+        self,
+        inbox: Inbox,
+        event: Message,
+        order_id: uuid.UUID,
+        transition: Transition,
+        *,
+        payment: PaymentStep | None = None,
+        with_lines: bool = False,
+    ) -> tuple[bool, MovedOrder | None]:
+        """`move`, in the same statement as the inbox's claim of `event` (one round trip):
+        whether the event was claimed (False: a duplicate, nothing moved), and the moved order."""
+        rows = await inbox.claim_with(
+            event,
+            _MOVED_WITH_LINES,
+            *_move_args(order_id, transition, payment, with_lines),
+            ctes=_MOVE.format(gate=" AND EXISTS (SELECT FROM claim)"),
+        )
+        if rows is None:
+            return False, None
+        return True, _moved_order(rows)
 
     @_outage
     async def record_payment(self, order_id: uuid.UUID, step: PaymentStep) -> bool:

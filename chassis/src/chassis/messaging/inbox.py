@@ -82,7 +82,8 @@ class Inbox:
         self, event: Message, query: str, *args: object, ctes: str = ""
     ) -> list[asyncpg.Record] | None:
         """Claim `event` and run `query`, the effect's first statement, as one statement: None
-        for a duplicate (nothing ran), else the rows `query` returned (maybe none).
+        for a duplicate (nothing ran), else the rows `query` returned (maybe none), in its
+        order.
 
         `query` (parameters `$1`... from `args`) is a data-modifying statement that reads from
         `claim`, a one-row table when the claim succeeded and an empty one for a duplicate (as in
@@ -103,7 +104,8 @@ class Inbox:
             " ON CONFLICT DO NOTHING RETURNING now() AS claimed_at),"
             f"{f' {ctes},' if ctes else ''} effect AS ({query})"
             " SELECT claim.claimed_at, effect_row.* FROM claim LEFT JOIN"
-            " (SELECT true AS effect_returned, effect.* FROM effect) AS effect_row ON true",
+            " (SELECT true AS effect_returned, row_number() OVER () AS effect_row_number,"
+            " effect.* FROM effect) AS effect_row ON true ORDER BY effect_row_number",
             *args,
             *self._claim_args(event),
         )
