@@ -12,7 +12,7 @@ from prometheus_client import Counter
 
 from chassis.errors import NotFound
 from chassis.logging import get_logger
-from chassis.messaging import Subscription
+from chassis.messaging import Outcome, Subscription
 from chassis.unit_of_work import HandledOnce
 from ecommerce.events.v1 import events_pb2
 from product_service import proto_mapping
@@ -140,26 +140,31 @@ class Stock:
 
     async def on_order_created(
         self, uow: ProductUnitOfWork, event: events_pb2.OrderCreated
-    ) -> None:
+    ) -> Outcome:
         """Reserve every line or none, record it, and say which with `stock.reserved` or
-        `stock.reservation_failed`; nothing when the order was cancelled first."""
+        `stock.reservation_failed`; nothing when the order was cancelled first. The event is
+        claimed in the inbox by the statement that opens the reservation."""
         order_id = parse_order_id(event.order_id)
         lines = stock_lines((line.product_id, line.quantity) for line in event.lines)
-        if not await uow.stock.open_reservation(order_id):
+        opened = await uow.stock.claim_and_open(uow.inbox, event, order_id)
+        if opened is None:
+            return Outcome.DUPLICATE
+        if not opened:
             RESERVATIONS.labels(outcome="skipped").inc()
             log.info("stock_reservation", order_id=str(order_id), outcome="skipped")
-            return
+            return Outcome.PROCESSED
         in_stock = await uow.stock.lock_stock([line.product_id for line in lines])
         shortage = first_shortage(lines, in_stock)
         if shortage is not None:
             await uow.stock.reject(order_id)
             uow.publish(proto_mapping.reservation_failed(order_id, shortage))
             uow.after_commit(_counted("failed", order_id))
-            return
+            return Outcome.PROCESSED
         taken = await uow.stock.take(order_id, lines)
         uow.publish(proto_mapping.stock_reserved(order_id, lines))
         uow.after_commit(lambda: self._cache.refresh(taken))
         uow.after_commit(_counted("reserved", order_id))
+        return Outcome.PROCESSED
 
     async def on_order_cancelled(
         self, uow: ProductUnitOfWork, event: events_pb2.OrderCancelled
@@ -194,9 +199,10 @@ def _released(order_id: uuid.UUID) -> Callable[[], Awaitable[None]]:
 def subscriptions(new_unit_of_work: NewUnitOfWork, stock: Stock) -> list[Subscription]:
     """The saga events service-product consumes, one line each (the queue's bindings, decoding,
     the inbox and the metrics follow from the type), each handler in a unit of work that claims
-    the event in the inbox first: a redelivered event is acknowledged with no effect."""
+    the event in the inbox first (`order.created`: in the statement that opens the
+    reservation): a redelivered event is acknowledged with no effect."""
     once = HandledOnce(new_unit_of_work)
     return [
-        Subscription.of(events_pb2.OrderCreated, once(stock.on_order_created)),
+        Subscription.of(events_pb2.OrderCreated, once.claiming(stock.on_order_created)),
         Subscription.of(events_pb2.OrderCancelled, once(stock.on_order_cancelled)),
     ]

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
+from google.protobuf.message import Message
 
+from chassis.messaging.inbox import Inbox
 from product_service.domain import Product, StockLine
 from product_service.store import PRODUCT_COLUMNS, product_of
 
@@ -40,16 +42,20 @@ class StockRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def open_reservation(self, order_id: uuid.UUID) -> bool:
-        """Record that this order is being reserved now; False when the order already has a
-        record (reserved before, or cancelled first), so nothing more is to be done."""
-        opened = await self._conn.fetchval(
-            "INSERT INTO stock_reservations (order_id, status) VALUES ($1, 'RESERVED')"
-            " ON CONFLICT (order_id) DO NOTHING RETURNING true",
+    async def claim_and_open(
+        self, inbox: Inbox, event: Message, order_id: uuid.UUID
+    ) -> bool | None:
+        """Record that this order is being reserved now, in the same statement as the inbox's
+        claim of `event` (one round trip): None for a duplicate (nothing written); False when
+        the order already has a record (reserved before, or cancelled first), so nothing more
+        is to be done; True when the reservation opened."""
+        rows = await inbox.claim_with(
+            event,
+            "INSERT INTO stock_reservations (order_id, status) SELECT $1::uuid, 'RESERVED'"
+            " FROM claim ON CONFLICT (order_id) DO NOTHING RETURNING true AS opened",
             order_id,
-            timeout=QUERY_TIMEOUT_SECONDS,
         )
-        return bool(opened)
+        return None if rows is None else bool(rows)
 
     async def lock_stock(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         """The stock of these products, their rows locked in id order until commit."""
