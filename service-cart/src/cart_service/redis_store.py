@@ -1,9 +1,11 @@
 """Carts in Redis: one JSON string per cart at `<prefix>cart:<user_id>`.
 
 A shopper's change runs one Lua script that checks the rules and writes in one atomic step (one
-round trip, no retries under contention). A saga event's change (`apply_event`) is an optimistic
-transaction instead (WATCH, read, MULTI/EXEC, retried on a conflict), so that the chassis inbox
-claims the event in the document with the same write. Every write refreshes the key's expiry.
+round trip, no retries under contention). A saga event's change (`apply_event`) is optimistic
+instead, so that the chassis inbox claims the event in the document with the same write: read
+the document, compute the change and the claim in Python, and write with a compare-and-set script
+that replaces the document only if it is still the one read (two round trips; read again on a
+conflict). Every write refreshes the key's expiry.
 
 A command whose connection broke under it is sent again (`chassis.redis_client.idempotent`) only
 when landing twice changes nothing: reads, `set` (an absolute quantity), `clear`, and
@@ -28,7 +30,6 @@ import redis.asyncio as redis
 from google.protobuf.message import Message
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from cart_service.domain import MAX_LINE_QUANTITY, MAX_LINES, Cart, Violation, violation_error
 from cart_service.store import (
@@ -43,8 +44,9 @@ from chassis.messaging import DocumentInbox
 from chassis.redis_client import create_redis, idempotent
 
 _SCRIPT = resources.files("cart_service").joinpath("cart_mutation.lua").read_text()
+_REPLACE_SCRIPT = resources.files("cart_service").joinpath("cart_replace.lua").read_text()
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-MAX_WATCH_ATTEMPTS = 100
+MAX_WRITE_ATTEMPTS = 100
 _MAX_BACKOFF_SECONDS = 0.05
 # Script operations that leave the same cart and the same answer however often they land.
 _IDEMPOTENT_OPS = frozenset({"set", "clear"})
@@ -69,6 +71,7 @@ class RedisCartStore:
         self._ttl_seconds = ttl_days * 86_400
         self._inbox = inbox
         self._mutate = client.register_script(_SCRIPT)
+        self._replace = client.register_script(_REPLACE_SCRIPT)
 
     @classmethod
     async def connect(
@@ -126,24 +129,21 @@ class RedisCartStore:
         self, user_id: str, event: Message, change: Callable[[Cart], Cart]
     ) -> bool:
         key = self.key(user_id)
-        async with self._client.pipeline(transaction=True) as pipe:
-            for attempt in range(MAX_WATCH_ATTEMPTS):
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    document = json.loads(raw) if raw else new_document(user_id)
-                    if not self._inbox.claim(document, event):
-                        return False
-                    changed = with_cart(document, change(from_document(user_id, document)))
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(key, json.dumps(changed), ex=self._ttl_seconds)
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    # Another write landed between the read and EXEC: read again. Full jitter
-                    # keeps the writers of one cart from retrying in lockstep.
-                    ceiling = min(_MAX_BACKOFF_SECONDS, 0.001 * 2**attempt)
-                    await asyncio.sleep(random.uniform(0, ceiling))
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            raw = await self._client.get(key)
+            document = json.loads(raw) if raw else new_document(user_id)
+            if not self._inbox.claim(document, event):
+                return False
+            changed = with_cart(document, change(from_document(user_id, document)))
+            written = await self._replace(
+                keys=[key], args=[raw or "", json.dumps(changed), self._ttl_seconds]
+            )
+            if written:
+                return True
+            # Another write landed between the read and this one: read again. Full jitter keeps
+            # the writers of one cart from retrying in lockstep.
+            ceiling = min(_MAX_BACKOFF_SECONDS, 0.001 * 2**attempt)
+            await asyncio.sleep(random.uniform(0, ceiling))
         raise Unavailable(f"the cart of user {user_id} kept changing; try again")
 
     async def check(self) -> None:
