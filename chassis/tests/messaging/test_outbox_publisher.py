@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -97,6 +98,37 @@ async def test_many_commits_at_once_are_each_published_once_and_a_relay_adds_not
         await asyncio.sleep(GRACE * 2)  # past the grace and a poll: nothing left to publish
     received = Counter(message.message_id for message in tap.messages)
     assert received == Counter(event.event_id for event in events)
+
+
+class CountingPool:
+    """The pool the publisher marks through, counting the marks (one connection each)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.marks = 0
+
+    def acquire(self, *, timeout: float) -> Any:
+        self.marks += 1
+        return self._pool.acquire(timeout=timeout)
+
+
+async def test_rows_confirmed_within_the_linger_share_one_mark_and_publishing_never_waits(
+    outbox_pool: asyncpg.Pool, broker: Broker, tap: Tap
+) -> None:
+    counting = CountingPool(outbox_pool)
+    publisher = OutboxPublisher(cast(asyncpg.Pool, counting), mark_linger=1.5)
+    publisher.attach(broker)
+    events = [order_created() for _ in range(10)]
+    for event in events:
+        await commit(outbox_pool, publisher, event)
+        await asyncio.sleep(0.02)
+    # Every event is out at once; their marks wait for the linger.
+    await tap.wait_for(10, within=1)
+    assert await unpublished(outbox_pool) == 10
+    await all_marked_published(outbox_pool, within=5)
+    assert counting.marks == 1
+    assert [m.message_id for m in tap.messages] == [e.event_id for e in events]
+    await publisher.close()
 
 
 async def test_what_the_publisher_could_not_publish_the_relay_publishes_after_its_grace(

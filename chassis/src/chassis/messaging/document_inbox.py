@@ -4,9 +4,10 @@ the same "handled once" rule as the PostgreSQL inbox, for a service without an S
 The PostgreSQL inbox claims `(consumer, event_id)` in the transaction of the effect. A key-value
 store changes one document atomically (Couchbase CAS, a Redis compare-and-set script), so the
 claim lives in the document the event changes, under `inbox.<consumer>`, and is written in the
-same atomic step as the effect: both, or neither. A claim is kept `retention` (INBOX_RETENTION_DAYS, as the
-PostgreSQL inbox keeps its ids), and a document keeps at most `capacity` claims (the newest), so
-it stays small; both are pruned whenever the document takes a new claim.
+same atomic step as the effect: both, or neither. A claim is kept `retention`
+(INBOX_RETENTION_DAYS, as the PostgreSQL inbox keeps its ids), and a document keeps at most
+`capacity` claims (the newest), so it stays small; both are pruned whenever the document takes a
+new claim.
 
 ```python
 inbox = DocumentInbox("service-cart", retention=timedelta(days=14))

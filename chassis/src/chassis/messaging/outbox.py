@@ -178,15 +178,20 @@ async def add_to_outbox(conn: asyncpg.Connection, event: Message) -> None:
 
 class OutboxPublisher:
     """Publishes what a unit of work committed from the process that committed it, right after
-    the commit, and marks what the broker confirmed published (one `UPDATE` per round).
+    the commit, and marks what the broker confirmed published (one `UPDATE` for the rows
+    confirmed within `mark_linger` seconds).
 
     `submit` never waits: rows join the next round of a single background task, so the rows of
-    every commit made while a round is out go together in the next (publishes pipelined, one
-    mark; at most `round_size` rows a round). Nothing here retries: a row that is not confirmed
-    (the broker is away, refuses it, a confirm does not come), or whose mark fails, is left in
-    the table for the relay, which takes rows older than its grace; so is a row submitted while
-    more than `max_pending` wait or after `close`. The broker is attached at wiring (`attach`);
-    until then every row is the relay's.
+    every commit made while a round is out go together in the next (publishes pipelined; at most
+    `round_size` rows a round). Publishing never waits for a mark; marking waits up to
+    `mark_linger` for more confirmed rows (at most `round_size`), so that the commits of a busy
+    service share one marking transaction instead of one each (a mark is a committed write: the
+    server's cost is per transaction more than per row). The linger is far below the relay's
+    grace, so a row waiting for its mark is not published again. Nothing here retries: a row
+    that is not confirmed (the broker is away, refuses it, a confirm does not come), or whose
+    mark fails, is left in the table for the relay, which takes rows older than its grace; so is
+    a row submitted while more than `max_pending` wait or after `close`. The broker is attached
+    at wiring (`attach`); until then every row is the relay's.
     """
 
     def __init__(
@@ -197,10 +202,13 @@ class OutboxPublisher:
         max_pending: int = 10_000,
         round_size: int = 256,
         close_timeout: float = 5.0,
+        mark_linger: float = 0.2,
     ) -> None:
         expose(OUTBOX_PUBLISHED, OUTBOX_DEFERRED)
         self._pool = pool
         self._round_size = round_size
+        self._mark_linger = mark_linger
+        self._submitted = asyncio.Event()
         self._close_timeout = close_timeout
         self._db_timeout = db_timeout
         self._max_pending = max_pending
@@ -226,21 +234,41 @@ class OutboxPublisher:
             OUTBOX_DEFERRED.inc(len(rows))
             return
         self._pending.extend(rows)
+        self._submitted.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._drain(broker), name="outbox_publisher"
             )
 
     async def _drain(self, broker: Broker) -> None:
+        """Publish round after round; mark the confirmed rows once `mark_linger` has passed
+        since the first of them was confirmed, when `round_size` wait, or at `close`."""
+        confirmed: list[OutboxRow] = []
+        first_confirmed = 0.0
+        loop = asyncio.get_running_loop()
         try:
-            while self._pending:
-                rows = self._pending[: self._round_size]
-                del self._pending[: self._round_size]
-                await self._publish(broker, rows)
+            while self._pending or confirmed:
+                if self._pending and len(confirmed) < self._round_size:
+                    rows = self._pending[: self._round_size]
+                    del self._pending[: self._round_size]
+                    published = await self._publish(broker, rows)
+                    if published and not confirmed:
+                        first_confirmed = loop.time()
+                    confirmed += published
+                    continue
+                linger = first_confirmed + self._mark_linger - loop.time()
+                if linger > 0 and not self._closed and len(confirmed) < self._round_size:
+                    self._submitted.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._submitted.wait(), linger)
+                    continue
+                await self._mark(confirmed)
+                confirmed = []
         finally:
             self._task = None
 
-    async def _publish(self, broker: Broker, rows: list[OutboxRow]) -> None:
+    async def _publish(self, broker: Broker, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """The rows the broker confirmed."""
         results = await asyncio.gather(
             *(_publish_row(broker, row) for row in rows), return_exceptions=True
         )
@@ -253,8 +281,9 @@ class OutboxPublisher:
                 rows=len(errors),
                 error=f"{type(errors[0]).__name__}: {errors[0]}",
             )
-        if not published:
-            return
+        return published
+
+    async def _mark(self, published: list[OutboxRow]) -> None:
         try:
             async with self._pool.acquire(timeout=self._db_timeout) as conn:
                 await conn.execute(
@@ -275,9 +304,10 @@ class OutboxPublisher:
             OUTBOX_PUBLISHED.labels(event_type=row["event_type"]).inc()
 
     async def close(self) -> None:
-        """Take no more rows; wait at most `close_timeout` for the rounds in flight (what they
-        do not finish is the relay's)."""
+        """Take no more rows; wait at most `close_timeout` for the rounds in flight and the
+        marks (what they do not finish is the relay's)."""
         self._closed = True
+        self._submitted.set()  # a lingering mark is made now
         task = self._task
         if task is not None:
             _, pending = await asyncio.wait({task}, timeout=self._close_timeout)
