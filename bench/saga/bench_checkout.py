@@ -4,8 +4,9 @@ every process per checkout, all taken from one steady-state window per scenario.
 
 Runs the floor (`floor.py`), then starts the seven processes of the root Procfile (honcho, one per
 line) against POSTGRES_URL / REDIS_URL / AMQP_URL (localhost defaults), in databases
-`bench_<id>_*`, a Redis prefix and an exchange of its own, all removed at the end. Prints Markdown
-tables, asserts nothing.
+`bench_<id>_*`, a Redis prefix and an exchange of its own, all removed at the end, then runs the
+floor again (the ratio's ceiling is the mean of both floor runs). Prints Markdown tables, asserts
+nothing.
 
     uv run python bench/saga/bench_checkout.py --shoppers 64 --duration 20
 
@@ -152,9 +153,10 @@ async def wait_ready(base_url: str, processes: list[ServiceProcess]) -> None:
 
 
 async def run_floor(
-    args: argparse.Namespace, run_id: str, monitor: PostgresMonitor
+    args: argparse.Namespace, run_id: str, monitor: PostgresMonitor, when: str
 ) -> tuple[Figures, str]:
-    """The floor scenario: `--shoppers` concurrent floor checkouts in a closed loop."""
+    """The floor scenario: `--shoppers` concurrent floor checkouts in a closed loop; `when`:
+    before or after the platform's scenarios."""
     async with Floor(run_id, POSTGRES_URL, REDIS_URL, AMQP_URL) as floor:
         databases = list(floor.databases.values())
 
@@ -171,7 +173,7 @@ async def run_floor(
         await floor_closed_loop(floor, args.shoppers, window, checkouts)
         sample = await sampling
     result = figures(
-        f"floor ({args.shoppers} concurrent)",
+        f"floor ({args.shoppers} concurrent, {when} the platform)",
         window,
         checkouts,
         outcome=lambda c: c.failure or (CONFIRMED if c.done_at else PENDING),
@@ -182,7 +184,10 @@ async def run_floor(
         sample.cpu, sample.groups, result.completed_in_window
     )
     shape = shape_line(
-        "floor", sample.counters["commits"], sample.counters["events"], result.completed_in_window
+        f"floor {when} the platform",
+        sample.counters["commits"],
+        sample.counters["events"],
+        result.completed_in_window,
     )
     return result, shape
 
@@ -375,8 +380,13 @@ async def main() -> None:
     load_before = load_average()
     monitor = PostgresMonitor(POSTGRES_URL)
     await monitor.commits([])  # holds its connection slot from the start (the server is shared)
-    floor, floor_shape = (None, "") if args.no_floor else await run_floor(args, run_id, monitor)
-    progress("floor done" if floor else "floor skipped")
+    floors: list[Figures] = []
+    floor_shapes: list[str] = []
+    if not args.no_floor:
+        floor, shape = await run_floor(args, run_id, monitor, "before")
+        floors.append(floor)
+        floor_shapes.append(shape)
+    progress(f"floor: {floors[0].rate:,.1f} checkouts/s" if floors else "floor skipped")
 
     env = platform_env(run_id)
     databases = platform_databases(env)
@@ -408,6 +418,14 @@ async def main() -> None:
         for process in processes:
             process.stop()
         await cleanup(env, databases)
+    try:
+        if not args.no_floor:
+            # The floor again, the platform stopped: the ceiling is the mean of both runs.
+            floor, shape = await run_floor(args, run_id, monitor, "after")
+            floors.append(floor)
+            floor_shapes.append(shape)
+            progress(f"floor again: {floor.rate:,.1f} checkouts/s")
+    finally:
         await monitor.close()
 
     print(f"### Checkout saga (`bench/saga/bench_checkout.py`), {time.strftime('%Y-%m-%d %H:%M')}")
@@ -419,8 +437,12 @@ async def main() -> None:
         f"{args.drain:.0f} s after the load). Load average (1/5/15 min) before: {load_before}, "
         f"after: {load_average()}.\n"
     )
-    print(scenario_table(floor, results))
-    print(f"\n{floor_definition()} Ratio: the platform's confirmed/s over the floor's checkouts/s.")
+    print(scenario_table(floors, results))
+    print(
+        f"\n{floor_definition()} Ratio: the platform's confirmed/s over the floor's checkouts/s, "
+        "the mean of the floor run before the platform's scenarios and the one after them (the "
+        "machine's speed drifts during a run; the two floors show by how much)."
+    )
     for figures_ in results:
         if figures_.late_starts:
             late = figures_.late_starts
@@ -428,9 +450,9 @@ async def main() -> None:
     print("\nCPU milliseconds per completed checkout, sampled over each window (2 cores give")
     print("2,000 ms per second; RabbitMQ and Redis serve the whole machine, PostgreSQL is counted")
     print("for the benchmark's own databases only):\n")
-    print(cpu_table(([floor] if floor else []) + results))
+    print(cpu_table([*floors, *results]))
     print()
-    for line in ([floor_shape] if floor_shape else []) + shapes:
+    for line in [*floor_shapes, *shapes]:
         print(line)
     print("- resident memory after the runs, MiB: " + ", ".join(
         f"{name} {mib:.0f}" for name, mib in memory.items()

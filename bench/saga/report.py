@@ -27,21 +27,24 @@ def _failures(figures: Figures) -> str:
     return f"{figures.failed} ({parts})"
 
 
-def scenario_table(floor: Figures | None, platform: Sequence[Figures]) -> str:
+def scenario_table(floors: Sequence[Figures], platform: Sequence[Figures]) -> str:
     """One row per scenario, each with its ceiling and the ratio to it: the platform's full rate
-    against the floor, a fixed-rate run against what it was offered."""
+    against the floor (the mean of the floor runs: one before the platform and one after, so a
+    drift of the machine's speed during the run weighs on both sides alike), a fixed-rate run
+    against what it was offered."""
     lines = [
         "| scenario | rate | ceiling | ratio | p50 ms | p95 ms | p99 ms | failed "
         "| CPU ms / checkout |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
-    rows = ([floor] if floor else []) + list(platform)
-    for figures in rows:
-        if figures is floor:
+    floor_rate = sum(f.rate for f in floors) / len(floors) if floors else 0.0
+    floor_label = "floor" if len(floors) < 2 else f"floor, mean of {len(floors)}"
+    for figures in [*floors, *platform]:
+        if figures in floors:
             ceiling, ratio = "-", "-"
-        elif figures.offered_per_second is None and floor is not None:
-            ceiling = f"{floor.rate:,.1f}/s (floor)"
-            ratio = f"{figures.rate / floor.rate:.0%}" if floor.rate else "-"
+        elif figures.offered_per_second is None and floors:
+            ceiling = f"{floor_rate:,.1f}/s ({floor_label})"
+            ratio = f"{figures.rate / floor_rate:.0%}" if floor_rate else "-"
         elif figures.offered_per_second is not None:
             ceiling = f"{figures.offered_per_second:,.1f}/s offered"
             ratio = f"{figures.rate / figures.offered_per_second:.0%}"
