@@ -8,7 +8,6 @@ carries the configured deadline.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 
 import grpc
@@ -42,7 +41,8 @@ IDEMPOTENT_READS: dict[str, list[str]] = {
 }
 
 
-# Health Checks of one upstream per readiness probe, each to the next replica (round_robin).
+# Health Checks of one upstream per readiness probe, sent together: round_robin sends each to
+# the next replica.
 HEALTH_CHECKS_PER_UPSTREAM = 2
 
 
@@ -121,24 +121,34 @@ class Upstreams:
 
     @staticmethod
     async def _serving(channel: grpc.aio.Channel, deadline_seconds: float) -> bool:
-        """SERVING when a replica of the upstream says so. The channel balances round_robin, so
-        a second Check goes to another replica: one replica draining (NOT_SERVING from its
-        SIGTERM on) does not make both gateways unready while its sibling serves (haproxy then
-        had no gateway in rotation during a rolling restart, in the replicas' test). With one
-        replica both Checks reach it, and a draining upstream still makes the gateway unready."""
+        """SERVING when a replica of the upstream says so within the deadline. The channel
+        balances round_robin, so Checks sent together go to different replicas, and the first
+        SERVING answers: one replica draining (NOT_SERVING from its SIGTERM on), just restarted
+        and slow to answer, or SIGKILLed under the Check, does not make the gateway unready
+        while its sibling serves. (Checks one after the other let a slow newcomer use up the
+        whole deadline: on a saturated machine both gateways then left haproxy's rotation at
+        once, "no server available", in the replicas' test.) With one replica every Check
+        reaches it, and a draining or stopped upstream still makes the gateway unready."""
         stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + deadline_seconds
-        for _ in range(HEALTH_CHECKS_PER_UPSTREAM):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
+
+        async def check() -> bool:
             try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=left)
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=deadline_seconds)
             except grpc.aio.AioRpcError:
-                continue
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return True
-        return False
+                return False
+            serving: bool = reply.status == health_pb2.HealthCheckResponse.SERVING
+            return serving
+
+        pending = {asyncio.ensure_future(check()) for _ in range(HEALTH_CHECKS_PER_UPSTREAM)}
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if any(task.result() for task in done):
+                    return True
+            return False
+        finally:
+            for task in pending:
+                task.cancel()
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close(grace=1.0) for channel in self.channels.values()))
