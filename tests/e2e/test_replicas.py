@@ -189,6 +189,10 @@ async def replica_platform(
     # call to a replica that just started could wait past the gateway's 3 s deadline for CPU
     # alone (four 504s and no other failure in one CI run), so this platform's gateways wait 6 s.
     env["GATEWAY_RPC_TIMEOUT_SECONDS"] = "6"
+    # Likewise their /readyz gives an upstream's health Checks as long as haproxy's check
+    # timeout allows (2 s), not 1 s: when both gateways' probes time out three times in a row on
+    # a starved machine, haproxy has no gateway in its rotation and answers its own 503.
+    env["GATEWAY_READINESS_TIMEOUT_SECONDS"] = "1.8"
     ports: dict[str, list[int]] = {}
     for service in SERVICES:
         ports[variable(service, "GRPC_PORT")] = [free_port() for _ in range(REPLICAS)]
