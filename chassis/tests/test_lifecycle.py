@@ -15,6 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chassis import grpc_server
 from chassis.grpc_server import ACCEPTING_SERVICE, LIVENESS_SERVICE, ServiceRuntime
 from chassis.settings import ServiceSettings
 
@@ -237,3 +238,32 @@ async def test_a_taken_port_stops_the_service_with_a_clear_error(start_sample) -
     failure = process.wait_for_log("bind_failed")
     assert failure["grpc"] == f"127.0.0.1:{port}"
     assert not [line for line in process.stderr_lines if "Traceback" in line]
+
+
+async def test_the_heap_is_settled_after_the_startup_hooks_and_before_calls_are_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """chassis.heap.settle_heap runs once, when what the process holds for its lifetime exists
+    (pools, consumers) and before balancers send it calls (replaced here by a recorder, so this
+    test process's own collector is left as it is)."""
+    runtime = ServiceRuntime(
+        InProcessSettings(grpc_host="127.0.0.1", grpc_port=0, shutdown_grace_seconds=1)
+    )
+    journal: list[str] = []
+
+    async def pool() -> None:
+        journal.append("startup hook")
+
+    def settle_heap() -> None:
+        journal.append("accepting" if runtime.started.is_set() else "heap settled")
+
+    monkeypatch.setattr(grpc_server, "settle_heap", settle_heap)
+    runtime.on_startup("pool", pool)
+    serving = asyncio.create_task(runtime.run())
+    try:
+        await asyncio.wait_for(runtime.started.wait(), 10)
+        assert journal == ["startup hook", "heap settled"]
+        assert await health_status(f"127.0.0.1:{runtime.bound_port}", ACCEPTING_SERVICE) == SERVING
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(serving, 10)

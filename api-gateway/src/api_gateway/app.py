@@ -20,6 +20,7 @@ from api_gateway.product_cache import ProductMicroCache
 from api_gateway.routes import auth, cart, health, orders, products, users
 from api_gateway.upstreams import Upstreams
 from chassis.auth import TokenVerifier, jwk_mapping
+from chassis.heap import settle_heap
 from chassis.logging import configure_logging, get_logger
 from chassis.metrics import start_metrics_server
 from chassis.settings import load_settings
@@ -60,6 +61,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.product_cache = ProductMicroCache(
             settings.product_cache_ttl_seconds, settings.product_cache_max_entries
         )
+        settle_heap()  # before any traffic: see chassis.heap
         log.info("gateway_started", upstreams=sorted(upstreams.channels))
         try:
             yield

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
+from chassis.heap import settle_heap
 from chassis.logging import configure_logging, get_logger
 from chassis.metrics import RPC_HANDLED, RPC_LATENCY, expose, start_metrics_server
 from chassis.rpc_observer import RpcObserver
@@ -167,6 +168,7 @@ class ServiceRuntime:
             _log.info("startup_hook_done", hook=name)
         for name, fn in self._background:
             self._tasks.append(asyncio.create_task(self._supervise(name, fn), name=name))
+        settle_heap()  # before any traffic: see chassis.heap
         # Readiness first, then `accepting`: a replica joins its clients' balancers already
         # reporting what its readiness says. The other way round, a caller asking for the
         # overall health ("", as a gateway's /readyz does) and balanced onto the new replica

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from chassis import postgres
+from chassis.heap import settle_heap
 from chassis.logging import get_logger
 from payment_provider import ledger
 from payment_provider.settings import ProviderSettings
@@ -88,6 +89,7 @@ def create_app(settings: ProviderSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         preparing = asyncio.create_task(books.prepare())
+        settle_heap()  # before any traffic: see chassis.heap
         try:
             yield
         finally:

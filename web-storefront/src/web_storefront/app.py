@@ -12,6 +12,7 @@ import httpx
 from fastapi import Depends, FastAPI
 from starlette.staticfiles import StaticFiles
 
+from chassis.heap import settle_heap
 from chassis.logging import configure_logging, get_logger
 from chassis.metrics import start_metrics_server
 from chassis.redis_client import create_redis
@@ -53,6 +54,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         start_metrics_server(settings.metrics_port, settings.metrics_host)
+        settle_heap()  # before any traffic: see chassis.heap
         log.info("storefront_started", gateway=settings.gateway_url)
         try:
             yield
